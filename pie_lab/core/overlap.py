@@ -1,0 +1,47 @@
+"""The streaming schedule as arithmetic: when each layer's copy and compute run, and the stalls.
+
+Rules (the same the real executors follow):
+- the link carries one copy at a time, in layer order;
+- the copy for layer l may start once its staging slot (l % depth) is free, i.e. once layer
+  l - depth has finished computing (layers < depth may start at once, or were prefetched
+  during the previous step: `prestaged`);
+- layer l computes after layer l-1 and after its copy has landed; the gap is its stall.
+Used by the sim executor, and by tests to predict what the emulated link must show.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+from .plan import LayerTiming, NAN
+
+
+def schedule_layers(compute: Sequence[float], copy: Sequence[float], depth: int,
+                    layer_bytes: Sequence[int] | None = None, prestaged: int = 0,
+                    start: float = 0.0) -> list[LayerTiming]:
+    """compute[l], copy[l]: seconds for layer l (copy 0 means nothing to move)."""
+    n = len(compute)
+    out: list[LayerTiming] = []
+    compute_end: list[float] = []
+    link_free = start
+    t = start
+    for l in range(n):
+        nbytes = layer_bytes[l] if layer_bytes else 0
+        if copy[l] > 0 and l >= prestaged:
+            issue = start if l < depth else compute_end[l - depth]
+            c_start = max(issue, link_free)
+            c_end = c_start + copy[l]
+            link_free = c_end
+            ready = c_end
+        else:
+            issue = c_start = c_end = NAN
+            ready = start
+        begin = max(t, ready)
+        wait = begin - t
+        t = begin + compute[l]
+        compute_end.append(t)
+        out.append(LayerTiming(l, begin, t, issue, c_start, c_end, wait, nbytes))
+    return out
+
+
+def predicted_stall(compute: Sequence[float], copy: Sequence[float], depth: int, prestaged: int = 0) -> float:
+    return sum(l.wait for l in schedule_layers(compute, copy, depth, prestaged=prestaged))

@@ -1,0 +1,162 @@
+"""Step plans and step results: the plain data passed between the core and an executor.
+
+A plan says what to compute and which bytes to move; an executor runs it and reports timings.
+Block moves are block mappings (src block id, dst block id), never copies made by the core.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from ..sampling import SamplingParams
+
+
+@dataclass(frozen=True)
+class SeqWork:
+    """One sequence's share of a step: a prefill chunk or a single decode token.
+
+    block_table entries: >= 0 a GPU pool block; < 0 a host block staged this step, at position ~v
+    of the layer's staging slot.
+    """
+
+    seq_id: int
+    token_ids: tuple[int, ...]
+    start_pos: int
+    block_table: tuple[int, ...]
+    sample: bool                    # sample a token from the last position of this chunk
+    sampling: SamplingParams
+    num_generated: int              # output tokens so far (sampler offsets, stop checks)
+
+    @property
+    def context_len(self) -> int:
+        return self.start_pos + len(self.token_ids)
+
+    @property
+    def is_prefill(self) -> bool:
+        return self.start_pos == 0 or len(self.token_ids) > 1
+
+
+@dataclass(frozen=True)
+class CopyRange:
+    """`count` consecutive blocks from src..src+count-1 to dst..dst+count-1 (all layers or one)."""
+
+    src: int
+    dst: int
+    count: int
+
+
+def coalesce(pairs: list[tuple[int, int]] | tuple[tuple[int, int], ...]) -> tuple[CopyRange, ...]:
+    """Merge block mappings into the fewest consecutive ranges (sorted by source)."""
+    out: list[CopyRange] = []
+    for src, dst in sorted(pairs):
+        if out and out[-1].src + out[-1].count == src and out[-1].dst + out[-1].count == dst:
+            last = out[-1]
+            out[-1] = CopyRange(last.src, last.dst, last.count + 1)
+        else:
+            out.append(CopyRange(src, dst, 1))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class StreamPlan:
+    """Layer-wise streaming of host-resident blocks into a staging ring of `depth` slots.
+
+    Staged position i of every layer's slot holds host block `host_blocks[i]`; `ranges` maps host
+    ranges to staged positions and is the same for every layer (layer l uses slot l % depth).
+    """
+
+    depth: int
+    host_blocks: tuple[int, ...]
+    ranges: tuple[CopyRange, ...]
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.host_blocks)
+
+    @classmethod
+    def build(cls, depth: int, host_blocks: list[int]) -> "StreamPlan":
+        ordered = sorted(host_blocks)
+        return cls(depth, tuple(ordered), coalesce([(h, i) for i, h in enumerate(ordered)]))
+
+    def slot(self, layer: int) -> int:
+        return layer % self.depth
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    step_id: int
+    seqs: tuple[SeqWork, ...]
+    swap_out: tuple[tuple[int, int], ...] = ()      # (gpu, host): device-to-host, every layer
+    swap_out_blocking: bool = False                  # vllm-swap: copy before the forward, and wait
+    swap_in: tuple[tuple[int, int], ...] = ()       # (host, gpu): host-to-device before the forward
+    stream: StreamPlan | None = None
+    released_seq_ids: tuple[int, ...] = ()           # finished or preempted: drop per-sequence state
+
+    @property
+    def num_prefill_tokens(self) -> int:
+        return sum(len(s.token_ids) for s in self.seqs if s.is_prefill)
+
+    @property
+    def num_decode_tokens(self) -> int:
+        return sum(1 for s in self.seqs if not s.is_prefill)
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(len(s.token_ids) for s in self.seqs)
+
+    @property
+    def num_streamed_blocks(self) -> int:
+        return self.stream.num_blocks if self.stream else 0
+
+
+NAN = math.nan
+
+
+@dataclass(frozen=True)
+class LayerTiming:
+    """Seconds since the step's start. Copy fields are NaN when the layer streamed nothing."""
+
+    layer: int
+    compute_start: float
+    compute_end: float
+    copy_issue: float = NAN
+    copy_start: float = NAN
+    copy_end: float = NAN
+    wait: float = 0.0            # time compute waited for this layer's copy (the stall)
+    bytes: int = 0
+
+    @property
+    def copy_time(self) -> float:
+        return 0.0 if math.isnan(self.copy_start) else self.copy_end - self.copy_start
+
+
+@dataclass(frozen=True)
+class StepTiming:
+    duration: float                      # seconds, whole step
+    layers: tuple[LayerTiming, ...] = ()
+    blocking_copy_time: float = 0.0      # swap-in/out copies before the forward (vllm-swap, shrinking)
+    blocking_copy_bytes: int = 0
+    async_copy_bytes: int = 0            # device-to-host offload issued this step
+    emulated_link: bool = False
+
+    @property
+    def stream_bytes(self) -> int:
+        return sum(l.bytes for l in self.layers)
+
+    @property
+    def stall(self) -> float:
+        return sum(l.wait for l in self.layers)
+
+    @property
+    def copy_time(self) -> float:
+        return sum(l.copy_time for l in self.layers)
+
+    @property
+    def compute_time(self) -> float:
+        return sum(l.compute_end - l.compute_start for l in self.layers)
+
+
+@dataclass(frozen=True)
+class StepOutput:
+    token_ids: dict[int, int] = field(default_factory=dict)   # seq_id -> sampled token
+    timing: StepTiming = field(default_factory=lambda: StepTiming(0.0))

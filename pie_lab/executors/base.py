@@ -1,0 +1,85 @@
+"""The executor protocol, clocks, and the registry that builds an executor by name.
+
+An executor owns the model and the KV tensors. It runs a StepPlan and reports a StepOutput;
+it never decides what to run. This module imports no torch.
+"""
+from __future__ import annotations
+
+import importlib
+import time
+from typing import Any, Protocol, runtime_checkable
+
+from ..config import EngineConfig, EXECUTORS
+from ..core.plan import StepOutput, StepPlan
+from ..errors import ConfigError, check_choice
+from ..model_spec import ModelSpec
+
+
+class Clock(Protocol):
+    def now(self) -> float: ...
+    def sleep_until(self, t: float) -> None: ...
+
+
+class WallClock:
+    def now(self) -> float:
+        return time.perf_counter()
+
+    def sleep_until(self, t: float) -> None:
+        delay = t - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+
+
+class VirtualClock:
+    """Simulated time: advanced by the sim executor's modelled step durations and by idle waits."""
+
+    def __init__(self, start: float = 0.0):
+        self.t = start
+
+    def now(self) -> float:
+        return self.t
+
+    def advance(self, dt: float) -> None:
+        self.t += dt
+
+    def sleep_until(self, t: float) -> None:
+        self.t = max(self.t, t)
+
+
+@runtime_checkable
+class Executor(Protocol):
+    name: str
+    spec: ModelSpec
+    clock: Clock
+    emulated_link: bool            # True where link timings are emulated or modelled, not measured
+
+    def default_num_gpu_blocks(self, config: EngineConfig) -> int:
+        """Device-tier KV blocks when the config gives neither num_gpu_blocks nor gpu_kv_limit_gb."""
+
+    def initialize(self, num_gpu_blocks: int, num_host_blocks: int) -> None:
+        """Allocate the KV pools. Called once by the engine before the first step."""
+
+    def execute(self, plan: StepPlan) -> StepOutput: ...
+
+    def set_link(self, bandwidth_gbps: float, latency_us: float) -> None:
+        """Change the (emulated or modelled) link; the cuda executor raises ConfigError."""
+
+    def close(self) -> None: ...
+
+
+EXECUTOR_REGISTRY: dict[str, str] = {
+    "cpu": "pie_lab.executors.cpu:CPUExecutor",
+    "cuda": "pie_lab.executors.cuda:CUDAExecutor",
+    "sim": "pie_lab.executors.sim:SimExecutor",
+}
+
+
+def create_executor(name: str, model: Any, config: EngineConfig, **kwargs: Any) -> Executor:
+    """Build executor `name` for `model` (a named shape, a checkpoint folder, a PreTrainedModel, a ModelSpec)."""
+    check_choice("executor", name, EXECUTORS)
+    module_name, cls_name = EXECUTOR_REGISTRY[name].split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:  # pragma: no cover - depends on the machine
+        raise ConfigError(f"executor {name!r} is not available here: {exc}") from exc
+    return getattr(module, cls_name)(model, config, **kwargs)
