@@ -86,9 +86,11 @@ class StreamPlan:
 class StepPlan:
     step_id: int
     seqs: tuple[SeqWork, ...]
-    swap_out: tuple[tuple[int, int], ...] = ()      # (gpu, host): device-to-host, every layer
-    swap_out_blocking: bool = False                  # vllm-swap: copy before the forward, and wait
-    swap_in: tuple[tuple[int, int], ...] = ()       # (host, gpu): host-to-device before the forward
+    # Block mappings, every layer. Executors apply them in this order, then run the forward:
+    swap_out: tuple[tuple[int, int], ...] = ()      # (gpu, host) vllm-swap preemption: blocking copy
+    swap_in: tuple[tuple[int, int], ...] = ()       # (host, gpu) back to the GPU: blocking copy
+    offload: tuple[tuple[int, int], ...] = ()       # (gpu, host) full blocks to the host tier: async,
+                                                    # done by the step's end (the GPU block is freed then)
     stream: StreamPlan | None = None
     released_seq_ids: tuple[int, ...] = ()           # finished or preempted: drop per-sequence state
 

@@ -82,4 +82,5 @@ def create_executor(name: str, model: Any, config: EngineConfig, **kwargs: Any) 
         module = importlib.import_module(module_name)
     except ImportError as exc:  # pragma: no cover - depends on the machine
         raise ConfigError(f"executor {name!r} is not available here: {exc}") from exc
-    return getattr(module, cls_name)(model, config, **kwargs)
+    cls = getattr(module, cls_name)
+    return getattr(cls, "load", cls)(model, config, **kwargs)

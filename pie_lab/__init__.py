@@ -1,0 +1,17 @@
+"""pie_lab: a workbench for pooling CPU memory with GPU memory in LLM inference (Pie, Berkeley 2024).
+
+The engine core (pie_lab.core) imports no torch; executors and models load lazily.
+"""
+from .config import ControllerConfig, EngineConfig, POLICIES, EXECUTORS
+from .errors import ConfigError, EngineError, PieLabError
+from .sampling import SamplingParams
+from .model_spec import ModelSpec, NAMED_SHAPES, named_spec
+from .core.engine import Engine, RequestOutput, LIVE_KNOBS
+from .llm import LLM
+
+__version__ = "0.1.0"
+
+
+__all__ = ["LLM", "Engine", "EngineConfig", "ControllerConfig", "SamplingParams", "RequestOutput",
+           "ModelSpec", "NAMED_SHAPES", "named_spec", "ConfigError", "EngineError", "PieLabError",
+           "POLICIES", "EXECUTORS", "LIVE_KNOBS", "__version__"]

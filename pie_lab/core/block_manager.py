@@ -1,0 +1,130 @@
+"""Two-tier KV block accounting: GPU blocks and host blocks, with deferred frees.
+
+Block ids are indices into the executor's pools. A sequence's block table holds GPU ids (>= 0)
+and host ids encoded as ~id (< 0). Blocks whose bytes are still being copied this step are
+freed only when the step ends (`end_step`), so no copy ever reads a block that was reused.
+"""
+from __future__ import annotations
+
+import heapq
+
+from ..errors import EngineError
+from .sequence import Sequence, host_ref, is_host
+
+
+class BlockPool:
+    """Free list handing out the lowest free ids first (compact, so host ranges coalesce)."""
+
+    def __init__(self, name: str, capacity: int):
+        self.name = name
+        self.capacity = capacity          # physical blocks
+        self.limit = capacity             # blocks that may be in use (a live knob)
+        self.reserved = 0                 # blocks withheld for other uses (the staging ring)
+        self._free = list(range(capacity))
+        self._used: set[int] = set()
+
+    @property
+    def num_used(self) -> int:
+        return len(self._used)
+
+    @property
+    def num_free(self) -> int:
+        return max(0, min(len(self._free), self.limit - self.reserved - len(self._used)))
+
+    def allocate(self, n: int) -> list[int]:
+        if n > self.num_free:
+            raise EngineError(f"{self.name} pool: asked for {n} blocks, {self.num_free} free")
+        ids = [heapq.heappop(self._free) for _ in range(n)]
+        self._used.update(ids)
+        return ids
+
+    def free(self, ids) -> None:
+        for i in ids:
+            if i not in self._used:
+                raise EngineError(f"{self.name} pool: block {i} freed twice or never allocated")
+            self._used.remove(i)
+            heapq.heappush(self._free, i)
+
+    def used_ids(self) -> set[int]:
+        return set(self._used)
+
+
+class BlockManager:
+    def __init__(self, block_size: int, num_gpu_blocks: int, num_host_blocks: int):
+        self.block_size = block_size
+        self.gpu = BlockPool("gpu", num_gpu_blocks)
+        self.host = BlockPool("host", num_host_blocks)
+        self._pending_gpu: list[int] = []
+        self._pending_host: list[int] = []
+
+    # -- sizing ---------------------------------------------------------------------------
+    def blocks_needed(self, seq: Sequence, num_new_tokens: int) -> int:
+        total = -(-(seq.num_computed_tokens + num_new_tokens) // self.block_size)
+        return max(0, total - len(seq.block_table))
+
+    def can_allocate(self, num_blocks: int) -> bool:
+        return num_blocks <= self.gpu.num_free
+
+    def allocate(self, seq: Sequence, num_new_tokens: int) -> None:
+        """Give `seq` GPU blocks for its next `num_new_tokens` tokens (new KV is always written on the GPU)."""
+        seq.block_table.extend(self.gpu.allocate(self.blocks_needed(seq, num_new_tokens)))
+
+    def free(self, seq: Sequence) -> None:
+        self.gpu.free(b for b in seq.block_table if not is_host(b))
+        self.host.free(~b for b in seq.block_table if is_host(b))
+        seq.block_table = []
+
+    # -- moves between tiers (return block mappings for the plan) -------------------------
+    def offload(self, seq: Sequence, index: int) -> tuple[int, int]:
+        """Move full block `index` of `seq` to the host; async copy, GPU block freed at step end."""
+        gpu_id = seq.block_table[index]
+        if is_host(gpu_id) or index >= seq.num_full_blocks(self.block_size):
+            raise EngineError(f"seq {seq.seq_id} block {index} is not a full GPU block")
+        (host_id,) = self.host.allocate(1)
+        seq.block_table[index] = host_ref(host_id)
+        self._pending_gpu.append(gpu_id)
+        return gpu_id, host_id
+
+    def bring_back(self, seq: Sequence, index: int) -> tuple[int, int]:
+        """Move host block `index` of `seq` to a new GPU block; blocking copy, host block freed at step end."""
+        host_id = ~seq.block_table[index]
+        (gpu_id,) = self.gpu.allocate(1)
+        seq.block_table[index] = gpu_id
+        self._pending_host.append(host_id)
+        return host_id, gpu_id
+
+    def can_swap_out(self, seq: Sequence) -> bool:
+        return sum(1 for b in seq.block_table if not is_host(b)) <= self.host.num_free
+
+    def swap_out(self, seq: Sequence) -> list[tuple[int, int]]:
+        """vllm-swap preemption: every GPU block to the host; the copy is blocking, so GPU ids free now."""
+        mapping = []
+        for i, b in enumerate(seq.block_table):
+            if not is_host(b):
+                (h,) = self.host.allocate(1)
+                mapping.append((b, h))
+                seq.block_table[i] = host_ref(h)
+        self.gpu.free(g for g, _ in mapping)
+        return mapping
+
+    def can_swap_in(self, seq: Sequence, extra: int = 1) -> bool:
+        return seq.num_host_blocks() + extra <= self.gpu.num_free
+
+    def swap_in(self, seq: Sequence) -> list[tuple[int, int]]:
+        return [self.bring_back(seq, i) for i, b in enumerate(seq.block_table) if is_host(b)]
+
+    def end_step(self) -> None:
+        """The step's copies are done: release blocks whose bytes moved away this step."""
+        self.gpu.free(self._pending_gpu)
+        self.host.free(self._pending_host)
+        self._pending_gpu, self._pending_host = [], []
+
+    # -- accounting checks (tests and debugging) ------------------------------------------
+    def check(self, seqs) -> None:
+        gpu = [b for s in seqs for b in s.block_table if not is_host(b)] + self._pending_gpu
+        host = [~b for s in seqs for b in s.block_table if is_host(b)] + self._pending_host
+        for name, ids, pool in (("gpu", gpu, self.gpu), ("host", host, self.host)):
+            if len(ids) != len(set(ids)):
+                raise EngineError(f"{name} block referenced twice: {sorted(ids)}")
+            if set(ids) != pool.used_ids():
+                raise EngineError(f"{name} blocks leaked or lost: tables {sorted(ids)} vs pool {sorted(pool.used_ids())}")

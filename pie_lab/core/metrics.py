@@ -1,0 +1,132 @@
+"""Per-iteration, per-layer, per-request and event records, in bounded memory, as DataFrames."""
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from .plan import StepPlan, StepTiming
+from .sequence import Sequence
+
+
+@dataclass(frozen=True)
+class IterationRecord:
+    step: int
+    start: float
+    end: float
+    batch_size: int
+    prefill_tokens: int
+    decode_tokens: int
+    gpu_blocks_used: int
+    host_blocks_used: int
+    gpu_blocks_limit: int
+    staging_blocks: int
+    swap_budget: int
+    prefetch_depth: int
+    streamed_blocks: int
+    stream_bytes: int
+    offload_bytes: int
+    blocking_copy_bytes: int
+    blocking_copy_time: float
+    copy_time: float
+    compute_time: float
+    stall: float
+    overlap_ratio: float          # hidden copy time / copy time (1.0 when nothing streamed)
+    preempted: int
+    swapped_out: int
+    context_tokens: int           # sum of the batch's context lengths
+    waiting: int
+    emulated_link: bool
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+    @classmethod
+    def build(cls, plan: StepPlan, timing: StepTiming, start: float, end: float, **state: Any) -> "IterationRecord":
+        copy = timing.copy_time
+        stall = timing.stall
+        overlap = 1.0 if copy <= 0 else max(0.0, min(1.0, (copy - stall) / copy))
+        return cls(step=plan.step_id, start=start, end=end, batch_size=len(plan.seqs),
+                   prefill_tokens=plan.num_prefill_tokens, decode_tokens=plan.num_decode_tokens,
+                   streamed_blocks=plan.num_streamed_blocks, stream_bytes=timing.stream_bytes,
+                   offload_bytes=timing.async_copy_bytes, blocking_copy_bytes=timing.blocking_copy_bytes,
+                   blocking_copy_time=timing.blocking_copy_time, copy_time=copy,
+                   compute_time=timing.compute_time, stall=stall, overlap_ratio=overlap,
+                   context_tokens=sum(s.context_len for s in plan.seqs),
+                   emulated_link=timing.emulated_link, **state)
+
+
+def request_record(seq: Sequence, request_id: Any) -> dict:
+    n_out = len(seq.output_token_ids)
+    ttft = seq.first_token_time - seq.arrival_time if seq.first_token_time is not None else float("nan")
+    decode_span = (seq.finish_time - seq.first_token_time) if n_out > 1 else float("nan")
+    return dict(request_id=request_id, seq_id=seq.seq_id, arrival=seq.arrival_time,
+                first_scheduled=seq.first_scheduled_time, first_token=seq.first_token_time,
+                finish=seq.finish_time, prompt_tokens=len(seq.prompt_token_ids), output_tokens=n_out,
+                ttft=ttft, tpot=decode_span / (n_out - 1) if n_out > 1 else float("nan"),
+                e2e=seq.finish_time - seq.arrival_time, preemptions=seq.num_preemptions,
+                swaps=seq.num_swaps, finish_reason=seq.finish_reason)
+
+
+class Metrics:
+    """Thread-safe recorder; every buffer is a bounded deque so a long run keeps memory flat."""
+
+    def __init__(self, max_iterations: int = 20_000, max_layer_rows: int = 100_000,
+                 max_requests: int = 50_000, max_events: int = 10_000):
+        self._lock = threading.Lock()
+        self.iterations: deque[IterationRecord] = deque(maxlen=max_iterations)
+        self.layers: deque[tuple] = deque(maxlen=max_layer_rows)
+        self.requests: deque[dict] = deque(maxlen=max_requests)
+        self.events: deque[dict] = deque(maxlen=max_events)
+        self.totals = dict(iterations=0, requests=0, generated_tokens=0, stream_bytes=0, stall=0.0)
+
+    def add_iteration(self, rec: IterationRecord, timing: StepTiming) -> None:
+        with self._lock:
+            self.iterations.append(rec)
+            for l in timing.layers:
+                self.layers.append((rec.step, rec.start, l))
+            self.totals["iterations"] += 1
+            self.totals["generated_tokens"] += rec.decode_tokens
+            self.totals["stream_bytes"] += rec.stream_bytes
+            self.totals["stall"] += rec.stall
+
+    def add_request(self, row: dict) -> None:
+        with self._lock:
+            self.requests.append(row)
+            self.totals["requests"] += 1
+
+    def add_event(self, time: float, kind: str, **fields: Any) -> None:
+        with self._lock:
+            self.events.append(dict(time=time, kind=kind, **fields))
+
+    # -- views ----------------------------------------------------------------------------
+    def iterations_df(self, last: int | None = None):
+        import pandas as pd
+        with self._lock:
+            rows = list(self.iterations)[-last:] if last else list(self.iterations)
+        df = pd.DataFrame([asdict(r) for r in rows], columns=list(IterationRecord.__dataclass_fields__))
+        df["duration"] = df["end"] - df["start"]
+        return df
+
+    def layers_df(self, last_steps: int | None = None):
+        import pandas as pd
+        with self._lock:
+            rows = list(self.layers)
+        if last_steps and rows:
+            first = rows[-1][0] - last_steps + 1
+            rows = [r for r in rows if r[0] >= first]
+        cols = ["step", "step_start", "layer", "compute_start", "compute_end", "copy_issue",
+                "copy_start", "copy_end", "wait", "bytes"]
+        return pd.DataFrame([(s, t0, *asdict(l).values()) for s, t0, l in rows], columns=cols)
+
+    def requests_df(self):
+        import pandas as pd
+        with self._lock:
+            return pd.DataFrame(list(self.requests))
+
+    def events_df(self):
+        import pandas as pd
+        with self._lock:
+            return pd.DataFrame(list(self.events))

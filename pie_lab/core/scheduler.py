@@ -1,0 +1,153 @@
+"""Continuous batching: FCFS admission, chunked prefill, preemption by recompute or by swap.
+
+`schedule()` decides which sequences run this step and how many tokens each feeds, allocating
+their GPU blocks. Moves between tiers come back as block mappings; nothing is copied here.
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from ..errors import EngineError
+from .block_manager import BlockManager
+from .sequence import Sequence, SeqStatus
+
+
+@dataclass
+class Limits:
+    max_num_seqs: int
+    max_num_batched_tokens: int
+    chunked_prefill: bool
+
+
+@dataclass
+class Schedule:
+    work: list[tuple[Sequence, int]] = field(default_factory=list)   # (sequence, tokens fed)
+    swap_out: list[tuple[int, int]] = field(default_factory=list)
+    swap_in: list[tuple[int, int]] = field(default_factory=list)
+    preempted: list[Sequence] = field(default_factory=list)          # for recompute
+    swapped_out: list[Sequence] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not self.work
+
+
+class Scheduler:
+    def __init__(self, blocks: BlockManager, limits: Limits, swap_preemption: bool = False):
+        self.blocks = blocks
+        self.limits = limits
+        self.swap_preemption = swap_preemption     # vllm-swap: preempt into the host swap space
+        self.waiting: deque[Sequence] = deque()
+        self.running: list[Sequence] = []
+        self.swapped: deque[Sequence] = deque()
+
+    def add(self, seq: Sequence) -> None:
+        self.waiting.append(seq)
+
+    def has_unfinished(self) -> bool:
+        return bool(self.waiting or self.running or self.swapped)
+
+    def _tokens_for(self, seq: Sequence, budget: int) -> int:
+        remaining = seq.num_tokens - seq.num_computed_tokens
+        if remaining <= budget:
+            return remaining
+        return budget if self.limits.chunked_prefill else 0
+
+    # -- preemption -----------------------------------------------------------------------
+    def preempt(self, seq: Sequence, sched: Schedule) -> None:
+        self.running.remove(seq)
+        seq.num_preemptions += 1
+        if self.swap_preemption and self.blocks.can_swap_out(seq):
+            sched.swap_out.extend(self.blocks.swap_out(seq))
+            seq.status = SeqStatus.SWAPPED
+            seq.num_swaps += 1
+            self._insert_by_arrival(self.swapped, seq)
+            sched.swapped_out.append(seq)
+            return
+        self.blocks.free(seq)
+        seq.num_computed_tokens = 0
+        seq.status = SeqStatus.WAITING
+        self._insert_by_arrival(self.waiting, seq)
+        sched.preempted.append(seq)
+
+    @staticmethod
+    def _insert_by_arrival(queue: deque, seq: Sequence) -> None:
+        i = 0
+        while i < len(queue) and (queue[i].arrival_time, queue[i].seq_id) < (seq.arrival_time, seq.seq_id):
+            i += 1
+        queue.insert(i, seq)
+
+    def shed_excess(self, sched: Schedule) -> None:
+        """After a knob change: fewer running sequences or fewer GPU blocks than in use."""
+        gpu = self.blocks.gpu
+        while self.running and (len(self.running) > self.limits.max_num_seqs
+                                or gpu.num_used > gpu.limit - gpu.reserved):
+            self.preempt(self.running[-1], sched)
+
+    # -- one step -------------------------------------------------------------------------
+    def schedule(self, sched: Schedule | None = None) -> Schedule:
+        sched = sched or Schedule()
+        self.shed_excess(sched)
+        budget = self.limits.max_num_batched_tokens
+        queue = list(self.running)
+        while queue:
+            seq = queue.pop(0)
+            n = self._tokens_for(seq, budget)
+            if n == 0:
+                continue
+            while not self.blocks.can_allocate(self.blocks.blocks_needed(seq, n)):
+                if queue:
+                    self.preempt(queue.pop(), sched)
+                    continue
+                if len(self.running) == 1:
+                    raise EngineError(
+                        f"request {seq.seq_id} needs {self.blocks.blocks_needed(seq, n)} more GPU blocks "
+                        f"and none can be freed (GPU KV limit {self.blocks.gpu.limit} blocks, "
+                        f"{self.blocks.gpu.reserved} reserved for staging): raise num_gpu_blocks")
+                self.preempt(seq, sched)
+                seq = None
+                break
+            if seq is None:
+                break
+            self.blocks.allocate(seq, n)
+            sched.work.append((seq, n))
+            budget -= n
+
+        if not (sched.preempted or sched.swapped_out):
+            budget = self._swap_in(sched, budget)
+            self._admit(sched, budget)
+        return sched
+
+    def _swap_in(self, sched: Schedule, budget: int) -> int:
+        while self.swapped and len(self.running) < self.limits.max_num_seqs and budget > 0:
+            seq = self.swapped[0]
+            n = self._tokens_for(seq, budget)
+            if n == 0 or not self.blocks.can_swap_in(seq, self.blocks.blocks_needed(seq, n)):
+                break
+            self.swapped.popleft()
+            sched.swap_in.extend(self.blocks.swap_in(seq))
+            self.blocks.allocate(seq, n)
+            seq.status = SeqStatus.RUNNING
+            self.running.append(seq)
+            sched.work.append((seq, n))
+            budget -= n
+        return budget
+
+    def _admit(self, sched: Schedule, budget: int) -> None:
+        while self.waiting and len(self.running) < self.limits.max_num_seqs and budget > 0:
+            seq = self.waiting[0]
+            n = self._tokens_for(seq, budget)
+            if n == 0 or not self.blocks.can_allocate(self.blocks.blocks_needed(seq, n)):
+                break
+            self.waiting.popleft()
+            self.blocks.allocate(seq, n)
+            seq.status = SeqStatus.RUNNING
+            self.running.append(seq)
+            sched.work.append((seq, n))
+            budget -= n
+
+    def finish(self, seq: Sequence) -> None:
+        self.running.remove(seq)
+        self.blocks.free(seq)
+        seq.status = SeqStatus.FINISHED

@@ -1,0 +1,127 @@
+"""cpu executor: the real model on the CPU, the "GPU" pool a bounded CPU tensor, and an emulated
+host link (copies on worker threads, paced to a configured bandwidth). Labelled as emulated.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import torch
+
+from ..config import EngineConfig
+from ..core.plan import LayerTiming, StepOutput, StepPlan, StepTiming
+from .base import WallClock
+from .kv_store import KVStore
+from .link import CopyJob, EmulatedLink
+from .torch_runner import TorchRunner
+
+
+class CPUExecutor(TorchRunner):
+    name = "cpu"
+    emulated_link = True
+
+    def __init__(self, model, tokenizer, config: EngineConfig, threads: int | None = None):
+        super().__init__(model, tokenizer, config, torch.device("cpu"))
+        self.clock = WallClock()
+        self.h2d = EmulatedLink(config.link_bandwidth_gbps, config.link_latency_us, "h2d")
+        self.d2h = EmulatedLink(config.link_bandwidth_gbps, config.link_latency_us, "d2h")
+        self.threads = threads
+        self._prefetched: dict[int, CopyJob] = {}     # next step's layers < depth, copied in this step's tail
+        self._prefetch_key = None
+
+    @classmethod
+    def load(cls, model: Any, config: EngineConfig, threads: int | None = None) -> "CPUExecutor":
+        from ..model.loader import load_model
+        if threads:
+            torch.set_num_threads(threads)
+        decoder, tokenizer = load_model(model, dtype=config.dtype, device="cpu", seed=config.seed)
+        return cls(decoder, tokenizer, config, threads)
+
+    def default_num_gpu_blocks(self, config: EngineConfig) -> int:
+        per_seq = math.ceil(min(self.spec.max_position_embeddings, 2048) / config.block_size)
+        return max(64, config.max_num_seqs * per_seq // 4)
+
+    def initialize(self, num_gpu_blocks: int, num_host_blocks: int) -> None:
+        self.kv = KVStore(self.spec, self.config.block_size, self.config.dtype, self.device, pin_host=False)
+        self.kv.allocate(num_gpu_blocks, num_host_blocks)
+
+    def set_link(self, bandwidth_gbps: float, latency_us: float) -> None:
+        self.h2d.set(bandwidth_gbps, latency_us)
+        self.d2h.set(bandwidth_gbps, latency_us)
+
+    # -- one step ---------------------------------------------------------------------------
+    @torch.inference_mode()
+    def execute(self, plan: StepPlan) -> StepOutput:
+        kv = self.kv
+        t0 = time.perf_counter()
+        self.sampler.release(plan.released_seq_ids)
+        blocking_bytes = kv.copy_blocks(kv.pool, kv.host, kv.ranges(plan.swap_out))
+        blocking_bytes += kv.copy_blocks(kv.host, kv.pool, kv.ranges(plan.swap_in))
+        blocking_time = self.h2d.duration(blocking_bytes) if blocking_bytes else 0.0
+        if blocking_bytes:
+            _sleep_until(t0 + blocking_time)
+        offload_ranges = kv.ranges(plan.offload)
+        offload_bytes = len(plan.offload) * kv.layer_block_bytes * self.spec.num_layers
+        offload_job = self.d2h.submit(lambda: kv.copy_blocks(kv.pool, kv.host, offload_ranges),
+                                      offload_bytes) if offload_ranges else None
+
+        stream, L = plan.stream, self.spec.num_layers
+        jobs: dict[int, CopyJob] = {}
+        if stream:
+            d = stream.depth
+            if kv.ensure_staging(d, stream.num_blocks):
+                self._prefetched = {}
+            key = (stream.host_blocks, d)
+            jobs = self._prefetched if key == self._prefetch_key else {}
+            for l in range(min(d, L)):
+                if l not in jobs:
+                    jobs[l] = self._stage(l, stream)
+        self._prefetched, self._prefetch_key = {}, None
+
+        batch = self.batch(plan)
+        hidden = self.model.embed(batch)
+        layers = []
+        for l in range(L):
+            job = jobs.get(l)
+            wait = job.wait() if job else 0.0
+            c0 = time.perf_counter()
+            staged = kv.staging[self.slot(l)] if stream else None
+            hidden = self.model.layer(l, hidden, batch, kv.pool[l], staged)
+            c1 = time.perf_counter()
+            if stream:
+                nxt = l + stream.depth
+                if nxt < L:
+                    jobs[nxt] = self._stage(nxt, stream)
+                else:
+                    self._prefetched[nxt - L] = self._stage(nxt - L, stream, next_step=True)
+            layers.append(_layer_timing(l, t0, c0, c1, wait, job))
+        if stream:
+            self._prefetch_key = (stream.host_blocks, stream.depth)
+        self.ring_base = (self.ring_base + L) % stream.depth if stream else 0
+        tokens = self.sample(plan, batch, hidden)
+        if offload_job:
+            offload_job.wait()
+        duration = time.perf_counter() - t0
+        return StepOutput(tokens, StepTiming(duration, tuple(layers), blocking_time, blocking_bytes,
+                                             offload_bytes, emulated_link=True))
+
+    def _stage(self, layer: int, stream, next_step: bool = False) -> CopyJob:
+        slot = self.slot(layer + (self.spec.num_layers if next_step else 0))
+        nbytes = stream.num_blocks * self.kv.layer_block_bytes
+        return self.h2d.submit(lambda: self.kv.stage_layer(layer, slot, stream.ranges), nbytes)
+
+    def close(self) -> None:
+        self.h2d.close()
+        self.d2h.close()
+
+
+def _layer_timing(l: int, t0: float, c0: float, c1: float, wait: float, job: CopyJob | None) -> LayerTiming:
+    if job is None:
+        return LayerTiming(l, c0 - t0, c1 - t0)
+    return LayerTiming(l, c0 - t0, c1 - t0, job.issued - t0, job.start - t0, job.end - t0, wait, job.nbytes)
+
+
+def _sleep_until(t: float) -> None:
+    while (d := t - time.perf_counter()) > 0:
+        time.sleep(d if d > 2e-4 else 0)
