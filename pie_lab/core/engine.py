@@ -53,7 +53,9 @@ class Engine:
         self.planner = SwapPlanner(self.blocks, self.spec.num_layers, config.policy, config.swap_budget_blocks,
                                    config.prefetch_depth, config.flexgen_fraction)
         self.metrics = Metrics()
-        self.controller = None            # set by attach_controller (pie_lab.core.controller)
+        self.controller = None
+        if config.policy == "pie":
+            self.attach_controller()
         self._lock = threading.Lock()
         self._pending: dict[str, Any] = {}
         self._incoming: list[Sequence] = []
@@ -245,6 +247,23 @@ class Engine:
         if len(seq.output_token_ids) >= sp.max_tokens or seq.num_tokens >= self.max_model_len:
             return "length"
         return None
+
+    # -- used by the adaptive controller --------------------------------------------------------
+    def attach_controller(self) -> None:
+        from .controller import AdaptiveController
+        self.controller = AdaptiveController(
+            self.config.controller, self.block_bytes(self.spec, self.config) // self.spec.num_layers,
+            self.spec.num_layers, self.blocks.host.capacity, self.config.swap_budget_blocks)
+
+    def set_budget(self, budget: int) -> None:
+        """Between iterations, on the engine thread: the controller's own change of the budget."""
+        budget = max(0, min(budget, self.blocks.host.capacity))
+        self.config = self.config.replace(swap_budget_blocks=budget)
+        self.planner.budget = budget
+
+    def eligible_host_blocks(self) -> int:
+        """Full blocks of the running batch: the most that could be host-resident now."""
+        return sum(s.num_full_blocks(self.config.block_size) for s in self.scheduler.running)
 
     # -- introspection ------------------------------------------------------------------------
     @property

@@ -63,7 +63,7 @@ class CPUExecutor(TorchRunner):
             _sleep_until(t0 + blocking_time)
         offload_ranges = kv.ranges(plan.offload)
         offload_bytes = len(plan.offload) * kv.layer_block_bytes * self.spec.num_layers
-        offload_job = self.d2h.submit(lambda: kv.copy_blocks(kv.pool, kv.host, offload_ranges),
+        offload_job = self.d2h.submit(_inference(kv.copy_blocks, kv.pool, kv.host, offload_ranges),
                                       offload_bytes) if offload_ranges else None
 
         stream, L = plan.stream, self.spec.num_layers
@@ -109,7 +109,7 @@ class CPUExecutor(TorchRunner):
     def _stage(self, layer: int, stream, next_step: bool = False) -> CopyJob:
         slot = self.slot(layer + (self.spec.num_layers if next_step else 0))
         nbytes = stream.num_blocks * self.kv.layer_block_bytes
-        return self.h2d.submit(lambda: self.kv.stage_layer(layer, slot, stream.ranges), nbytes)
+        return self.h2d.submit(_inference(self.kv.stage_layer, layer, slot, stream.ranges), nbytes)
 
     def close(self) -> None:
         self.h2d.close()
@@ -120,6 +120,14 @@ def _layer_timing(l: int, t0: float, c0: float, c1: float, wait: float, job: Cop
     if job is None:
         return LayerTiming(l, c0 - t0, c1 - t0)
     return LayerTiming(l, c0 - t0, c1 - t0, job.issued - t0, job.start - t0, job.end - t0, wait, job.nbytes)
+
+
+def _inference(fn, *args):
+    """A job for a link thread: tensors made under inference mode may only be written under it."""
+    def run():
+        with torch.inference_mode():
+            fn(*args)
+    return run
 
 
 def _sleep_until(t: float) -> None:

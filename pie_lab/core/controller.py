@@ -1,0 +1,125 @@
+"""Adaptive expansion: size the swap budget from measured stalls (Pie's second idea).
+
+Each decision looks at a window of iterations run at the current budget:
+- overhead = stall / iteration time above the target: back off fast, to the last safe budget
+  (or by `backoff_factor`), and remember the failing budget as a ceiling;
+- overhead under `hysteresis * target`: the budget is safe; grow toward the predicted link limit
+  (per-layer compute time x measured link rate / bytes per staged block), multiplicatively when
+  there is no prediction yet, by bisection when a ceiling is known;
+- in between: hold (hysteresis against oscillation).
+The batch changing (size or context by > 30%) forgets the ceiling so the budget can follow.
+Every decision is an event with its inputs and the rule that fired. Imports no torch.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ..config import ControllerConfig
+from .metrics import IterationRecord
+
+SETTLE_ITERATIONS = 1       # iterations after a change that carry its one-off copies; not judged
+
+
+@dataclass
+class ControllerState:
+    budget: int
+    last_safe: int = 0
+    ceiling: int | None = None
+    ref_batch: int = 0
+    ref_context: int = 0
+    decisions: int = 0
+
+
+class AdaptiveController:
+    def __init__(self, config: ControllerConfig, layer_block_bytes: int, num_layers: int,
+                 max_budget: int, budget: int = 0):
+        self.config = config
+        self.layer_block_bytes = layer_block_bytes
+        self.num_layers = num_layers
+        self.max_budget = max_budget if config.max_budget_blocks is None else min(max_budget, config.max_budget_blocks)
+        self.state = ControllerState(budget)
+        self._window: list[IterationRecord] = []
+        self._skip = config.warmup_iterations
+
+    @property
+    def enabled(self) -> bool:
+        return self.config.enabled
+
+    def on_config(self, engine_config, manual: bool) -> None:
+        """A user changed the controller settings or set the budget by hand: start again from there."""
+        self.config = engine_config.controller
+        if manual:
+            self.state = ControllerState(engine_config.swap_budget_blocks, last_safe=0)
+        self._window, self._skip = [], SETTLE_ITERATIONS
+
+    def observe(self, engine, rec: IterationRecord) -> None:
+        if not self.config.enabled or rec.batch_size == 0:
+            return
+        if self._skip > 0:
+            self._skip -= 1
+            return
+        self._window.append(rec)
+        if len(self._window) < self.config.window:
+            return
+        window, self._window = self._window, []
+        new, rule, inputs = self.decide(window, engine.eligible_host_blocks())
+        old = self.state.budget
+        self.state.budget = new
+        self.state.decisions += 1
+        engine.metrics.add_event(rec.end, "controller", step=rec.step, old_budget=old, new_budget=new,
+                                 rule=rule, **inputs)
+        if new != old:
+            engine.set_budget(new)
+            self._skip = SETTLE_ITERATIONS
+
+    def decide(self, window: list[IterationRecord], eligible: int) -> tuple[int, str, dict]:
+        c, s = self.config, self.state
+        b = s.budget
+        duration = sum(r.duration for r in window)
+        stall = sum(r.stall for r in window)
+        overhead = stall / duration if duration > 0 else 0.0
+        batch = sum(r.batch_size for r in window) / len(window)
+        context = sum(r.context_tokens for r in window) / len(window)
+        predicted = self._predict(window)
+        inputs = dict(overhead=overhead, target=c.target_overhead, stall=stall, duration=duration,
+                      batch=batch, context_tokens=context, eligible=eligible, predicted=predicted,
+                      last_safe=s.last_safe, ceiling=s.ceiling)
+        if s.ref_batch and (abs(batch - s.ref_batch) > 0.3 * s.ref_batch
+                            or abs(context - s.ref_context) > 0.3 * max(s.ref_context, 1)):
+            s.ceiling = None
+            s.last_safe = min(s.last_safe, b)
+        s.ref_batch, s.ref_context = batch, context
+
+        if overhead > c.target_overhead:
+            s.ceiling = b
+            new = s.last_safe if s.last_safe < b else int(b * c.backoff_factor)
+            if predicted is not None:
+                new = min(new, predicted) if predicted < b else new
+            return max(0, new), "backoff: overhead above target", inputs
+        s.last_safe = b
+        if overhead > c.hysteresis * c.target_overhead:
+            return b, "hold: overhead within the hysteresis band", inputs
+        step = max(c.min_step_blocks, eligible // 16)
+        cap = min(self.max_budget, max(b, math.ceil(eligible * 1.1) + step))
+        if b >= cap:
+            return b, "hold: budget covers every block the batch can place on the host", inputs
+        if s.ceiling is not None:
+            if s.ceiling - b <= max(c.min_step_blocks, math.ceil(0.02 * b)):
+                return b, "hold: converged below the last failing budget", inputs
+            return min(cap, (b + s.ceiling) // 2), "grow: bisect toward the last failing budget", inputs
+        grow = max(b + step, math.ceil(b * c.grow_factor))
+        if predicted is not None and predicted > b:
+            return min(cap, max(b + step, min(predicted, 4 * max(b, step)))), "grow: toward the predicted link limit", inputs
+        return min(cap, grow), "grow: headroom under the target", inputs
+
+    def _predict(self, window: list[IterationRecord]) -> int | None:
+        """Host blocks per step whose per-layer copy equals the per-layer compute time."""
+        copy = sum(r.copy_time for r in window)
+        nbytes = sum(r.stream_bytes for r in window)
+        compute = sum(r.compute_time for r in window)
+        if copy <= 0 or nbytes <= 0 or compute <= 0:
+            return None
+        rate = nbytes / copy                                   # bytes/s the link achieved
+        per_layer = compute / len(window) / self.num_layers    # seconds of compute per layer
+        return int(per_layer * rate / self.layer_block_bytes)

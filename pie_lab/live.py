@@ -1,0 +1,163 @@
+"""Live control: run an engine on a background thread, fed by a request source, steered by `set()`.
+
+Knob values are validated in the caller's thread (a clear error at once) and applied by the
+engine between iterations, each change recorded in the trace. An exception on the engine thread
+is kept and re-raised to the caller on its next call. `snapshot()` is a thread-safe, bounded
+view of recent metrics for dashboards; the engine thread never waits on a reader.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from .core.engine import Engine, LIVE_KNOBS, RequestOutput
+from .errors import ConfigError, EngineError, check_float
+from .sampling import SamplingParams
+from .sources import RequestSource
+
+RUNNER_KNOBS = ("request_rate",)
+
+
+@dataclass
+class Snapshot:
+    state: str
+    step: int
+    config: Any
+    iterations: Any            # DataFrame, the last `steps` iterations
+    layers: Any                # DataFrame, per-layer timings of the last few iterations
+    requests: Any              # DataFrame, recently finished requests
+    events: Any                # DataFrame, knob changes and controller decisions
+    totals: dict = field(default_factory=dict)
+    error: str | None = None
+
+
+class LiveRunner:
+    def __init__(self, engine: Engine, source: RequestSource | None = None, keep_outputs: int = 1000):
+        self.engine = engine
+        self.source = source
+        self.outputs: deque[RequestOutput] = deque(maxlen=keep_outputs)
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._running = threading.Event()
+        self._running.set()
+        self._error: BaseException | None = None
+        self._reported = False
+        self._t0 = 0.0
+        self._idle = threading.Event()
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def start(self) -> "LiveRunner":
+        self._raise_if_failed()
+        if self._thread and self._thread.is_alive():
+            return self
+        self._stop.clear()
+        self._t0 = self.engine.clock.now()
+        self._thread = threading.Thread(target=self._loop, name="pie-engine", daemon=True)
+        self._thread.start()
+        return self
+
+    def pause(self) -> None:
+        self._raise_if_failed()
+        self._running.clear()
+
+    def resume(self) -> None:
+        self._raise_if_failed()
+        self._running.set()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._running.set()
+        if self._thread:
+            self._thread.join(timeout)
+        self._raise_if_failed()
+
+    @property
+    def state(self) -> str:
+        if self._error is not None:
+            return "failed"
+        if self._thread is None or not self._thread.is_alive():
+            return "stopped"
+        return "running" if self._running.is_set() else "paused"
+
+    @property
+    def error(self) -> BaseException | None:
+        return self._error
+
+    def wait_idle(self, timeout: float = 60.0) -> bool:
+        """Block until the source is exhausted and every request finished (or the engine failed)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._raise_if_failed()
+            if self._idle.is_set():
+                return True
+            time.sleep(0.01)
+        return False
+
+    # -- control --------------------------------------------------------------------------------
+    def set(self, **knobs: Any) -> None:
+        """Change live knobs: validated now, applied between iterations."""
+        self._raise_if_failed()
+        unknown = set(knobs) - set(LIVE_KNOBS) - set(RUNNER_KNOBS)
+        if unknown:
+            raise ConfigError(f"unknown knob(s) {', '.join(sorted(unknown))}; live knobs: "
+                              f"{', '.join(LIVE_KNOBS + RUNNER_KNOBS)}")
+        rate = knobs.pop("request_rate", None)
+        if rate is not None:
+            check_float("request_rate", rate, 0.0, 1e6)
+            if self.source is None or not hasattr(self.source, "set_rate"):
+                raise ConfigError("request_rate needs a rate-driven request source")
+        if knobs:
+            self.engine.update(**knobs)
+        if rate is not None:
+            self.source.set_rate(rate, self.engine.clock.now() - self._t0)
+
+    def submit(self, prompt_token_ids, sampling: SamplingParams | None = None, request_id: Any = None) -> int:
+        self._raise_if_failed()
+        self._idle.clear()
+        return self.engine.add_request(prompt_token_ids, sampling, request_id=request_id)
+
+    def snapshot(self, steps: int = 200, layer_steps: int = 8) -> Snapshot:
+        self._raise_if_failed(report_once=True)
+        m = self.engine.metrics
+        return Snapshot(self.state, self.engine._step_id, self.engine.config, m.iterations_df(last=steps),
+                        m.layers_df(last_steps=layer_steps), m.requests_df().tail(steps), m.events_df().tail(steps),
+                        dict(m.totals), None if self._error is None else repr(self._error))
+
+    def _raise_if_failed(self, report_once: bool = False) -> None:
+        if self._error is None:
+            return
+        if report_once and self._reported:
+            return
+        self._reported = True
+        raise EngineError(f"the engine thread failed: {self._error!r}") from self._error
+
+    # -- the engine thread ------------------------------------------------------------------------
+    def _loop(self) -> None:
+        eng, clock = self.engine, self.engine.clock
+        try:
+            while not self._stop.is_set():
+                if not self._running.is_set():
+                    self._running.wait(0.05)
+                    continue
+                now = clock.now() - self._t0
+                if self.source is not None:
+                    for req in self.source.due(now):
+                        eng.add_request(req.prompt_token_ids,
+                                        SamplingParams(max_tokens=req.max_tokens, ignore_eos=True),
+                                        request_id=req.request_id, arrival_time=self._t0 + req.arrival_time)
+                if eng.has_unfinished():
+                    self._idle.clear()
+                    self.outputs.extend(eng.step())
+                    continue
+                nxt = self.source.next_arrival() if self.source is not None else None
+                if nxt is None:
+                    self._idle.set()
+                    time.sleep(0.005)
+                else:
+                    clock.sleep_until(self._t0 + min(nxt, now + 0.05))
+        except BaseException as exc:  # reported to the caller, never lost
+            self._error = exc
+            self._idle.set()

@@ -1,0 +1,150 @@
+"""Build a paged decoder from a named shape, a local checkpoint folder, a transformers model or a
+ModelSpec. Never downloads: a name is either a named shape or an existing folder.
+
+`load_spec` reads only config.json and imports no torch.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+from typing import Any
+
+from ..config import DTYPES
+from ..errors import ConfigError, check_choice
+from ..model_spec import ModelSpec, named_spec, NAMED_SHAPES
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
+def load_spec(model: Any) -> ModelSpec:
+    if isinstance(model, ModelSpec):
+        return model
+    if isinstance(model, (str, os.PathLike)):
+        path = os.fspath(model)
+        if path in NAMED_SHAPES or not os.path.isdir(path):
+            return named_spec(path)
+        cfg_path = os.path.join(path, "config.json")
+        if not os.path.isfile(cfg_path):
+            raise ConfigError(f"checkpoint folder {path!r} has no config.json")
+        with open(cfg_path) as f:
+            return ModelSpec.from_hf_config(json.load(f), name=os.path.basename(os.path.normpath(path)))
+    if hasattr(model, "config") and hasattr(model, "state_dict"):
+        return ModelSpec.from_hf_config(model.config)
+    raise ConfigError(f"model must be a named shape ({', '.join(NAMED_SHAPES)}), a checkpoint folder, "
+                      f"a transformers PreTrainedModel or a ModelSpec; got {type(model).__name__}")
+
+
+def _torch_dtype(dtype: str):
+    import torch
+    check_choice("dtype", dtype, DTYPES)
+    return getattr(torch, dtype)
+
+
+def _build(spec: ModelSpec, dtype: str):
+    """The module on the meta device: no memory until weights are assigned or allocated."""
+    import torch
+    from .llama import LlamaForPagedLM
+    from .opt import OPTForPagedLM
+    cls = OPTForPagedLM if spec.is_opt else LlamaForPagedLM
+    with torch.device("meta"):
+        model = cls(spec)
+    return model.to(_torch_dtype(dtype))
+
+
+def init_random(model, seed: int) -> None:
+    """Deterministic HF-style init: normal(0, 0.02) for weights, norms 1 / 0, linear biases 0."""
+    import torch
+    gen = torch.Generator(device=model.device).manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.fill_(1.0 if name.endswith("weight") else 0.0)
+            elif name.endswith("bias"):
+                p.zero_()
+            else:
+                p.normal_(0.0, 0.02, generator=gen)
+
+
+def _normalize_key(key: str) -> str:
+    # some OPT checkpoints store "decoder.*" without the "model." prefix
+    return key if key.startswith(("model.", "lm_head.")) else "model." + key
+
+
+def _assign(model, state: dict, dtype, device, loaded: set) -> None:
+    state = {_normalize_key(k): v.to(device=device, dtype=dtype) for k, v in state.items()}
+    result = model.load_state_dict(state, strict=False, assign=True)
+    if result.unexpected_keys:
+        raise ConfigError(f"checkpoint has weights this model does not know: {result.unexpected_keys[:5]}")
+    loaded.update(state)
+
+
+def _finish(model, loaded: set) -> None:
+    model.tie_weights()
+    expected = set(model.state_dict())
+    if model.tied:
+        loaded = loaded | {"lm_head.weight"}
+    missing = sorted(expected - loaded)
+    if missing:
+        raise ConfigError(f"checkpoint is missing weights: {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+    model.init_buffers()
+    model.eval().requires_grad_(False)
+
+
+def _checkpoint_files(path: str) -> list[str]:
+    files = sorted(glob.glob(os.path.join(path, "*.safetensors")))
+    if not files:
+        files = sorted(glob.glob(os.path.join(path, "pytorch_model*.bin")))
+    if not files:
+        raise ConfigError(f"checkpoint folder {path!r} has no *.safetensors or pytorch_model*.bin files")
+    return files
+
+
+def load_model(model: Any, dtype: str = "float32", device: Any = "cpu", seed: int = 0):
+    """-> (PagedDecoder, tokenizer or None). Random weights (seeded) for named shapes and ModelSpecs."""
+    import torch
+    torch_dtype = _torch_dtype(dtype)
+    device = torch.device(device)
+    spec = load_spec(model)
+    net = _build(spec, dtype)
+    loaded: set = set()
+    tokenizer = None
+    if isinstance(model, (str, os.PathLike)) and os.path.isdir(os.fspath(model)):
+        path = os.fspath(model)
+        for f in _checkpoint_files(path):
+            if f.endswith(".safetensors"):
+                from safetensors.torch import load_file
+                shard = load_file(f, device="cpu")
+            else:
+                shard = torch.load(f, map_location="cpu", weights_only=True, mmap=True)
+            _assign(net, shard, torch_dtype, device, loaded)
+            del shard
+        if any(os.path.exists(os.path.join(path, t)) for t in TOKENIZER_FILES):
+            from transformers import AutoTokenizer
+            tokenizer = AutoTokenizer.from_pretrained(path)
+    elif hasattr(model, "config") and hasattr(model, "state_dict"):
+        # shares the caller's tensors when dtype and device already match
+        _assign(net, model.state_dict(), torch_dtype, device, loaded)
+    else:
+        net = net.to_empty(device=device)
+        net.tie_weights()
+        init_random(net, seed)
+        loaded = set(net.state_dict())
+    _finish(net, loaded)
+    return net, tokenizer
+
+
+def hf_config(spec: ModelSpec):
+    """The transformers config for a spec (its `hf_config` dict)."""
+    from transformers import AutoConfig
+    d = {k: v for k, v in spec.hf_config.items() if k not in ("model_type", "transformers_version")}
+    return AutoConfig.for_model(spec.arch, **d)
+
+
+def build_hf_model(spec_or_name: Any, seed: int = 0, dtype: str = "float32"):
+    """The transformers model with the same weights as `load_model(spec_or_name, dtype, "cpu", seed)`."""
+    from transformers import AutoModelForCausalLM
+    ours, _ = load_model(spec_or_name, dtype=dtype, device="cpu", seed=seed)
+    hf = AutoModelForCausalLM.from_config(hf_config(ours.spec), dtype=_torch_dtype(dtype))
+    hf.load_state_dict(ours.state_dict(), strict=True)
+    return hf.eval()

@@ -1,0 +1,84 @@
+"""OPT decoders (pre-layer-norm variants: opt-125m and opt-1.3b and up) with paged attention."""
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import ConfigError
+from ..model_spec import ModelSpec
+from .attention import paged_attention, write_kv
+from .base import PagedDecoder
+from .batch import ForwardBatch
+
+ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu}
+POSITION_OFFSET = 2         # OPT's learned positions start at row 2
+
+
+class OPTAttention(nn.Module):
+    def __init__(self, h: int, bias: bool):
+        super().__init__()
+        self.q_proj = nn.Linear(h, h, bias=bias)
+        self.k_proj = nn.Linear(h, h, bias=bias)
+        self.v_proj = nn.Linear(h, h, bias=bias)
+        self.out_proj = nn.Linear(h, h, bias=bias)
+
+
+class OPTLayer(nn.Module):
+    def __init__(self, spec: ModelSpec, bias: bool):
+        super().__init__()
+        h = spec.hidden_size
+        self.self_attn = OPTAttention(h, bias)
+        self.self_attn_layer_norm = nn.LayerNorm(h)
+        self.fc1 = nn.Linear(h, spec.intermediate_size, bias=bias)
+        self.fc2 = nn.Linear(spec.intermediate_size, h, bias=bias)
+        self.final_layer_norm = nn.LayerNorm(h)
+
+
+class OPTForPagedLM(PagedDecoder):
+    def __init__(self, spec: ModelSpec):
+        super().__init__()
+        cfg = spec.hf_config
+        self.spec, self.num_layers = spec, spec.num_layers
+        act = cfg.get("activation_function", "relu")
+        if act not in ACTIVATIONS:
+            raise ConfigError(f"OPT activation_function={act!r} is not supported; supported: {', '.join(ACTIVATIONS)}")
+        if not cfg.get("layer_norm_elementwise_affine", True):
+            raise ConfigError("OPT layer_norm_elementwise_affine=False is not supported; allowed: true")
+        self.act = ACTIVATIONS[act]
+        self.tied = bool(cfg.get("tie_word_embeddings", True))
+        self.scale = spec.head_dim ** -0.5
+        bias = bool(cfg.get("enable_bias", True))
+
+        self.model = nn.Module()
+        dec = self.model.decoder = nn.Module()
+        dec.embed_tokens = nn.Embedding(spec.vocab_size, spec.hidden_size)
+        dec.embed_positions = nn.Embedding(spec.max_position_embeddings + POSITION_OFFSET, spec.hidden_size)
+        dec.layers = nn.ModuleList(OPTLayer(spec, bias) for _ in range(spec.num_layers))
+        dec.final_layer_norm = nn.LayerNorm(spec.hidden_size)
+        self.lm_head = nn.Linear(spec.hidden_size, spec.vocab_size, bias=False)
+        self.tie_weights()
+
+    def tie_weights(self) -> None:
+        if self.tied:
+            self.lm_head.weight = self.model.decoder.embed_tokens.weight
+
+    def embed(self, batch: ForwardBatch) -> Tensor:
+        dec = self.model.decoder
+        return dec.embed_tokens(batch.input_ids) + dec.embed_positions(batch.positions + POSITION_OFFSET)
+
+    def layer(self, l: int, hidden: Tensor, batch: ForwardBatch, kv_layer: Tensor,
+              staged: Tensor | None) -> Tensor:
+        blk = self.model.decoder.layers[l]
+        attn = blk.self_attn
+        T = hidden.shape[0]
+        nh, hd = self.spec.num_heads, self.spec.head_dim
+        x = blk.self_attn_layer_norm(hidden)
+        # transformers scales q before the product (scale 1.0 in attention); same order here
+        q = (attn.q_proj(x) * self.scale).view(T, nh, hd)
+        write_kv(kv_layer, attn.k_proj(x).view(T, nh, hd), attn.v_proj(x).view(T, nh, hd), batch.slot_mapping)
+        o = paged_attention(q, kv_layer, staged, batch, 1.0)             # [T, nh, hd]
+        hidden = hidden + attn.out_proj(o.reshape(T, nh * hd))
+        return hidden + blk.fc2(self.act(blk.fc1(blk.final_layer_norm(hidden))))
+
+    def compute_logits(self, hidden: Tensor, batch: ForwardBatch) -> Tensor:
+        return self.lm_head(self.model.decoder.final_layer_norm(hidden[batch.logits_indices])).float()
