@@ -118,7 +118,7 @@ class Metrics:
             first = rows[-1][0] - last_steps + 1
             rows = [r for r in rows if r[0] >= first]
         cols = ["step", "step_start", "layer", "compute_start", "compute_end", "copy_issue",
-                "copy_start", "copy_end", "wait", "bytes"]
+                "copy_start", "copy_end", "wait", "bytes", "copy_busy"]
         return pd.DataFrame([(s, t0, *asdict(l).values()) for s, t0, l in rows], columns=cols)
 
     def requests_df(self):

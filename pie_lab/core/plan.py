@@ -62,7 +62,9 @@ class StreamPlan:
     """Layer-wise streaming of host-resident blocks into a staging ring of `depth` slots.
 
     Staged position i of every layer's slot holds host block `host_blocks[i]`; `ranges` maps host
-    ranges to staged positions and is the same for every layer (layer l uses slot l % depth).
+    ranges to staged positions and is the same for every layer. The order is kept stable across
+    steps (blocks only leave or are appended), so an executor that prefetched the next step's
+    first layers during this step's tail copies just the appended tail (`ranges_from`).
     """
 
     depth: int
@@ -74,12 +76,17 @@ class StreamPlan:
         return len(self.host_blocks)
 
     @classmethod
-    def build(cls, depth: int, host_blocks: list[int]) -> "StreamPlan":
-        ordered = sorted(host_blocks)
-        return cls(depth, tuple(ordered), coalesce([(h, i) for i, h in enumerate(ordered)]))
+    def build(cls, depth: int, host_blocks) -> "StreamPlan":
+        blocks = tuple(host_blocks)
+        return cls(depth, blocks, coalesce([(h, i) for i, h in enumerate(blocks)]))
 
-    def slot(self, layer: int) -> int:
-        return layer % self.depth
+    def ranges_from(self, start: int) -> tuple[CopyRange, ...]:
+        return coalesce([(h, i) for i, h in enumerate(self.host_blocks) if i >= start])
+
+    def extends(self, previous: "StreamPlan | None") -> bool:
+        """True when `previous`'s staged blocks sit at the same positions here (a prefetch stays valid)."""
+        return (previous is not None and previous.depth == self.depth
+                and self.host_blocks[:previous.num_blocks] == previous.host_blocks)
 
 
 @dataclass(frozen=True)
@@ -126,10 +133,13 @@ class LayerTiming:
     copy_end: float = NAN
     wait: float = 0.0            # time compute waited for this layer's copy (the stall)
     bytes: int = 0
+    copy_busy: float = NAN       # link time when the copy ran in parts (prefetch + appended tail)
 
     @property
     def copy_time(self) -> float:
-        return 0.0 if math.isnan(self.copy_start) else self.copy_end - self.copy_start
+        if math.isnan(self.copy_start):
+            return 0.0
+        return self.copy_busy if not math.isnan(self.copy_busy) else self.copy_end - self.copy_start
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ class SwapPlanner:
         self.budget = budget
         self.depth = depth
         self.fraction = fraction
+        self._order: list[int] = []       # staged order, kept stable across steps
 
     @property
     def active(self) -> bool:
@@ -90,5 +91,7 @@ class SwapPlanner:
     def stream(self, sched: Schedule, offloaded: list[tuple[int, int]]) -> StreamPlan | None:
         """Host blocks the step reads; blocks offloaded this step are still read from the GPU."""
         fresh = {h for _, h in offloaded}
-        staged = [~b for seq, _ in sched.work for b in seq.block_table if is_host(b) and ~b not in fresh]
-        return StreamPlan.build(min(self.depth, self.num_layers), staged) if staged else None
+        staged = {~b for seq, _ in sched.work for b in seq.block_table if is_host(b) and ~b not in fresh}
+        kept = [h for h in self._order if h in staged]
+        self._order = kept + sorted(staged.difference(kept))
+        return StreamPlan.build(min(self.depth, self.num_layers), self._order) if staged else None

@@ -28,7 +28,7 @@ class CPUExecutor(TorchRunner):
         self.d2h = EmulatedLink(config.link_bandwidth_gbps, config.link_latency_us, "d2h")
         self.threads = threads
         self._prefetched: dict[int, CopyJob] = {}     # next step's layers < depth, copied in this step's tail
-        self._prefetch_key = None
+        self._prefetch_plan = None                    # the StreamPlan those copies followed
 
     @classmethod
     def load(cls, model: Any, config: EngineConfig, threads: int | None = None) -> "CPUExecutor":
@@ -67,24 +67,25 @@ class CPUExecutor(TorchRunner):
                                       offload_bytes) if offload_ranges else None
 
         stream, L = plan.stream, self.spec.num_layers
-        jobs: dict[int, CopyJob] = {}
+        jobs: dict[int, list[CopyJob]] = {}
         if stream:
             d = stream.depth
-            if kv.ensure_staging(d, stream.num_blocks):
+            if kv.ensure_staging(d, stream.num_blocks) or not stream.extends(self._prefetch_plan):
                 self._prefetched = {}
-            key = (stream.host_blocks, d)
-            jobs = self._prefetched if key == self._prefetch_key else {}
+            done = self._prefetch_plan.num_blocks if self._prefetched else 0
             for l in range(min(d, L)):
-                if l not in jobs:
-                    jobs[l] = self._stage(l, stream)
-        self._prefetched, self._prefetch_key = {}, None
+                jobs[l] = [self._prefetched[l]] if l in self._prefetched else []
+                rest = stream.ranges if not jobs[l] else stream.ranges_from(done)
+                if rest:
+                    jobs[l].append(self._stage(l, rest))
+        self._prefetched, self._prefetch_plan = {}, None
 
         batch = self.batch(plan)
         hidden = self.model.embed(batch)
         layers = []
         for l in range(L):
-            job = jobs.get(l)
-            wait = job.wait() if job else 0.0
+            waiting = jobs.get(l, [])
+            wait = sum(job.wait() for job in waiting)
             c0 = time.perf_counter()
             staged = kv.staging[self.slot(l)] if stream else None
             hidden = self.model.layer(l, hidden, batch, kv.pool[l], staged)
@@ -92,12 +93,12 @@ class CPUExecutor(TorchRunner):
             if stream:
                 nxt = l + stream.depth
                 if nxt < L:
-                    jobs[nxt] = self._stage(nxt, stream)
+                    jobs[nxt] = [self._stage(nxt, stream.ranges)]
                 else:
-                    self._prefetched[nxt - L] = self._stage(nxt - L, stream, next_step=True)
-            layers.append(_layer_timing(l, t0, c0, c1, wait, job))
+                    self._prefetched[nxt - L] = self._stage(nxt - L, stream.ranges, ring_layer=nxt)
+            layers.append(_layer_timing(l, t0, c0, c1, wait, waiting))
         if stream:
-            self._prefetch_key = (stream.host_blocks, stream.depth)
+            self._prefetch_plan = stream
         self.ring_base = (self.ring_base + L) % stream.depth if stream else 0
         tokens = self.sample(plan, batch, hidden)
         if offload_job:
@@ -106,20 +107,22 @@ class CPUExecutor(TorchRunner):
         return StepOutput(tokens, StepTiming(duration, tuple(layers), blocking_time, blocking_bytes,
                                              offload_bytes, emulated_link=True))
 
-    def _stage(self, layer: int, stream, next_step: bool = False) -> CopyJob:
-        slot = self.slot(layer + (self.spec.num_layers if next_step else 0))
-        nbytes = stream.num_blocks * self.kv.layer_block_bytes
-        return self.h2d.submit(_inference(self.kv.stage_layer, layer, slot, stream.ranges), nbytes)
+    def _stage(self, layer: int, ranges, ring_layer: int | None = None) -> CopyJob:
+        slot = self.slot(layer if ring_layer is None else ring_layer)
+        nbytes = sum(r.count for r in ranges) * self.kv.layer_block_bytes
+        return self.h2d.submit(_inference(self.kv.stage_layer, layer, slot, ranges), nbytes)
 
     def close(self) -> None:
         self.h2d.close()
         self.d2h.close()
 
 
-def _layer_timing(l: int, t0: float, c0: float, c1: float, wait: float, job: CopyJob | None) -> LayerTiming:
-    if job is None:
+def _layer_timing(l: int, t0: float, c0: float, c1: float, wait: float, jobs: list[CopyJob]) -> LayerTiming:
+    if not jobs:
         return LayerTiming(l, c0 - t0, c1 - t0)
-    return LayerTiming(l, c0 - t0, c1 - t0, job.issued - t0, job.start - t0, job.end - t0, wait, job.nbytes)
+    busy = sum(j.end - j.start for j in jobs) if len(jobs) > 1 else float("nan")
+    return LayerTiming(l, c0 - t0, c1 - t0, jobs[0].issued - t0, jobs[0].start - t0, jobs[-1].end - t0, wait,
+                       sum(j.nbytes for j in jobs), busy)
 
 
 def _inference(fn, *args):

@@ -28,8 +28,8 @@ class CUDAExecutor(TorchRunner):
         self.clock = WallClock()
         self.h2d = torch.cuda.Stream(device)
         self.d2h = torch.cuda.Stream(device)
-        self._prefetched: dict[int, tuple] = {}
-        self._prefetch_key = None
+        self._prefetched: dict[int, tuple] = {}      # next step's layers < depth, copied in this step's tail
+        self._prefetch_plan = None
 
     @classmethod
     def load(cls, model: Any, config: EngineConfig, device: str = "cuda") -> "CUDAExecutor":
@@ -55,17 +55,17 @@ class CUDAExecutor(TorchRunner):
     def _event(self) -> torch.cuda.Event:
         return torch.cuda.Event(enable_timing=True)
 
-    def _stage(self, layer: int, stream, slot_free: torch.cuda.Event | None, ring_layer: int):
-        """Queue layer `layer`'s copy on the H2D stream; returns (issue, start, end) events."""
+    def _stage(self, layer: int, ranges, slot_free: torch.cuda.Event | None, ring_layer: int):
+        """Queue layer `layer`'s copy of `ranges` on the H2D stream; returns (issue, start, end, bytes)."""
         issue, start, end = self._event(), self._event(), self._event()
         with torch.cuda.stream(self.h2d):
             if slot_free is not None:
                 self.h2d.wait_event(slot_free)
             issue.record(self.h2d)
             start.record(self.h2d)
-            self.kv.stage_layer(layer, self.slot(ring_layer), stream.ranges, non_blocking=True)
+            nbytes = self.kv.stage_layer(layer, self.slot(ring_layer), ranges, non_blocking=True)
             end.record(self.h2d)
-        return issue, start, end
+        return issue, start, end, nbytes
 
     @torch.inference_mode()
     def execute(self, plan: StepPlan) -> StepOutput:
@@ -89,25 +89,26 @@ class CUDAExecutor(TorchRunner):
             offload_bytes = 0
 
         stream = plan.stream
-        copies: dict[int, tuple] = {}
+        copies: dict[int, list[tuple]] = {}
         if stream:
             d = stream.depth
-            if kv.ensure_staging(d, stream.num_blocks):
+            if kv.ensure_staging(d, stream.num_blocks) or not stream.extends(self._prefetch_plan):
                 self._prefetched = {}
+            done = self._prefetch_plan.num_blocks if self._prefetched else 0
             self.h2d.wait_stream(compute)
-            if (stream.host_blocks, d) == self._prefetch_key:
-                copies = self._prefetched
             for l in range(min(d, L)):
-                if l not in copies:
-                    copies[l] = self._stage(l, stream, None, l)
-        self._prefetched, self._prefetch_key = {}, None
+                copies[l] = [self._prefetched[l]] if l in self._prefetched else []
+                rest = stream.ranges if not copies[l] else stream.ranges_from(done)
+                if rest:
+                    copies[l].append(self._stage(l, rest, None, l))
+        self._prefetched, self._prefetch_plan = {}, None
 
         batch = self.batch(plan)
         hidden = self.model.embed(batch)
         c_start, c_end = [], []
         for l in range(L):
-            if l in copies:
-                compute.wait_event(copies[l][2])
+            for _, _, landed, _ in copies.get(l, ()):
+                compute.wait_event(landed)
             s, e = self._event(), self._event()
             s.record(compute)
             staged = kv.staging[self.slot(l)] if stream else None
@@ -118,11 +119,11 @@ class CUDAExecutor(TorchRunner):
             if stream:
                 nxt = l + stream.depth
                 if nxt < L:
-                    copies[nxt] = self._stage(nxt, stream, e, nxt)
+                    copies[nxt] = [self._stage(nxt, stream.ranges, e, nxt)]
                 else:
-                    self._prefetched[nxt - L] = self._stage(nxt - L, stream, e, nxt)
+                    self._prefetched[nxt - L] = self._stage(nxt - L, stream.ranges, e, nxt)
         if stream:
-            self._prefetch_key = (stream.host_blocks, stream.depth)
+            self._prefetch_plan = stream
         self.ring_base = (self.ring_base + L) % stream.depth if stream else 0
         tokens = self.sample(plan, batch, hidden)       # reads tokens back: synchronises compute
         t_end = self._event()
@@ -134,12 +135,14 @@ class CUDAExecutor(TorchRunner):
         layers = []
         for l in range(L):
             cs, ce = ms(c_start[l]), ms(c_end[l])
-            if l in copies:
-                issue, start, end = (ms(ev) for ev in copies[l])
+            if copies.get(l):
+                parts = [(ms(i), ms(st), ms(en), n) for i, st, en, n in copies[l]]
+                end = parts[-1][2]
                 prev_end = ms(c_end[l - 1]) if l else ms(t_copied)
-                wait = max(0.0, min(cs, end) - prev_end) if end > prev_end else 0.0
-                layers.append(LayerTiming(l, cs, ce, issue, start, end, wait,
-                                          stream.num_blocks * kv.layer_block_bytes))
+                wait = max(0.0, min(cs, end) - prev_end)
+                busy = sum(en - st for _, st, en, _ in parts) if len(parts) > 1 else float("nan")
+                layers.append(LayerTiming(l, cs, ce, parts[0][0], parts[0][1], end, wait,
+                                          sum(p[3] for p in parts), busy))
             else:
                 layers.append(LayerTiming(l, cs, ce))
         return StepOutput(tokens, StepTiming(ms(t_end), tuple(layers), ms(t_copied), blocking_bytes,
