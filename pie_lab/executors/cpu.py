@@ -4,6 +4,7 @@ host link (copies on worker threads, paced to a configured bandwidth). Labelled 
 from __future__ import annotations
 
 import math
+import os
 import time
 from typing import Any
 
@@ -33,8 +34,8 @@ class CPUExecutor(TorchRunner):
     @classmethod
     def load(cls, model: Any, config: EngineConfig, threads: int | None = None) -> "CPUExecutor":
         from ..model.loader import load_model
-        if threads:
-            torch.set_num_threads(threads)
+        # Leave a core to the link threads: OpenMP workers spinning on every core stall them badly.
+        torch.set_num_threads(threads or max(1, (os.cpu_count() or 2) - 1))
         decoder, tokenizer = load_model(model, dtype=config.dtype, device="cpu", seed=config.seed)
         return cls(decoder, tokenizer, config, threads)
 

@@ -24,13 +24,16 @@ def write_kv(kv_layer: Tensor, k: Tensor, v: Tensor, slot_mapping: Tensor) -> No
 
 
 def gather_blocks(kv_layer: Tensor, staged: Tensor | None, tables: Tensor) -> Tensor:
-    """tables: [..., nb] -> [..., nb, 2, bs, kvh, hd] read from the pool or the staging slot."""
+    """tables: [..., nb] -> [..., nb, *block] read from the pool or the staging slot.
+
+    kv_layer/staged may be views of one half (K or V) of the cache: [G, bs, kvh, hd].
+    """
     if staged is None or staged.shape[0] == 0:
         return kv_layer[tables]
-    from_pool = tables >= 0
-    pooled = kv_layer[tables.clamp(min=0)]
-    stage = staged[(~tables).clamp(min=0)]
-    return torch.where(from_pool[..., None, None, None, None], pooled, stage)
+    host = tables < 0
+    out = kv_layer[tables.clamp(min=0)]
+    out[host] = staged[~tables[host]]
+    return out
 
 
 def _attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: float) -> Tensor:
@@ -57,12 +60,14 @@ def _mask(q_pos: Tensor, num_keys: int, window: int | None) -> Tensor:
 
 
 def _dense_kv(kv_layer: Tensor, staged: Tensor | None, tables: Tensor) -> tuple[Tensor, Tensor]:
-    """tables: [B, nb] -> k, v: [B, nb*bs, kvh, hd]."""
-    blocks = gather_blocks(kv_layer, staged, tables)     # [B, nb, 2, bs, kvh, hd]
-    B, nb, _, bs, kvh, hd = blocks.shape
-    k = blocks[:, :, 0].reshape(B, nb * bs, kvh, hd)
-    v = blocks[:, :, 1].reshape(B, nb * bs, kvh, hd)
-    return k, v
+    """tables: [B, nb] -> k, v: [B, nb*bs, kvh, hd], gathered straight from the K and V halves."""
+    B, nb = tables.shape
+    _, _, bs, kvh, hd = kv_layer.shape
+    halves = []
+    for i in (0, 1):
+        part = gather_blocks(kv_layer[:, i], None if staged is None else staged[:, i], tables)
+        halves.append(part.view(B, nb * bs, kvh, hd))      # [B, nb, bs, kvh, hd] is contiguous
+    return halves[0], halves[1]
 
 
 def _decode_attention(q: Tensor, kv_layer: Tensor, staged: Tensor | None, tables: Tensor,

@@ -1,0 +1,175 @@
+"""The sim executor: no tensors; the cost model times each plan and a virtual clock keeps time.
+
+Tokens are pseudo-random functions of (seed, seq_id, position), never an end-of-sequence or
+stop id, so every request runs to max_tokens. With `replay` (StepOutputs recorded from a real
+run, indexed by step_id) the recorded tokens and timings are returned instead, so the engine
+makes the same decisions as in that run.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from ..config import EngineConfig
+from ..core.plan import StepOutput, StepPlan
+from ..errors import ConfigError, EngineError, check_float, check_int
+from ..model_spec import NAMED_SHAPES, ModelSpec, named_spec
+from ..sim.cost_model import CostModel, Prefetch
+from ..sim.hardware import Hardware, resolve_hardware
+from .base import VirtualClock
+
+GPU_MEMORY_HEADROOM = 0.10          # of GPU memory, kept free for activations and the allocator
+FIRST_SAFE_TOKEN_ID = 3             # ids 0-2 are pad/bos/eos in the supported families
+_MASK = (1 << 64) - 1
+
+
+def spec_from_model(model: Any) -> ModelSpec:
+    """A ModelSpec from a named shape, a ModelSpec, a checkpoint folder (config.json) or an object with `.config`."""
+    if isinstance(model, ModelSpec):
+        return model
+    if isinstance(model, (str, Path)):
+        if str(model) in NAMED_SHAPES:
+            return named_spec(str(model))
+        cfg = Path(model) / "config.json"
+        if cfg.is_file():
+            return ModelSpec.from_hf_config(json.loads(cfg.read_text()), name=Path(model).name)
+        raise ConfigError(f"model {str(model)!r} is neither a named shape ({', '.join(NAMED_SHAPES)}) "
+                          "nor a folder with a config.json")
+    if hasattr(model, "config"):
+        return ModelSpec.from_hf_config(model.config)
+    raise ConfigError(f"the sim executor needs a named shape, a ModelSpec or a checkpoint folder, got {type(model).__name__}")
+
+
+def _mix_np(x: np.ndarray) -> np.ndarray:
+    """_mix on uint64 arrays (wrapping arithmetic)."""
+    x = x + np.uint64(0x9E3779B97F4A7C15)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def _mix(x: int) -> int:
+    """splitmix64 finaliser: a well-spread 64-bit hash of x."""
+    x = (x + 0x9E3779B97F4A7C15) & _MASK
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK
+    return x ^ (x >> 31)
+
+
+class SimExecutor:
+    name = "sim"
+    emulated_link = True
+
+    def __init__(self, model: Any, config: EngineConfig, hardware: "str | Hardware | None" = None,
+                 replay: "Sequence[StepOutput] | Mapping[int, StepOutput] | None" = None):
+        self.config = config
+        self.spec = spec_from_model(model)
+        self.hardware = resolve_hardware(hardware, config.hardware)
+        self.cost_model = CostModel(self.spec, self.hardware, config.dtype, config.block_size,
+                                    config.link_bandwidth_gbps, config.link_latency_us)
+        self.clock = VirtualClock()
+        self.replay = replay
+        eos = self.spec.hf_config.get("eos_token_id")
+        eos_ids = eos if isinstance(eos, (list, tuple)) else ([] if eos is None else [eos])
+        self._forbidden = frozenset(range(FIRST_SAFE_TOKEN_ID)) | frozenset(int(e) for e in eos_ids)
+        self._span = self.spec.vocab_size - FIRST_SAFE_TOKEN_ID
+        if self._span <= len(self._forbidden):
+            raise ConfigError(f"vocab_size={self.spec.vocab_size} is too small for the sim executor's token ids")
+        self.num_gpu_blocks: int | None = None
+        self.num_host_blocks: int | None = None
+        self._last_stream = None                    # the StreamPlan the tail prefetch followed
+        self._prefetch: Prefetch | None = None      # relative to the previous step's end
+        self._last_end = 0.0
+        self.closed = False
+
+    # -- sizing --------------------------------------------------------------------------------
+    def default_num_gpu_blocks(self, config: EngineConfig) -> int:
+        hw = self.hardware if config.hardware == self.config.hardware else resolve_hardware(None, config.hardware)
+        cm = CostModel(self.spec, hw, config.dtype, config.block_size)
+        free = hw.gpu_memory_bytes * (1 - GPU_MEMORY_HEADROOM) - cm.weight_bytes
+        block = self.spec.kv_block_bytes(config.block_size, config.dtype)
+        if free < block:
+            raise ConfigError(f"{self.spec.name} in {config.dtype} needs {cm.weight_bytes / 2**30:.1f} GiB of weights; "
+                              f"{hw.name} has {hw.gpu_memory_gib} GiB ({GPU_MEMORY_HEADROOM:.0%} kept free): "
+                              "no room for KV blocks; use a smaller model, dtype or a larger preset")
+        return int(free // block)
+
+    def initialize(self, num_gpu_blocks: int, num_host_blocks: int) -> None:
+        self.num_gpu_blocks = check_int("num_gpu_blocks", num_gpu_blocks, 1)
+        self.num_host_blocks = check_int("num_host_blocks", num_host_blocks, 0)
+
+    # -- running -------------------------------------------------------------------------------
+    def execute(self, plan: StepPlan) -> StepOutput:
+        if self.closed:
+            raise EngineError("the sim executor is closed")
+        if self.num_gpu_blocks is None:
+            raise EngineError("initialize() must be called before execute()")
+        prestaged, prefetch = self._prestaged(plan)
+        if self.replay is not None:
+            out = self._replayed(plan)
+            timing = out.timing
+        else:
+            timing = self.cost_model.step_timing(plan, prestaged, prefetch)
+            out = StepOutput(self._tokens(plan), timing)
+        self.clock.advance(timing.duration)
+        self._last_end = self.clock.now()
+        self._prefetch = None if self.replay is not None else self.cost_model.tail_prefetch(timing, plan)
+        self._last_stream = plan.stream if self._prefetch is not None else None
+        return out
+
+    def _prestaged(self, plan: StepPlan) -> tuple[int, Prefetch | None]:
+        """Layers < depth were prefetched in the previous step's tail if this step's staged set
+        extends the previous one (same depth, previous blocks first); appended blocks are copied now."""
+        stream = plan.stream
+        if stream is None or not stream.num_blocks or self._prefetch is None or not stream.extends(self._last_stream):
+            return 0, None
+        prefetch = self._prefetch.shifted(-(self.clock.now() - self._last_end))
+        return len(prefetch.end), prefetch
+
+    def token_for(self, seq_id: int, position: int, avoid: Sequence[int] = ()) -> int:
+        """The token the sim 'samples' for seq_id at `position`; never an eos, special or avoided id."""
+        x = _mix(_mix(_mix(self.config.seed) ^ (seq_id & _MASK)) ^ position)
+        for _ in range(100_000):
+            tok = FIRST_SAFE_TOKEN_ID + x % self._span
+            if tok not in self._forbidden and tok not in avoid:
+                return tok
+            x = _mix(x)
+        raise EngineError(f"sequence {seq_id}: stop_token_ids leave the sim no token to produce")
+
+    def _tokens(self, plan: StepPlan) -> dict[int, int]:
+        """token_for for every sampled sequence, vectorised: the first candidate in numpy, the
+        rare rejected one again in Python."""
+        work = [(s.seq_id, s.start_pos + len(s.token_ids), s.sampling.stop_token_ids) for s in plan.seqs if s.sample]
+        if not work:
+            return {}
+        ids = np.array([w[0] & _MASK for w in work], dtype=np.uint64)
+        pos = np.array([w[1] for w in work], dtype=np.uint64)
+        x = _mix_np(_mix_np(np.uint64(_mix(self.config.seed)) ^ ids) ^ pos)
+        toks = (x % np.uint64(self._span) + np.uint64(FIRST_SAFE_TOKEN_ID)).tolist()
+        out = {}
+        for (sid, p, stop), tok in zip(work, toks):
+            out[sid] = tok if tok not in self._forbidden and tok not in stop else self.token_for(sid, p, stop)
+        return out
+
+    def _replayed(self, plan: StepPlan) -> StepOutput:
+        try:
+            out = self.replay[plan.step_id]
+        except (IndexError, KeyError):
+            raise EngineError(f"replay has no step {plan.step_id} (recorded steps: {len(self.replay)}); "
+                              "the engine diverged from the recorded run or ran longer") from None
+        missing = [s.seq_id for s in plan.seqs if s.sample and s.seq_id not in out.token_ids]
+        if missing:
+            raise EngineError(f"replay step {plan.step_id} has no token for sequence(s) {missing}; "
+                              "the engine diverged from the recorded run")
+        return out
+
+    def set_link(self, bandwidth_gbps: float, latency_us: float) -> None:
+        check_float("link_bandwidth_gbps", bandwidth_gbps, 0.0, 1e5, lo_open=True)
+        check_float("link_latency_us", latency_us, 0.0, 1e6)
+        self.cost_model = self.cost_model.with_link(bandwidth_gbps, latency_us)
+
+    def close(self) -> None:
+        self.closed = True

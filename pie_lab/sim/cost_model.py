@@ -1,0 +1,246 @@
+"""An analytical cost model of one engine step: per-layer roofline compute, link copies, stalls.
+
+Per decoder layer: linear layers take max(2 * params * tokens / FLOP/s, weight bytes / HBM);
+attention takes max(4 * heads * head_dim * (query, key) pairs / FLOP/s, KV bytes read / HBM);
+plus the KV write and a fixed per-layer overhead. Embedding and lm_head (sampled positions
+only) come on top. Copies cost a fixed latency per copy call plus bytes over the link.
+The streaming schedule itself is `pie_lab.core.overlap.schedule_layers`.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+from ..core.overlap import schedule_layers
+from ..core.plan import LayerTiming, StepPlan, StepTiming, coalesce
+from ..errors import check_choice, check_float, check_int
+from ..model_spec import DTYPE_BYTES, ModelSpec
+from .hardware import Hardware
+
+
+@dataclass(frozen=True)
+class StepShape:
+    """The sums over a step's sequences that its cost depends on."""
+
+    tokens: int = 0          # query tokens computed this step
+    attn_pairs: int = 0      # (query, key) pairs attended, causal within a prefill chunk
+    kv_tokens: int = 0       # context tokens whose KV each layer reads
+    sampled: int = 0         # positions that go through lm_head
+
+    @classmethod
+    def of(cls, plan: StepPlan) -> "StepShape":
+        tokens = pairs = kv = sampled = 0
+        for s in plan.seqs:
+            q, p = len(s.token_ids), s.start_pos
+            tokens += q
+            kv += p + q
+            pairs += q * p + q * (q + 1) // 2
+            sampled += s.sample
+        return cls(tokens, pairs, kv, sampled)
+
+    @classmethod
+    def decode(cls, batch: int, context_len: int) -> "StepShape":
+        """`batch` sequences each adding one token at context length `context_len` (new token included)."""
+        return cls(batch, batch * context_len, batch * context_len, batch)
+
+    @classmethod
+    def prefill(cls, batch: int, prompt_len: int) -> "StepShape":
+        q = prompt_len
+        return cls(batch * q, batch * q * (q + 1) // 2, batch * q, batch)
+
+
+@dataclass(frozen=True)
+class CostModel:
+    spec: ModelSpec
+    hardware: Hardware
+    dtype: str = "bfloat16"
+    block_size: int = 16
+    link_bandwidth_gbps: float | None = None     # None: the preset's h2d_gbps / d2h_gbps
+    link_latency_us: float | None = None         # None: the preset's link_latency_us
+
+    def __post_init__(self):
+        check_choice("dtype", self.dtype, DTYPE_BYTES)
+        check_int("block_size", self.block_size, 1, 1024)
+        if self.link_bandwidth_gbps is not None:
+            check_float("link_bandwidth_gbps", self.link_bandwidth_gbps, 0.0, 1e5, lo_open=True)
+        if self.link_latency_us is not None:
+            check_float("link_latency_us", self.link_latency_us, 0.0, 1e6)
+        s, hw, db = self.spec, self.hardware, DTYPE_BYTES[self.dtype]
+        h, kv = s.hidden_size, s.num_kv_heads * s.head_dim
+        layer_params = 2 * h * h + 2 * h * kv + (2 if s.is_opt else 3) * h * s.intermediate_size
+        link = self.link_bandwidth_gbps
+        derived = dict(
+            layer_params=layer_params,
+            flops=hw.matmul_flops(self.dtype),
+            hbm=hw.hbm_bytes_per_s,
+            weight_bytes_layer=layer_params * db,
+            kv_bytes_token=s.kv_bytes_per_token_per_layer(self.dtype),
+            block_bytes_layer=s.kv_block_bytes(self.block_size, self.dtype) // s.num_layers,
+            h2d=(link or hw.h2d_gbps) * 1e9,
+            d2h=(link or hw.d2h_gbps) * 1e9,
+            latency=(hw.link_latency_us if self.link_latency_us is None else self.link_latency_us) * 1e-6,
+            layer_overhead=hw.layer_overhead_us * 1e-6,
+            step_overhead=hw.step_overhead_us * 1e-6,
+            attn_flops_pair=4 * s.num_heads * s.head_dim,
+            lm_head_params=s.vocab_size * h,
+            lm_head_bytes=s.vocab_size * h * db,
+            embed_bytes_token=h * db,
+        )
+        for k, v in derived.items():
+            object.__setattr__(self, "_" + k, v)
+
+    def with_link(self, bandwidth_gbps: float, latency_us: float) -> "CostModel":
+        return replace(self, link_bandwidth_gbps=bandwidth_gbps, link_latency_us=latency_us)
+
+    @property
+    def layer_params(self) -> int:
+        return self._layer_params
+
+    @property
+    def block_bytes_per_layer(self) -> int:
+        return self._block_bytes_layer
+
+    @property
+    def weight_bytes(self) -> int:
+        return self.spec.num_params() * DTYPE_BYTES[self.dtype]
+
+    # -- compute -------------------------------------------------------------------------------
+    def layer_time(self, shape: StepShape) -> float:
+        """Seconds one decoder layer computes for a step of this shape (0 tokens: 0 s)."""
+        if shape.tokens == 0:
+            return 0.0
+        linear = max(2.0 * self._layer_params * shape.tokens / self._flops, self._weight_bytes_layer / self._hbm)
+        attention = max(self._attn_flops_pair * shape.attn_pairs / self._flops,
+                        shape.kv_tokens * self._kv_bytes_token / self._hbm)
+        kv_write = shape.tokens * self._kv_bytes_token / self._hbm
+        return linear + attention + kv_write + self._layer_overhead
+
+    def embed_time(self, shape: StepShape) -> float:
+        return shape.tokens * self._embed_bytes_token / self._hbm
+
+    def lm_head_time(self, shape: StepShape) -> float:
+        """lm_head over the sampled positions only."""
+        if not shape.sampled:
+            return 0.0
+        return max(2.0 * self._lm_head_params * shape.sampled / self._flops, self._lm_head_bytes / self._hbm)
+
+    def head_time(self, shape: StepShape) -> float:
+        """Embedding and lm_head: the step's time outside the decoder layers."""
+        return self.embed_time(shape) + self.lm_head_time(shape)
+
+    def layer_compute_times(self, plan: StepPlan) -> list[float]:
+        return [self.layer_time(StepShape.of(plan))] * self.spec.num_layers
+
+    # -- copies --------------------------------------------------------------------------------
+    def copy_time(self, nbytes: int, calls: int = 1, direction: str = "h2d") -> float:
+        """Seconds for `nbytes` over the link in `calls` copy calls (0 bytes: 0 s)."""
+        if nbytes <= 0:
+            return 0.0
+        bw = self._h2d if direction == "h2d" else self._d2h
+        return calls * self._latency + nbytes / bw
+
+    def stream_layer_bytes(self, plan: StepPlan) -> int:
+        return plan.num_streamed_blocks * self._block_bytes_layer
+
+    def stream_copy_time(self, plan: StepPlan) -> float:
+        """One layer's streaming copy: one copy call per coalesced host range."""
+        if not plan.stream or not plan.stream.num_blocks:
+            return 0.0
+        return self.copy_time(self.stream_layer_bytes(plan), calls=len(plan.stream.ranges))
+
+    def _moves(self, pairs, direction: str) -> tuple[float, int]:
+        """Block mappings over all layers: one (strided, all-layer) copy call per coalesced range."""
+        if not pairs:
+            return 0.0, 0
+        nbytes = len(pairs) * self._block_bytes_layer * self.spec.num_layers
+        return self.copy_time(nbytes, calls=len(coalesce(pairs)), direction=direction), nbytes
+
+    def blocking_copies(self, plan: StepPlan) -> tuple[float, int]:
+        """(seconds, bytes) of the copies done before the forward: swap-out, then swap-in."""
+        t_out, b_out = self._moves(plan.swap_out, "d2h")
+        t_in, b_in = self._moves(plan.swap_in, "h2d")
+        return t_out + t_in, b_out + b_in
+
+    def offload_copy(self, plan: StepPlan) -> tuple[float, int]:
+        """(seconds, bytes) of the async device-to-host offload; it must land by the step's end."""
+        return self._moves(plan.offload, "d2h")
+
+    # -- whole step ----------------------------------------------------------------------------
+    def step_timing(self, plan: StepPlan, prestaged_layers: int = 0, prefetch: "Prefetch | None" = None) -> StepTiming:
+        """Model one step. Order: host overhead, blocking copies, embedding, layers, lm_head; the
+        offload runs on the device-to-host link from the end of the blocking copies, and the step
+        ends when both compute and offload are done.
+
+        Layers < prestaged_layers were staged before the step: without `prefetch`, fully and in
+        time; with it, its first `num_blocks` staged blocks were copied at the given times and the
+        appended rest is copied at the step's start. A late prefetch holds layer 0 back (its stall)
+        until every prefetched layer can start on time.
+        """
+        shape = StepShape.of(plan)
+        n = self.spec.num_layers
+        compute = [self.layer_time(shape)] * n
+        stream = plan.stream
+        depth = stream.depth if stream else 1
+        pre = min(prestaged_layers, n) if stream and stream.num_blocks else 0
+        tail = 0.0
+        if pre and prefetch is not None and prefetch.num_blocks < stream.num_blocks:
+            tail = self.copy_time((stream.num_blocks - prefetch.num_blocks) * self._block_bytes_layer,
+                                  calls=len(stream.ranges_from(prefetch.num_blocks)))
+        copy = [tail] * pre + [self.stream_copy_time(plan)] * (n - pre)
+        layer_bytes = [self.stream_layer_bytes(plan)] * n
+        blocking, blocking_bytes = self.blocking_copies(plan)
+        start = self._step_overhead + blocking + self.embed_time(shape)
+        ready = prefetch.end[:pre] if prefetch is not None else ()
+        delay = max([0.0] + [r - (start + j * compute[0]) for j, r in enumerate(ready)])
+        layers = schedule_layers(compute, copy, depth, layer_bytes, start=start + delay)
+        if prefetch is not None:
+            for j in range(min(pre, len(prefetch.end))):
+                layers[j] = prefetch.merge(layers[j], j)
+        if delay > 0:
+            layers[0] = replace(layers[0], wait=layers[0].wait + delay)
+        end = (layers[-1].compute_end if layers else start) + self.lm_head_time(shape)
+        offload_time, async_bytes = self.offload_copy(plan)
+        end = max(end, self._step_overhead + blocking + offload_time)
+        return StepTiming(duration=end, layers=tuple(layers),
+                          blocking_copy_time=blocking, blocking_copy_bytes=blocking_bytes,
+                          async_copy_bytes=async_bytes, emulated_link=True)
+
+    def tail_prefetch(self, timing: StepTiming, plan: StepPlan) -> "Prefetch | None":
+        """The next step's copies for layers < depth, as the cpu executor issues them: layer j's
+        once this step's layer L - depth + j has freed its slot, behind this step's own copies.
+        Times are relative to this step's end."""
+        if not plan.stream or not plan.stream.num_blocks or not timing.layers:
+            return None
+        layers, depth, copy = timing.layers, plan.stream.depth, self.stream_copy_time(plan)
+        n = len(layers)
+        link = next((l.copy_end for l in reversed(layers) if not math.isnan(l.copy_end)), 0.0)   # copies run in layer order
+        issue, begin, end = [], [], []
+        for j in range(min(depth, n)):
+            freed = layers[n - depth + j].compute_end if n - depth + j >= 0 else 0.0
+            issue.append(freed - timing.duration)
+            begin.append(max(freed, link) - timing.duration)
+            link = max(freed, link) + copy
+            end.append(link - timing.duration)
+        return Prefetch(plan.stream.num_blocks, tuple(issue), tuple(begin), tuple(end))
+
+
+@dataclass(frozen=True)
+class Prefetch:
+    """Copies made ahead of a step for its layers < depth (seconds relative to a reference time),
+    carrying the first `num_blocks` blocks of the step's staged set."""
+
+    num_blocks: int
+    issue: tuple[float, ...]
+    start: tuple[float, ...]
+    end: tuple[float, ...]
+
+    def shifted(self, dt: float) -> "Prefetch":
+        return Prefetch(self.num_blocks, *(tuple(t + dt for t in ts) for ts in (self.issue, self.start, self.end)))
+
+    def merge(self, layer: LayerTiming, j: int) -> LayerTiming:
+        """Layer j's timing with the prefetch as its first copy (the cpu executor's convention)."""
+        if math.isnan(layer.copy_start):
+            return replace(layer, copy_issue=self.issue[j], copy_start=self.start[j], copy_end=self.end[j])
+        busy = (self.end[j] - self.start[j]) + (layer.copy_end - layer.copy_start)
+        return replace(layer, copy_issue=self.issue[j], copy_start=self.start[j],
+                       copy_end=max(self.end[j], layer.copy_end), copy_busy=busy)

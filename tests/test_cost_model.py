@@ -1,0 +1,145 @@
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from pie_lab.core.overlap import schedule_layers
+from pie_lab.core.plan import SeqWork, StepPlan, StreamPlan
+from pie_lab.errors import ConfigError
+from pie_lab.model_spec import named_spec
+from pie_lab.sampling import SamplingParams
+from pie_lab.sim import CostModel, Hardware, StepShape, flexgen_search, list_presets, load_preset
+
+SP = SamplingParams(max_tokens=8)
+
+
+def decode_plan(batch, ctx, step_id=0, stream=None, block_size=16):
+    seqs = tuple(SeqWork(i, (7,), ctx - 1, tuple(range(-(-ctx // block_size))), True, SP, 1) for i in range(batch))
+    return StepPlan(step_id, seqs, stream=stream)
+
+
+def model(name="opt-13b", hw="H200", **kw):
+    return CostModel(named_spec(name), load_preset(hw), kw.pop("dtype", "float16"), **kw)
+
+
+def test_every_preset_loads_with_a_source_per_figure(tmp_path):
+    names = list_presets()
+    for required in ("H100-SXM", "H100-PCIe", "H200", "GH200", "A100-80GB", "L4"):
+        assert required in names
+    for name in names:
+        hw = load_preset(name)
+        assert set(hw.sources) == set(Hardware.figure_names())
+        assert all(len(s) > 10 for s in hw.sources.values())
+        hw.to_yaml(tmp_path / f"{name}.yaml")
+        assert Hardware.from_yaml(tmp_path / f"{name}.yaml") == hw
+        assert load_preset(str(tmp_path / f"{name}.yaml")) == hw
+    h200 = load_preset("h200")
+    assert (h200.h2d_gbps, h200.tflops_16bit) == (55.5, 764.0)
+    assert "measured" in h200.sources["h2d_gbps"] and load_preset("GH200").h2d_gbps == 450.0
+
+
+def test_preset_validation_names_the_problem():
+    d = load_preset("H200").to_dict()
+    with pytest.raises(ConfigError, match="no source for: hbm_gbps"):
+        Hardware.from_dict({**d, "sources": {k: v for k, v in d["sources"].items() if k != "hbm_gbps"}})
+    with pytest.raises(ConfigError, match="hbm_gbps=9000.0 exceeds"):
+        Hardware.from_dict({**d, "hbm_gbps": 9000.0})
+    with pytest.raises(ConfigError, match="h2d_gbps"):
+        Hardware.from_dict({**d, "h2d_gbps": -1})
+    with pytest.raises(ConfigError, match="unknown hardware preset 'TPU'"):
+        load_preset("TPU")
+
+
+def test_large_decode_step_is_memory_bound():
+    """OPT-13B, batch 32, ctx 1024 on H200: time ~ (weights + KV) / HBM (pie-design.md section 4)."""
+    cm = model()
+    spec = cm.spec
+    plan = decode_plan(32, 1024)
+    t = sum(cm.layer_compute_times(plan)) + cm.head_time(StepShape.of(plan))
+    kv = 32 * 1024 * spec.kv_bytes_per_token_per_layer("float16") * spec.num_layers
+    roofline = (cm.weight_bytes + kv) / (cm.hardware.hbm_gbps * 1e9)
+    assert t == pytest.approx(roofline, rel=0.2)
+    assert 0.010 < roofline < 0.015
+
+
+def test_prefill_is_compute_bound():
+    cm = model()
+    shape = StepShape.prefill(8, 1024)
+    flops = 2 * cm.layer_params * shape.tokens
+    assert cm.layer_time(shape) >= flops / (cm.hardware.tflops_16bit * 1e12)
+    assert cm.layer_time(shape) > 10 * cm.layer_time(StepShape.decode(8, 1024))
+
+
+@settings(max_examples=40, deadline=None)
+@given(batch=st.integers(1, 256), ctx=st.integers(1, 4096), extra=st.integers(1, 512))
+def test_monotonic_in_batch_and_context(batch, ctx, extra):
+    cm = model("opt-30b", "GH200")
+    t = cm.layer_time(StepShape.decode(batch, ctx))
+    assert cm.layer_time(StepShape.decode(batch + extra, ctx)) >= t
+    assert cm.layer_time(StepShape.decode(batch, ctx + extra)) >= t
+    assert cm.layer_time(StepShape.prefill(1, ctx + extra)) >= cm.layer_time(StepShape.prefill(1, ctx))
+
+
+def test_link_time_is_latency_plus_bytes_over_bandwidth():
+    cm = model(link_bandwidth_gbps=10.0, link_latency_us=20.0)
+    assert cm.copy_time(0) == 0.0
+    assert cm.copy_time(10**9) == pytest.approx(20e-6 + 0.1)
+    assert cm.copy_time(10**9, calls=4) == pytest.approx(80e-6 + 0.1)
+    preset = model()
+    assert preset.copy_time(55_500_000) == pytest.approx(5e-6 + 1e-3)       # H200 preset: 55.5 GB/s, 5 us
+    assert preset.copy_time(55_300_000, direction="d2h") == pytest.approx(5e-6 + 1e-3)
+
+
+def test_step_timing_uses_schedule_layers_and_blocking_copies():
+    cm = model(block_size=16)
+    stream = StreamPlan.build(2, list(range(40)))
+    plan = decode_plan(16, 512, stream=stream)
+    timing = cm.step_timing(plan, prestaged_layers=0)
+    compute, copy = cm.layer_compute_times(plan), cm.stream_copy_time(plan)
+    start = timing.layers[0].compute_start - timing.layers[0].wait
+    expect = schedule_layers(compute, [copy] * len(compute), 2, [cm.stream_layer_bytes(plan)] * len(compute),
+                             start=start)
+    assert list(timing.layers) == expect
+    assert timing.stream_bytes == 40 * cm.block_bytes_per_layer * cm.spec.num_layers
+    assert copy == pytest.approx(5e-6 + 40 * cm.block_bytes_per_layer / 55.5e9)
+    assert timing.duration > timing.layers[-1].compute_end and timing.emulated_link
+
+    swap = StepPlan(1, plan.seqs, swap_out=((3, 9),), swap_in=((0, 100), (1, 101), (5, 102)))
+    t2 = cm.step_timing(swap)
+    block = cm.block_bytes_per_layer * cm.spec.num_layers
+    assert t2.blocking_copy_bytes == 4 * block
+    assert t2.blocking_copy_time == pytest.approx(cm.copy_time(3 * block, calls=2)
+                                                  + cm.copy_time(block, direction="d2h"))
+    assert t2.layers[0].compute_start >= t2.blocking_copy_time
+
+
+def test_offload_is_async_but_lands_by_the_steps_end():
+    cm = model(link_bandwidth_gbps=1.0, link_latency_us=0.0)
+    plan = decode_plan(4, 64)
+    base = cm.step_timing(plan)
+    block = cm.block_bytes_per_layer * cm.spec.num_layers
+    small = cm.step_timing(StepPlan(0, plan.seqs, offload=((3, 9),)))
+    assert small.async_copy_bytes == block and small.blocking_copy_bytes == 0
+    assert small.duration == pytest.approx(max(base.duration, 300e-6 + block / 1e9))
+    many = cm.step_timing(StepPlan(0, plan.seqs, offload=tuple((i, i) for i in range(200))))
+    assert many.duration == pytest.approx(300e-6 + 200 * block / 1e9)      # latency 0, one range
+    assert many.layers == base.layers        # the forward itself is not delayed
+
+
+def test_flexgen_search_prefers_host_kv_only_when_it_pays():
+    spec, hw = named_spec("opt-30b"), load_preset("GH200")
+    best = flexgen_search(spec, hw, prompt_len=161.31, output_len=337.99)
+    assert len(best.table) == 21 * 20
+    feasible = [r for r in best.table if r["feasible"]]
+    assert best.tokens_per_s == max(r["tokens_per_s"] for r in feasible)
+    assert best.to_config_options()["policy"] == "flexgen"
+    # KV memory so tight that a batch of 8 only fits with most of its KV on the host
+    tight = flexgen_search(spec, hw, prompt_len=512, output_len=512, gpu_kv_limit_gb=2.0, batch_sizes=(8,))
+    assert tight.fraction > 0.5
+    for r in tight.table:      # streaming is on the critical path: more host KV, slower steps
+        if r["fraction"] > 0:
+            assert r["stream_s_per_step"] > 0
+    steps = [r["decode_step_s"] for r in tight.table]
+    assert steps == sorted(steps)
+    with pytest.raises(ConfigError, match="no grid point fits"):
+        flexgen_search(spec, hw, prompt_len=512, output_len=512, gpu_kv_limit_gb=0.01, batch_sizes=(64,))
+    with pytest.raises(ConfigError, match="leave no GPU memory"):
+        flexgen_search(named_spec("opt-66b"), load_preset("L4"), prompt_len=10, output_len=10)
