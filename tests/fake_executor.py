@@ -45,9 +45,9 @@ class FakeExecutor:
         self._copy(self.pool, self.host, plan.swap_out)
         self._copy(self.host, self.pool, plan.swap_in)
         self._copy(self.pool, self.host, plan.offload)
-        staging = np.full((max(plan.num_streamed_blocks, 1), bs), -7, dtype=np.int64)
+        staging = np.full((max(plan.stream.capacity if plan.stream else 0, 1), bs), -7, dtype=np.int64)
         if plan.stream:
-            self._copy(self.host, staging, [(h, i) for i, h in enumerate(plan.stream.host_blocks)])
+            self._copy(self.host, staging, [(h, h) for h in plan.stream.host_blocks])
         tokens = {}
         for w in plan.seqs:
             for i, t in enumerate(w.token_ids):

@@ -65,7 +65,7 @@ def test_preemption_happens_under_memory_pressure():
     assert eng.metrics.iterations_df()["preempted"].sum() > 0
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 10_000), policy=st.sampled_from(["none", "pie", "vllm-swap", "flexgen"]),
        gpu=st.integers(24, 80), chunked=st.booleans(), changes=st.lists(
            st.tuples(st.integers(0, 60), st.integers(0, 40), st.integers(1, 5), st.integers(1, 8)), max_size=8))

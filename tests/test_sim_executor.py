@@ -5,7 +5,7 @@ import pytest
 
 from pie_lab.config import EngineConfig
 from pie_lab.core.overlap import schedule_layers
-from pie_lab.core.plan import SeqWork, StepOutput, StepPlan, StepTiming, StreamPlan
+from pie_lab.core.plan import CopyRange, SeqWork, StepOutput, StepPlan, StepTiming, StreamPlan
 from pie_lab.errors import ConfigError, EngineError
 from pie_lab.executors.base import Executor, create_executor
 from pie_lab.executors.sim import SimExecutor
@@ -95,18 +95,19 @@ def test_timings_match_schedule_layers_when_prestaged():
     assert first.layers[0].wait > 0
 
 
-def test_appended_blocks_are_copied_at_the_start_of_a_prefetched_step():
+def test_new_blocks_are_copied_at_the_start_of_a_prefetched_step():
     ex, first, second = _stream_run(55.5, blocks=16)
-    grown = StreamPlan.build(2, list(range(16)) + [40, 41, 42, 50])
-    assert grown.extends(StreamPlan.build(2, list(range(16))))
+    previous = StreamPlan.build(2, list(range(16)))
+    grown = StreamPlan.build(2, list(range(1, 16)) + [40, 41, 42, 50])      # one left, four new
+    assert grown.new_since(previous) == (CopyRange(40, 40, 3), CopyRange(50, 50, 1))
     third = ex.execute(decode_plan(2, stream=grown)).timing
     cm = ex.cost_model
     tail = cm.copy_time(4 * cm.block_bytes_per_layer, calls=2)
     l0 = third.layers[0]
     assert l0.copy_start < 0 and l0.copy_time == pytest.approx(cm.copy_time(16 * cm.block_bytes_per_layer) + tail)
-    assert l0.bytes == 20 * cm.block_bytes_per_layer
-    # a staged set that does not extend the previous one is copied whole, from the step's start
-    fourth = ex.execute(decode_plan(3, stream=StreamPlan.build(2, list(range(1, 21))))).timing
+    assert l0.bytes == 19 * cm.block_bytes_per_layer
+    # after a change of depth nothing staged is reusable: copied whole, from the step's start
+    fourth = ex.execute(decode_plan(3, stream=StreamPlan.build(3, list(range(1, 21))))).timing
     assert fourth.layers[0].copy_start >= 0 and fourth.stall > 0
 
 

@@ -198,20 +198,17 @@ class Engine:
         return done
 
     def _build_plan(self, sched: Schedule, offload, stream) -> StepPlan:
-        fresh = {h: g for g, h in offload}
-        pos = {h: i for i, h in enumerate(stream.host_blocks)} if stream else {}
-
-        def entry(b: int) -> int:
-            if b >= 0:
-                return b
-            return fresh[~b] if ~b in fresh else ~pos[~b]
-
+        fresh = {~h: g for g, h in offload}         # offloaded this step: still read from the GPU
         works = []
         for seq, n in sched.work:
             start = seq.num_computed_tokens
-            works.append(SeqWork(seq.seq_id, tuple(seq.token_ids[start:start + n]), start,
-                                 tuple(entry(b) for b in seq.block_table),
-                                 start + n == seq.num_tokens, seq.sampling, len(seq.output_token_ids)))
+            table = seq.block_table
+            if fresh:
+                table = [fresh.get(b, b) for b in table]
+            tokens = (seq.last_token,) if n == 1 and start == seq.num_tokens - 1 else \
+                tuple(seq.token_ids[start:start + n])
+            works.append(SeqWork(seq.seq_id, tokens, start, tuple(table), start + n == seq.num_tokens,
+                                 seq.sampling, len(seq.output_token_ids)))
         released, self._released = tuple(self._released), []
         return StepPlan(self._step_id, tuple(works), tuple(sched.swap_out), tuple(sched.swap_in),
                         tuple(offload), stream, released)

@@ -15,7 +15,7 @@ from ..sampling import SamplingParams
 class SeqWork:
     """One sequence's share of a step: a prefill chunk or a single decode token.
 
-    block_table entries: >= 0 a GPU pool block; < 0 a host block staged this step, at position ~v
+    block_table entries: >= 0 a GPU pool block; < 0 host block ~v, staged this step at index ~v
     of the layer's staging slot.
     """
 
@@ -61,32 +61,37 @@ def coalesce(pairs: list[tuple[int, int]] | tuple[tuple[int, int], ...]) -> tupl
 class StreamPlan:
     """Layer-wise streaming of host-resident blocks into a staging ring of `depth` slots.
 
-    Staged position i of every layer's slot holds host block `host_blocks[i]`; `ranges` maps host
-    ranges to staged positions and is the same for every layer. The order is kept stable across
-    steps (blocks only leave or are appended), so an executor that prefetched the next step's
-    first layers during this step's tail copies just the appended tail (`ranges_from`).
+    A staged block sits at its host id: layer l's slot holds host block h at index h, so block
+    tables keep their host entries (~h) and a block keeps its place for as long as it stays
+    staged. Copies are runs of consecutive host ids (the host allocator keeps ids compact), the
+    same for every layer; an executor that prefetched the next step's first layers during this
+    step's tail copies only the blocks that are new since then (`new_since`).
     """
 
     depth: int
-    host_blocks: tuple[int, ...]
+    host_blocks: tuple[int, ...]           # sorted
     ranges: tuple[CopyRange, ...]
 
     @property
     def num_blocks(self) -> int:
         return len(self.host_blocks)
 
+    @property
+    def capacity(self) -> int:
+        """Staging entries a slot needs (the highest staged host id + 1)."""
+        return self.host_blocks[-1] + 1 if self.host_blocks else 0
+
     @classmethod
     def build(cls, depth: int, host_blocks) -> "StreamPlan":
-        blocks = tuple(host_blocks)
-        return cls(depth, blocks, coalesce([(h, i) for i, h in enumerate(blocks)]))
+        blocks = tuple(sorted(host_blocks))
+        return cls(depth, blocks, coalesce([(h, h) for h in blocks]))
 
-    def ranges_from(self, start: int) -> tuple[CopyRange, ...]:
-        return coalesce([(h, i) for i, h in enumerate(self.host_blocks) if i >= start])
-
-    def extends(self, previous: "StreamPlan | None") -> bool:
-        """True when `previous`'s staged blocks sit at the same positions here (a prefetch stays valid)."""
-        return (previous is not None and previous.depth == self.depth
-                and self.host_blocks[:previous.num_blocks] == previous.host_blocks)
+    def new_since(self, previous: "StreamPlan | None") -> tuple[CopyRange, ...]:
+        """Copies still needed when `previous`'s blocks are already staged (with the same depth)."""
+        if previous is None or previous.depth != self.depth:
+            return self.ranges
+        had = set(previous.host_blocks)
+        return coalesce([(h, h) for h in self.host_blocks if h not in had])
 
 
 @dataclass(frozen=True)

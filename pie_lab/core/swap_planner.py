@@ -25,7 +25,6 @@ class SwapPlanner:
         self.budget = budget
         self.depth = depth
         self.fraction = fraction
-        self._order: list[int] = []       # staged order, kept stable across steps
 
     @property
     def active(self) -> bool:
@@ -47,6 +46,7 @@ class SwapPlanner:
     def enforce_budget(self, scheduler: Scheduler, sched: Schedule) -> None:
         if not self.active:
             return
+        self.update_reserve(scheduler.running)
         if self.policy == "pie":
             over = sum(s.num_host_blocks() for s in scheduler.running) - self.budget
             for seq in reversed(list(scheduler.running)):
@@ -75,14 +75,20 @@ class SwapPlanner:
             return []
         moves: list[tuple[int, int]] = []
         room = self.budget - sum(s.num_host_blocks() for s, _ in sched.work) if self.policy == "pie" else None
+        # With depth >= num_layers the staging ring costs what offloading saves: offload only
+        # while the GPU has headroom, never in a way that starves the batch of blocks.
+        headroom = None if self.depth < self.num_layers else self.blocks.gpu.num_free - len(sched.work) - 1
         for seq, _ in sched.work:
             want = room if room is not None else self._target(seq) - seq.num_host_blocks()
+            if headroom is not None:
+                want = min(want, headroom)
             for i in range(seq.num_full_blocks(self.blocks.block_size)):
                 if want <= 0 or self.blocks.host.num_free == 0:
                     break
                 if not is_host(seq.block_table[i]):
                     moves.append(self.blocks.offload(seq, i))
                     want -= 1
+                    headroom = None if headroom is None else headroom - 1
             if room is not None:
                 room = want
         self.update_reserve(s for s, _ in sched.work)
@@ -91,7 +97,5 @@ class SwapPlanner:
     def stream(self, sched: Schedule, offloaded: list[tuple[int, int]]) -> StreamPlan | None:
         """Host blocks the step reads; blocks offloaded this step are still read from the GPU."""
         fresh = {h for _, h in offloaded}
-        staged = {~b for seq, _ in sched.work for b in seq.block_table if is_host(b) and ~b not in fresh}
-        kept = [h for h in self._order if h in staged]
-        self._order = kept + sorted(staged.difference(kept))
-        return StreamPlan.build(min(self.depth, self.num_layers), self._order) if staged else None
+        staged = [~b for seq, _ in sched.work for b in seq.block_table if is_host(b) and ~b not in fresh]
+        return StreamPlan.build(min(self.depth, self.num_layers), staged) if staged else None

@@ -71,12 +71,12 @@ class CPUExecutor(TorchRunner):
         jobs: dict[int, list[CopyJob]] = {}
         if stream:
             d = stream.depth
-            if kv.ensure_staging(d, stream.num_blocks) or not stream.extends(self._prefetch_plan):
+            if kv.ensure_staging(d, stream.capacity):
                 self._prefetched = {}
-            done = self._prefetch_plan.num_blocks if self._prefetched else 0
+            fresh = stream.new_since(self._prefetch_plan)
             for l in range(min(d, L)):
                 jobs[l] = [self._prefetched[l]] if l in self._prefetched else []
-                rest = stream.ranges if not jobs[l] else stream.ranges_from(done)
+                rest = stream.ranges if not jobs[l] else fresh
                 if rest:
                     jobs[l].append(self._stage(l, rest))
         self._prefetched, self._prefetch_plan = {}, None

@@ -92,13 +92,13 @@ class CUDAExecutor(TorchRunner):
         copies: dict[int, list[tuple]] = {}
         if stream:
             d = stream.depth
-            if kv.ensure_staging(d, stream.num_blocks) or not stream.extends(self._prefetch_plan):
+            if kv.ensure_staging(d, stream.capacity):
                 self._prefetched = {}
-            done = self._prefetch_plan.num_blocks if self._prefetched else 0
+            fresh = stream.new_since(self._prefetch_plan)
             self.h2d.wait_stream(compute)
             for l in range(min(d, L)):
                 copies[l] = [self._prefetched[l]] if l in self._prefetched else []
-                rest = stream.ranges if not copies[l] else stream.ranges_from(done)
+                rest = stream.ranges if not copies[l] else fresh
                 if rest:
                     copies[l].append(self._stage(l, rest, None, l))
         self._prefetched, self._prefetch_plan = {}, None

@@ -40,13 +40,17 @@ class KVStore:
                                 pin_memory=self.pin_host)
 
     def ensure_staging(self, depth: int, num_blocks: int) -> bool:
-        """Grow the ring to at least depth x num_blocks (amortised). Returns True if it was reallocated."""
+        """Grow the ring to at least depth x num_blocks (amortised), keeping what it holds.
+        Returns True when staged data was lost (a new depth)."""
         s = self.staging
         if s is not None and s.shape[0] == depth and s.shape[1] >= num_blocks:
             return False
-        cap = max(num_blocks, 2 * s.shape[1] if s is not None and s.shape[0] == depth else num_blocks)
+        keep = s is not None and s.shape[0] == depth
+        cap = max(num_blocks, 2 * s.shape[1] if keep else num_blocks)
         self.staging = torch.empty((depth, cap, *self.block_shape), dtype=self.dtype, device=self.device)
-        return True
+        if keep:
+            self.staging[:, :s.shape[1]] = s
+        return not keep
 
     def ranges(self, mapping) -> tuple[CopyRange, ...]:
         return coalesce(list(mapping))

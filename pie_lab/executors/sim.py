@@ -122,9 +122,10 @@ class SimExecutor:
 
     def _prestaged(self, plan: StepPlan) -> tuple[int, Prefetch | None]:
         """Layers < depth were prefetched in the previous step's tail if this step's staged set
-        extends the previous one (same depth, previous blocks first); appended blocks are copied now."""
+        keeps the previous depth; blocks new since then are copied now."""
         stream = plan.stream
-        if stream is None or not stream.num_blocks or self._prefetch is None or not stream.extends(self._last_stream):
+        if (stream is None or not stream.num_blocks or self._prefetch is None
+                or self._last_stream is None or stream.depth != self._last_stream.depth):
             return 0, None
         prefetch = self._prefetch.shifted(-(self.clock.now() - self._last_end))
         return len(prefetch.end), prefetch

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, replace
 
 from ..core.overlap import schedule_layers
-from ..core.plan import LayerTiming, StepPlan, StepTiming, coalesce
+from ..core.plan import LayerTiming, StepPlan, StepTiming, StreamPlan, coalesce
 from ..errors import check_choice, check_float, check_int
 from ..model_spec import DTYPE_BYTES, ModelSpec
 from .hardware import Hardware
@@ -183,9 +183,9 @@ class CostModel:
         depth = stream.depth if stream else 1
         pre = min(prestaged_layers, n) if stream and stream.num_blocks else 0
         tail = 0.0
-        if pre and prefetch is not None and prefetch.num_blocks < stream.num_blocks:
-            tail = self.copy_time((stream.num_blocks - prefetch.num_blocks) * self._block_bytes_layer,
-                                  calls=len(stream.ranges_from(prefetch.num_blocks)))
+        fresh = stream.new_since(prefetch.stream) if pre and prefetch is not None else ()
+        if fresh:
+            tail = self.copy_time(sum(r.count for r in fresh) * self._block_bytes_layer, calls=len(fresh))
         copy = [tail] * pre + [self.stream_copy_time(plan)] * (n - pre)
         layer_bytes = [self.stream_layer_bytes(plan)] * n
         blocking, blocking_bytes = self.blocking_copies(plan)
@@ -221,21 +221,21 @@ class CostModel:
             begin.append(max(freed, link) - timing.duration)
             link = max(freed, link) + copy
             end.append(link - timing.duration)
-        return Prefetch(plan.stream.num_blocks, tuple(issue), tuple(begin), tuple(end))
+        return Prefetch(plan.stream, tuple(issue), tuple(begin), tuple(end))
 
 
 @dataclass(frozen=True)
 class Prefetch:
     """Copies made ahead of a step for its layers < depth (seconds relative to a reference time),
-    carrying the first `num_blocks` blocks of the step's staged set."""
+    carrying the blocks `stream` staged."""
 
-    num_blocks: int
+    stream: StreamPlan
     issue: tuple[float, ...]
     start: tuple[float, ...]
     end: tuple[float, ...]
 
     def shifted(self, dt: float) -> "Prefetch":
-        return Prefetch(self.num_blocks, *(tuple(t + dt for t in ts) for ts in (self.issue, self.start, self.end)))
+        return Prefetch(self.stream, *(tuple(t + dt for t in ts) for ts in (self.issue, self.start, self.end)))
 
     def merge(self, layer: LayerTiming, j: int) -> LayerTiming:
         """Layer j's timing with the prefetch as its first copy (the cpu executor's convention)."""
