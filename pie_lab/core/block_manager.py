@@ -73,6 +73,7 @@ class BlockManager:
         self.gpu.free(b for b in seq.block_table if not is_host(b))
         self.host.free(~b for b in seq.block_table if is_host(b))
         seq.block_table = []
+        seq.host_count = 0
 
     # -- moves between tiers (return block mappings for the plan) -------------------------
     def offload(self, seq: Sequence, index: int) -> tuple[int, int]:
@@ -80,16 +81,22 @@ class BlockManager:
         gpu_id = seq.block_table[index]
         if is_host(gpu_id) or index >= seq.num_full_blocks(self.block_size):
             raise EngineError(f"seq {seq.seq_id} block {index} is not a full GPU block")
+        if index != seq.host_count:
+            raise EngineError(f"seq {seq.seq_id}: block {index} is not the first GPU block ({seq.host_count})")
         (host_id,) = self.host.allocate(1)
         seq.block_table[index] = host_ref(host_id)
+        seq.host_count += 1
         self._pending_gpu.append(gpu_id)
         return gpu_id, host_id
 
     def bring_back(self, seq: Sequence, index: int) -> tuple[int, int]:
         """Move host block `index` of `seq` to a new GPU block; blocking copy, host block freed at step end."""
+        if index != seq.host_count - 1:
+            raise EngineError(f"seq {seq.seq_id}: block {index} is not the last host block ({seq.host_count})")
         host_id = ~seq.block_table[index]
         (gpu_id,) = self.gpu.allocate(1)
         seq.block_table[index] = gpu_id
+        seq.host_count -= 1
         self._pending_host.append(host_id)
         return host_id, gpu_id
 
@@ -104,6 +111,7 @@ class BlockManager:
                 (h,) = self.host.allocate(1)
                 mapping.append((b, h))
                 seq.block_table[i] = host_ref(h)
+        seq.host_count = len(seq.block_table)
         self.gpu.free(g for g, _ in mapping)
         return mapping
 
@@ -111,7 +119,7 @@ class BlockManager:
         return seq.num_host_blocks() + extra <= self.gpu.num_free
 
     def swap_in(self, seq: Sequence) -> list[tuple[int, int]]:
-        return [self.bring_back(seq, i) for i, b in enumerate(seq.block_table) if is_host(b)]
+        return [self.bring_back(seq, i) for i in reversed(range(seq.host_count))]
 
     def end_step(self) -> None:
         """The step's copies are done: release blocks whose bytes moved away this step."""
@@ -123,6 +131,10 @@ class BlockManager:
     def check(self, seqs) -> None:
         gpu = [b for s in seqs for b in s.block_table if not is_host(b)] + self._pending_gpu
         host = [~b for s in seqs for b in s.block_table if is_host(b)] + self._pending_host
+        for s in seqs:
+            if any(is_host(b) for b in s.block_table[s.host_count:]) or \
+                    not all(is_host(b) for b in s.block_table[:s.host_count]):
+                raise EngineError(f"seq {s.seq_id}: host blocks must be the first {s.host_count} table entries")
         for name, ids, pool in (("gpu", gpu, self.gpu), ("host", host, self.host)):
             if len(ids) != len(set(ids)):
                 raise EngineError(f"{name} block referenced twice: {sorted(ids)}")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from .plan import StepPlan, StepTiming
@@ -106,7 +106,7 @@ class Metrics:
         import pandas as pd
         with self._lock:
             rows = list(self.iterations)[-last:] if last else list(self.iterations)
-        df = pd.DataFrame([asdict(r) for r in rows], columns=list(IterationRecord.__dataclass_fields__))
+        df = pd.DataFrame([vars(r) for r in rows], columns=list(IterationRecord.__dataclass_fields__))
         df["duration"] = df["end"] - df["start"]
         return df
 
@@ -119,7 +119,7 @@ class Metrics:
             rows = [r for r in rows if r[0] >= first]
         cols = ["step", "step_start", "layer", "compute_start", "compute_end", "copy_issue",
                 "copy_start", "copy_end", "wait", "bytes", "copy_busy"]
-        return pd.DataFrame([(s, t0, *asdict(l).values()) for s, t0, l in rows], columns=cols)
+        return pd.DataFrame([(s, t0, *vars(l).values()) for s, t0, l in rows], columns=cols)
 
     def requests_df(self):
         import pandas as pd

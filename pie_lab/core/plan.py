@@ -84,14 +84,30 @@ class StreamPlan:
     @classmethod
     def build(cls, depth: int, host_blocks) -> "StreamPlan":
         blocks = tuple(sorted(host_blocks))
-        return cls(depth, blocks, coalesce([(h, h) for h in blocks]))
+        return cls(depth, blocks, _runs(blocks))
 
     def new_since(self, previous: "StreamPlan | None") -> tuple[CopyRange, ...]:
         """Copies still needed when `previous`'s blocks are already staged (with the same depth)."""
         if previous is None or previous.depth != self.depth:
             return self.ranges
         had = set(previous.host_blocks)
-        return coalesce([(h, h) for h in self.host_blocks if h not in had])
+        return _runs([h for h in self.host_blocks if h not in had])
+
+
+def _runs(ids) -> tuple[CopyRange, ...]:
+    """Sorted unique ids -> identity copies, one per run of consecutive ids."""
+    out: list[CopyRange] = []
+    start = prev = None
+    for h in ids:
+        if prev is not None and h == prev + 1:
+            prev = h
+            continue
+        if start is not None:
+            out.append(CopyRange(start, start, prev - start + 1))
+        start = prev = h
+    if start is not None:
+        out.append(CopyRange(start, start, prev - start + 1))
+    return tuple(out)
 
 
 @dataclass(frozen=True)

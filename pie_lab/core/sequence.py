@@ -37,6 +37,7 @@ class Sequence:
     first_token_time: float | None = None
     finish_time: float | None = None
     finish_reason: str | None = None
+    host_count: int = 0           # host entries in block_table; they are always its first entries
     num_preemptions: int = 0
     num_swaps: int = 0
     token_times: list[float] = field(default_factory=list)
@@ -66,4 +67,4 @@ class Sequence:
         return self.num_computed_tokens // block_size
 
     def num_host_blocks(self) -> int:
-        return sum(1 for b in self.block_table if b < 0)
+        return self.host_count

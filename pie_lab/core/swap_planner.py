@@ -62,8 +62,8 @@ class SwapPlanner:
     def _give_back(self, scheduler: Scheduler, sched: Schedule, seq: Sequence, n: int) -> int:
         """Bring n host blocks of seq back to the GPU (newest first), or preempt seq. Returns host blocks released."""
         if self.blocks.gpu.num_free >= n:
-            host_idx = [i for i, b in enumerate(seq.block_table) if is_host(b)][-n:]
-            sched.swap_in.extend(self.blocks.bring_back(seq, i) for i in host_idx)
+            first = seq.host_count - n
+            sched.swap_in.extend(self.blocks.bring_back(seq, i) for i in reversed(range(first, seq.host_count)))
             return n
         held = seq.num_host_blocks()
         scheduler.preempt(seq, sched)
@@ -82,13 +82,14 @@ class SwapPlanner:
             want = room if room is not None else self._target(seq) - seq.num_host_blocks()
             if headroom is not None:
                 want = min(want, headroom)
-            for i in range(seq.num_full_blocks(self.blocks.block_size)):
-                if want <= 0 or self.blocks.host.num_free == 0:
+            host_free = self.blocks.host.num_free
+            for i in range(seq.host_count, seq.num_full_blocks(self.blocks.block_size)):
+                if want <= 0 or host_free == 0:
                     break
-                if not is_host(seq.block_table[i]):
-                    moves.append(self.blocks.offload(seq, i))
-                    want -= 1
-                    headroom = None if headroom is None else headroom - 1
+                moves.append(self.blocks.offload(seq, i))
+                want -= 1
+                host_free -= 1
+                headroom = None if headroom is None else headroom - 1
             if room is not None:
                 room = want
         self.update_reserve(s for s, _ in sched.work)
@@ -97,5 +98,6 @@ class SwapPlanner:
     def stream(self, sched: Schedule, offloaded: list[tuple[int, int]]) -> StreamPlan | None:
         """Host blocks the step reads; blocks offloaded this step are still read from the GPU."""
         fresh = {h for _, h in offloaded}
-        staged = [~b for seq, _ in sched.work for b in seq.block_table if is_host(b) and ~b not in fresh]
+        staged = [~b for seq, _ in sched.work if seq.host_count
+                  for b in seq.block_table[:seq.host_count] if ~b not in fresh]
         return StreamPlan.build(min(self.depth, self.num_layers), staged) if staged else None
