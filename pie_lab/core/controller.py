@@ -19,6 +19,7 @@ from ..config import ControllerConfig
 from .metrics import IterationRecord
 
 SETTLE_ITERATIONS = 1       # iterations after a change that carry its one-off copies; not judged
+REPROBE_AFTER_HOLDS = 8     # converged decisions before the controller looks above its ceiling again
 
 
 @dataclass
@@ -29,6 +30,7 @@ class ControllerState:
     ref_batch: int = 0
     ref_context: int = 0
     decisions: int = 0
+    holds: int = 0
 
 
 class AdaptiveController:
@@ -92,10 +94,10 @@ class AdaptiveController:
         s.ref_batch, s.ref_context = batch, context
 
         if overhead > c.target_overhead:
-            s.ceiling = b
+            s.ceiling, s.holds = b, 0
             new = s.last_safe if s.last_safe < b else int(b * c.backoff_factor)
-            if predicted is not None:
-                new = min(new, predicted) if predicted < b else new
+            if predicted is not None and new < predicted < b:
+                new = predicted
             return max(0, new), "backoff: overhead above target", inputs
         s.last_safe = b
         if overhead > c.hysteresis * c.target_overhead:
@@ -104,14 +106,26 @@ class AdaptiveController:
         cap = min(self.max_budget, max(b, math.ceil(eligible * 1.1) + step))
         if b >= cap:
             return b, "hold: budget covers every block the batch can place on the host", inputs
+        if predicted is not None and predicted <= b and s.holds < REPROBE_AFTER_HOLDS:
+            s.holds += 1
+            return b, "hold: at the predicted link limit", inputs
         if s.ceiling is not None:
             if s.ceiling - b <= max(c.min_step_blocks, math.ceil(0.02 * b)):
-                return b, "hold: converged below the last failing budget", inputs
-            return min(cap, (b + s.ceiling) // 2), "grow: bisect toward the last failing budget", inputs
-        grow = max(b + step, math.ceil(b * c.grow_factor))
+                s.holds += 1
+                if s.holds < REPROBE_AFTER_HOLDS:
+                    return b, "hold: converged below the last failing budget", inputs
+                s.ceiling, s.holds = None, 0             # conditions drift: look above again
+                return min(cap, b + c.min_step_blocks), "probe: re-test the budget above", inputs
+            s.holds = 0
+            mid = (b + s.ceiling) // 2
+            if predicted is not None and b < predicted < s.ceiling:
+                mid = predicted
+            return min(cap, max(b + c.min_step_blocks, mid)), "grow: bisect toward the last failing budget", inputs
+        s.holds = 0
         if predicted is not None and predicted > b:
-            return min(cap, max(b + step, min(predicted, 4 * max(b, step)))), "grow: toward the predicted link limit", inputs
-        return min(cap, grow), "grow: headroom under the target", inputs
+            return min(cap, max(b + c.min_step_blocks, min(predicted, 4 * max(b, step)))), \
+                "grow: toward the predicted link limit", inputs
+        return min(cap, max(b + step, math.ceil(b * c.grow_factor))), "grow: headroom under the target", inputs
 
     def _predict(self, window: list[IterationRecord]) -> int | None:
         """Host blocks per step whose per-layer copy equals the per-layer compute time."""

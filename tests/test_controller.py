@@ -1,0 +1,94 @@
+"""Adaptive expansion: the controller finds the link-limited budget and follows workload changes."""
+import random
+
+import pytest
+
+from pie_lab import ControllerConfig, Engine, SamplingParams
+
+TARGET = 0.03
+
+
+def sim_engine(budget, controller, hardware="GH200", link=450.0, gpu=400, requests=400, ctx=512):
+    eng = Engine.create("opt-13b", "sim", hardware=hardware, policy="pie", swap_budget_blocks=budget,
+                        num_gpu_blocks=gpu, num_host_blocks=8000, dtype="float16", max_num_seqs=256,
+                        max_num_batched_tokens=8192, link_bandwidth_gbps=link,
+                        controller=ControllerConfig(enabled=controller, target_overhead=TARGET))
+    rng = random.Random(0)
+    for _ in range(requests):
+        eng.add_request([rng.randrange(3, 50000) for _ in range(ctx)], SamplingParams(max_tokens=1500, ignore_eos=True))
+    return eng
+
+
+def measure(eng, start, stop):
+    """Generated tokens/s and stall overhead over iterations [start, stop)."""
+    while eng.metrics.totals["iterations"] < stop:
+        eng.step()
+    it = eng.metrics.iterations_df().iloc[start:stop]
+    return it["decode_tokens"].sum() / it["duration"].sum(), it["stall"].sum() / it["duration"].sum()
+
+
+def best_fixed(budgets, **kw):
+    return max((measure(sim_engine(b, False, **kw), 60, 110)[0], b) for b in budgets)
+
+
+@pytest.mark.parametrize("hardware, link, budgets", [
+    ("GH200", 450.0, range(0, 801, 50)),
+    ("H200", 55.5, range(0, 65, 8)),
+])
+def test_cold_start_reaches_the_best_fixed_budget_within_50_iterations(hardware, link, budgets):
+    eng = sim_engine(0, True, hardware=hardware, link=link)
+    measure(eng, 0, 50)
+    chosen = eng.config.swap_budget_blocks
+    assert chosen > 0
+    best, best_budget = best_fixed(budgets, hardware=hardware, link=link)
+    tput, _ = measure(sim_engine(chosen, False, hardware=hardware, link=link), 60, 110)
+    assert tput >= 0.95 * best, (chosen, best_budget)
+    assert measure(eng, 50, 100)[1] <= TARGET          # and it keeps the stall under its target
+    decisions = eng.metrics.events_df().query("kind == 'controller'")
+    assert {"old_budget", "new_budget", "rule", "overhead", "predicted"} <= set(decisions.columns)
+    assert decisions["rule"].str.startswith("grow").any()
+
+
+@pytest.mark.parametrize("new_gpu", [800, 200], ids=["batch doubles", "batch halves"])
+def test_reconverges_within_50_iterations_after_the_batch_changes(new_gpu):
+    eng = sim_engine(0, True, gpu=800)
+    eng.update(num_gpu_blocks=400)               # the GPU KV limit is a live knob below the pool's size
+    measure(eng, 0, 60)
+    before = eng.config.swap_budget_blocks
+    eng.update(num_gpu_blocks=new_gpu)
+    start = eng.metrics.totals["iterations"] + 50
+    measure(eng, 0, start)
+    chosen = eng.config.swap_budget_blocks       # 50 iterations after the change
+    assert chosen != before
+    best, best_budget = best_fixed(range(0, 1201, 50), gpu=new_gpu)
+    tput, _ = measure(sim_engine(chosen, False, gpu=new_gpu), 60, 110)
+    assert tput >= 0.95 * best, (before, chosen, best_budget)
+    assert measure(eng, start, start + 50)[1] <= TARGET
+
+
+def test_follows_growing_contexts_without_breaking_the_target():
+    eng = sim_engine(0, True, requests=40, ctx=128)
+    measure(eng, 0, 400)                         # contexts grow from 128 to ~530 tokens
+    it = eng.metrics.iterations_df()
+    late = it.iloc[200:]
+    assert late["stall"].sum() / late["duration"].sum() <= TARGET
+    assert it["swap_budget"].iloc[-1] > it["swap_budget"].iloc[60]   # more compute per layer hides more
+
+
+def test_a_manual_budget_becomes_the_controllers_starting_point():
+    eng = sim_engine(0, True)
+    measure(eng, 0, 60)
+    eng.update(swap_budget_blocks=5)
+    eng.step()
+    assert eng.controller.state.budget == 5
+    measure(eng, 0, 120)
+    assert eng.config.swap_budget_blocks > 5                   # it grows again from there
+    knobs = eng.metrics.events_df().query("kind == 'knob'")
+    assert (knobs["swap_budget_blocks"] == 5).any()
+
+
+def test_controller_off_leaves_the_budget_alone():
+    eng = sim_engine(123, False)
+    measure(eng, 0, 40)
+    assert eng.config.swap_budget_blocks == 123
+    assert eng.metrics.events_df().empty
