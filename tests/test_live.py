@@ -1,0 +1,139 @@
+"""Live control: knob fuzzing from another thread, error reporting, bounded metrics, trace export."""
+import json
+import random
+import threading
+import time
+
+import pytest
+
+from pie_lab import ConfigError, Engine, EngineError, LLM, SamplingParams
+from pie_lab.core.trace import chrome_trace, export_chrome_trace
+from pie_lab.live import LiveRunner
+from pie_lab.sources import ListSource, RateSource
+from pie_lab.workloads import Request
+
+
+def prompts(n, seed=0):
+    rng = random.Random(seed)
+    return [[rng.randrange(3, 500) for _ in range(rng.randint(4, 60))] for _ in range(n)]
+
+
+OPTIONS = dict(block_size=4, num_gpu_blocks=120, num_host_blocks=400, max_num_seqs=8, policy="pie",
+               swap_budget_blocks=20, link_bandwidth_gbps=2.0)
+
+
+def test_knob_fuzzing_from_another_thread_changes_nothing_but_timing():
+    ps = prompts(24)
+    sp = SamplingParams(max_tokens=24, ignore_eos=True)
+    reference = [o.token_ids for o in LLM("opt-tiny", "cpu", **OPTIONS).generate(ps, sp)]
+
+    engine = Engine.create("opt-tiny", "cpu", **OPTIONS)
+    runner = LiveRunner(engine, ListSource([Request(i, tuple(p), 24, 0.0) for i, p in enumerate(ps)])).start()
+    rng = random.Random(1)
+    accepted = rejected = 0
+    deadline = time.monotonic() + 60
+    while not runner.wait_idle(timeout=0.002):
+        assert time.monotonic() < deadline, "the run did not finish: deadlock?"
+        knob, value = rng.choice([
+            ("swap_budget_blocks", rng.randint(0, 120)), ("swap_budget_blocks", rng.choice([-1, 10**6, 2.5])),
+            ("prefetch_depth", rng.randint(1, 4)), ("prefetch_depth", rng.choice([0, -3, "2"])),
+            ("max_num_seqs", rng.randint(1, 8)), ("max_num_seqs", 0),
+            ("num_gpu_blocks", rng.randint(60, 120)), ("num_gpu_blocks", 121),
+            ("link_bandwidth_gbps", rng.uniform(0.5, 50)), ("link_bandwidth_gbps", 0.0),
+            ("max_num_batched_tokens", rng.randint(64, 512)), ("block_size", 8),
+        ])
+        try:
+            runner.set(**{knob: value})
+            accepted += 1
+        except ConfigError as exc:
+            assert knob in str(exc)
+            rejected += 1
+    runner.stop()
+    outs = {o.request_id: o.token_ids for o in runner.outputs}
+    assert [outs[i] for i in range(len(ps))] == reference
+    assert accepted > 20 and rejected > 20
+    engine.check_blocks()
+    assert engine.blocks.gpu.num_used == 0 and engine.blocks.host.num_used == 0
+    knobs = engine.metrics.events_df().query("kind == 'knob'")
+    assert len(knobs) > 5                                   # applied changes are in the trace
+
+
+def test_an_engine_thread_error_reaches_the_caller():
+    engine = Engine.create("opt-tiny", "cpu", block_size=4, num_gpu_blocks=64)
+
+    def broken(plan):
+        raise RuntimeError("kernel exploded")
+
+    engine.executor.execute = broken
+    runner = LiveRunner(engine).start()
+    runner.submit([5, 6, 7], SamplingParams(max_tokens=4))
+    deadline = time.monotonic() + 10
+    while runner.state != "failed":
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    with pytest.raises(EngineError, match="kernel exploded"):
+        runner.set(max_num_seqs=4)
+    assert isinstance(runner.error, RuntimeError)
+
+
+def test_pause_resume_stop_and_rate_changes():
+    engine = Engine.create("opt-tiny", "cpu", block_size=4, num_gpu_blocks=200)
+    make = lambda rng, i, t: Request(i, tuple(rng.randrange(3, 500) for _ in range(8)), 4, t)  # noqa: E731
+    runner = LiveRunner(engine, RateSource(make, rate=50.0, seed=0)).start()
+    time.sleep(0.3)
+    runner.pause()
+    assert runner.state == "paused"
+    done = engine.metrics.totals["requests"]
+    time.sleep(0.2)
+    assert engine.metrics.totals["requests"] == done
+    runner.resume()
+    time.sleep(0.3)
+    runner.set(request_rate=0.0)
+    with pytest.raises(ConfigError, match="request_rate"):
+        runner.set(request_rate=-1)
+    assert runner.wait_idle(timeout=10)
+    snap = runner.snapshot()
+    assert snap.state == "running" and not snap.iterations.empty and snap.error is None
+    runner.stop()
+    assert runner.state == "stopped" and engine.metrics.totals["requests"] > done
+
+
+def test_metrics_memory_stays_bounded_on_a_long_run():
+    engine = Engine.create("opt-13b", "sim", hardware="H200", policy="pie", swap_budget_blocks=64,
+                           num_gpu_blocks=400, dtype="float16")
+    engine.metrics.__init__(max_iterations=500, max_layer_rows=2000, max_requests=100, max_events=50)
+    rng = random.Random(0)
+    for i in range(3000):
+        engine.add_request([rng.randrange(3, 5000) for _ in range(rng.randint(8, 64))],
+                           SamplingParams(max_tokens=rng.randint(4, 32), ignore_eos=True))
+    steps = 0
+    while engine.has_unfinished():
+        engine.step()
+        steps += 1
+    m = engine.metrics
+    assert steps > 500 and m.totals["requests"] == 3000
+    assert len(m.iterations) == 500 and len(m.layers) == 2000 and len(m.requests) == 100
+    assert len(m.iterations_df()) == 500
+
+
+def test_trace_exports_valid_chrome_json(tmp_path):
+    engine = Engine.create("opt-tiny", "cpu", policy="pie", block_size=4, num_gpu_blocks=100,
+                           swap_budget_blocks=30, link_bandwidth_gbps=0.5,
+                           controller=dict(enabled=True, warmup_iterations=1, window=2))
+    for p in prompts(8):
+        engine.add_request(p, SamplingParams(max_tokens=20, ignore_eos=True))
+    engine.update(prefetch_depth=3)
+    while engine.has_unfinished():
+        engine.step()
+    path = export_chrome_trace(engine.metrics, tmp_path / "trace.json")
+    doc = json.loads(path.read_text())
+    events = doc["traceEvents"]
+    names = {e["args"]["name"] for e in events if e["ph"] == "M" and e["name"] == "thread_name"}
+    assert {"iterations", "compute", "copy stream", "stall", "controller", "knobs"} <= names
+    for e in events:
+        assert e["ph"] in {"M", "X", "i", "C"} and isinstance(e["pid"], int)
+        if e["ph"] == "X":
+            assert e["dur"] >= 0 and isinstance(e["ts"], float | int) and "tid" in e
+    cats = {e.get("cat") for e in events}
+    assert {"compute", "copy", "iteration", "controller", "knob"} <= cats
+    json.dumps(chrome_trace(engine.metrics), allow_nan=False)     # strict JSON: no NaN anywhere
