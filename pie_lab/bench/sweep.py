@@ -1,0 +1,223 @@
+"""Grids of benchmark runs: policy x budget x request rate x hardware preset.
+
+Each cell is a small picklable description (the workload is described, not shipped, and built
+where the cell runs). Cells run on a local process pool by default, in this process with
+`backend="serial"`, or as Ray tasks on an existing cluster (`backend="ray"`, `address=...`;
+`pip install ray`). Results merge into one DataFrame, one row per cell.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from ..config_io import check_hardware
+from ..errors import ConfigError, check_choice, check_float, check_int
+from .harness import BenchResult, policy_cases, run_benchmark
+
+GENERATORS = ("sharegpt", "alpaca")
+BACKENDS = ("process", "serial", "ray")
+MAX_GENERATED_LEN = 2048          # context cap for generated workloads (and the model's own cap)
+
+
+@dataclass(frozen=True)
+class WorkloadSpec:
+    """`kind`: "sharegpt" or "alpaca" (seeded generators fitted to the published statistics), or a
+    path: .jsonl request records, or a ShareGPT / Alpaca .json dataset file. `rate` (requests/s)
+    gives Poisson arrivals (it replaces a file's arrival times); None sends everything at once."""
+
+    kind: str = "alpaca"
+    num_requests: int | None = 32
+    rate: float | None = None
+    seed: int = 0
+
+    def __post_init__(self):
+        if not isinstance(self.kind, str) or not self.kind:
+            raise ConfigError(f"workload must be one of {', '.join(GENERATORS)} or a .jsonl/.json file, got {self.kind!r}")
+        if self.kind not in GENERATORS and not self.kind.endswith((".jsonl", ".json")):
+            raise ConfigError(f"workload={self.kind!r} is not supported; choose one of {', '.join(GENERATORS)}, "
+                              "or give a .jsonl request file or a ShareGPT/Alpaca .json file")
+        if self.num_requests is not None:
+            check_int("num_requests", self.num_requests, 1, 10_000_000)
+        elif self.kind in GENERATORS:
+            raise ConfigError(f"num_requests is required for the {self.kind} generator; allowed: >= 1")
+        if self.rate is not None:
+            check_float("rate", self.rate, 0.0, 1e9, lo_open=True)
+        check_int("seed", self.seed, 0)
+
+    def build(self, spec):
+        """The requests, with prompt ids inside the vocabulary of model shape `spec`."""
+        from ..workloads import Workload, alpaca_like, sharegpt_like
+        from ..workloads.generators import arrival_times
+        max_len = min(MAX_GENERATED_LEN, spec.max_position_embeddings)
+        if self.kind in GENERATORS:
+            gen = sharegpt_like if self.kind == "sharegpt" else alpaca_like
+            return gen(self.num_requests, seed=self.seed, rate=self.rate, vocab_size=spec.vocab_size,
+                       max_model_len=max_len)
+        path = Path(self.kind)
+        if not path.is_file():
+            raise ConfigError(f"workload file {path} does not exist")
+        if path.suffix == ".jsonl":
+            w = Workload.from_jsonl(path)
+        else:
+            w = self._dataset(path, spec, max_len)
+        reqs = w.requests[: self.num_requests] if self.num_requests else w.requests
+        if self.rate is not None:
+            import numpy as np
+            times = arrival_times(len(reqs), np.random.default_rng(self.seed), self.rate, "poisson")
+            reqs = tuple(replace(r, arrival_time=float(t)) for r, t in zip(reqs, times))
+        return Workload(reqs, w.name).remap_vocab(spec.vocab_size)
+
+    def _dataset(self, path: Path, spec, max_len: int):
+        import json
+        import warnings
+        from ..workloads import load_alpaca, load_sharegpt
+        head = json.loads(path.read_text())
+        loader = load_sharegpt if head and isinstance(head[0], dict) and "conversations" in head[0] else load_alpaca
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")      # "no tokenizer": lengths are approximated, as documented
+            return loader(path, vocab_size=spec.vocab_size, max_model_len=max_len, seed=self.seed,
+                          max_requests=self.num_requests)
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, "num_requests": self.num_requests, "rate": self.rate, "seed": self.seed}
+
+
+@dataclass(frozen=True)
+class Cell:
+    index: int
+    model: str
+    executor: str
+    policy: str
+    budget: int | None
+    rate: float | None
+    hardware: str
+    workload: WorkloadSpec
+    engine_options: Mapping[str, Any] = field(default_factory=dict)
+
+    def options(self) -> dict:
+        opts = {**self.engine_options, "policy": self.policy, "hardware": self.hardware}
+        if self.budget is not None:
+            opts["swap_budget_blocks"] = self.budget
+        return opts
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    model: str
+    executor: str = "sim"
+    policies: tuple[str, ...] = ("none", "pie")
+    budgets: tuple[int, ...] = (0,)           # swap budgets, for policy "pie" only
+    rates: tuple[float | None, ...] = (None,)
+    hardware: tuple[str, ...] = ("H200",)
+    workload: WorkloadSpec = field(default_factory=WorkloadSpec)
+    engine_options: Mapping[str, Any] = field(default_factory=dict)
+
+    def cells(self) -> list[Cell]:
+        """Every cell, each configuration validated before anything runs."""
+        for name in ("policies", "budgets", "rates", "hardware"):
+            if not getattr(self, name):
+                raise ConfigError(f"sweep {name} is empty: give at least one value")
+        for b in self.budgets:
+            check_int("budgets", b, 0)
+        for hw in self.hardware:
+            check_hardware("hardware", hw)
+        cells = []
+        for hw in self.hardware:
+            for rate in self.rates:
+                for policy in self.policies:
+                    for budget in (self.budgets if policy == "pie" else (None,)):
+                        cell = Cell(len(cells), self.model, self.executor, policy, budget, rate, hw,
+                                    replace(self.workload, rate=rate), dict(self.engine_options))
+                        policy_cases([cell.options()], None)
+                        cells.append(cell)
+        return cells
+
+
+def run_cell(cell: Cell) -> tuple[list[dict], Any]:
+    """Run one cell (in whatever process); returns its result rows and request records."""
+    from ..config_io import model_spec
+    workload = cell.workload.build(model_spec(cell.model))
+    res = run_benchmark(cell.model, cell.executor, [dict(cell.options(), label=cell.policy)], workload,
+                        progress=False)
+    tags = {"cell": cell.index, "budget": cell.budget, "rate": cell.rate, "hardware": cell.hardware,
+            "workload": cell.workload.kind}
+    rows = [{**tags, **row} for row in res.df.to_dict("records")]
+    return rows, res.requests.assign(**tags)
+
+
+class SweepResult(BenchResult):
+    def chart(self):
+        """Generated tokens/s against request rate, one line per policy and budget, a panel per hardware."""
+        import altair as alt
+        df = self.df.assign(series=[p if b is None or b != b else f"{p} (budget {int(b)})"
+                                    for p, b in zip(self.df["policy"], self.df["budget"])],
+                            rate=self.df["rate"].fillna(0.0))
+        return alt.Chart(df).mark_line(point=True).encode(
+            x=alt.X("rate:Q", title="request rate (req/s; 0 = all at once)"),
+            y=alt.Y("tokens_per_s:Q", title="generated tokens/s"), color="series:N",
+            column=alt.Column("hardware:N", title=None),
+            tooltip=["policy", "budget", "rate", "tokens_per_s", "e2e_p50_s", "stall_share"],
+        ).properties(width=260, height=220)
+
+
+def run_sweep(spec: SweepSpec, *, backend: str = "process", workers: int | None = None,
+              address: str | None = None, progress: bool = True) -> SweepResult:
+    import pandas as pd
+    if address is not None:
+        backend = "ray"
+    check_choice("backend", backend, BACKENDS)
+    cells = spec.cells()
+    if workers is not None:
+        check_int("workers", workers, 1, 1024)
+    if backend == "serial":
+        outs = [run_cell(c) for c in _progress(cells, progress)]
+    elif backend == "ray":
+        outs = _run_ray(cells, address, progress)
+    else:
+        outs = _run_pool(cells, workers or min(len(cells), os.cpu_count() or 1), progress)
+    rows = [row for out in outs for row in out[0]]
+    return SweepResult(pd.DataFrame(rows), pd.concat([o[1] for o in outs], ignore_index=True), pd.DataFrame(),
+                       {"model": spec.model, "executor": spec.executor, "cells": len(cells), "backend": backend})
+
+
+def _run_pool(cells: list[Cell], workers: int, progress: bool) -> list:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    # spawn: forking a process that already runs torch threads can deadlock
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(run_cell, c): c.index for c in cells}
+        results = {}
+        for fut in _progress(as_completed(futures), progress, total=len(cells)):
+            results[futures[fut]] = fut.result()
+    return [results[c.index] for c in cells]
+
+
+def _run_ray(cells: list[Cell], address: str | None, progress: bool) -> list:
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("backend 'ray' needs Ray: pip install ray (or pip install 'pie_lab[ray]')") from None
+    if not ray.is_initialized():
+        ray.init(address=address or "auto")
+    task = ray.remote(num_cpus=1)(run_cell)
+    refs = {task.remote(c): c.index for c in cells}
+    results, left = {}, list(refs)
+    bar = _progress(None, progress, total=len(cells))
+    while left:
+        done, left = ray.wait(left, num_returns=1)
+        for ref in done:
+            results[refs[ref]] = ray.get(ref)
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
+    return [results[c.index] for c in cells]
+
+
+def _progress(it, progress: bool, total: int | None = None):
+    if not progress:
+        return it
+    from tqdm.auto import tqdm
+    return tqdm(it, total=total, unit="cell", desc="sweep")

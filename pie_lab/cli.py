@@ -1,0 +1,289 @@
+"""pie-lab: run, tune, export and benchmark engine configs, or open the workbench.
+
+Exit codes: 0 done; 2 a usage or config error (the message on stderr names the field); 1 the run failed.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import yaml
+
+from .config import EXECUTORS, POLICIES
+from .errors import ConfigError
+
+NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "01_quickstart.ipynb"
+SUMMARY = ["policy", "requests", "requests_per_s", "tokens_per_s", "ttft_p50_s", "tpot_p50_s", "e2e_p50_s",
+           "e2e_p99_s", "peak_gpu_blocks", "peak_host_blocks", "stall_share", "preemptions"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        return args.func(args)
+    except SystemExit as exc:                      # argparse: --help (0) or a usage error (2)
+        return exc.code if isinstance(exc.code, int) else 2
+    except ConfigError as exc:
+        print(f"pie-lab: error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:                        # stdout closed early (| head): not a failure
+        sys.stdout = open(os.devnull, "w")
+        return 0
+    except KeyboardInterrupt:
+        print("pie-lab: interrupted", file=sys.stderr)
+        return 1
+    except Exception as exc:                       # a runtime failure, reported rather than a traceback
+        print(f"pie-lab: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+    p = argparse.ArgumentParser(prog="pie-lab", description=__doc__.splitlines()[0],
+                                epilog="Exit codes: 0 ok, 2 usage or config error, 1 runtime failure.")
+    p.add_argument("--version", action="version", version=f"pie_lab {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    engine = argparse.ArgumentParser(add_help=False)
+    g = engine.add_argument_group("engine")
+    g.add_argument("--config", metavar="FILE", help="a run config (.yaml/.yml/.json) giving model, executor and engine")
+    g.add_argument("--model", help="named shape (e.g. opt-tiny, opt-13b) or checkpoint folder; overrides the config "
+                                   "(default without --config: opt-tiny)")
+    g.add_argument("--executor", choices=EXECUTORS, help="cpu (real model, emulated link), sim (cost model, "
+                                                         "virtual time) or cuda; overrides the config (default: cpu)")
+    g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override an engine setting, e.g. --set num_gpu_blocks=64 --set controller.target_overhead=0.05 "
+                        "(repeatable; values are read as YAML)")
+    work = argparse.ArgumentParser(add_help=False)
+    g = work.add_argument_group("workload")
+    g.add_argument("--workload", default="alpaca", metavar="sharegpt|alpaca|FILE",
+                   help="a generator fitted to ShareGPT or Alpaca statistics, a .jsonl request file, or a "
+                        "ShareGPT/Alpaca .json dataset (default: alpaca)")
+    g.add_argument("--num-requests", type=int, default=32, help="requests to generate or read (default: 32)")
+    g.add_argument("--rate", type=float, default=None, help="Poisson arrivals at this many requests/s "
+                                                           "(default: all at once, or a file's own times)")
+    g.add_argument("--seed", type=int, default=0, help="seed for lengths, prompt ids and arrivals (default: 0)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    s = sub.add_parser("run", parents=[engine, work], help="run a workload on a config and report its metrics",
+                       description="Run a workload through one engine config and print throughput and latency.")
+    s.add_argument("--out", metavar="FILE", help="write the result row (.csv or .json)")
+    s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("tune", parents=[engine, work], help="find the swap budget with the adaptive controller",
+                       description="Run policy pie with the controller on, detect convergence, and write a tuned "
+                                   "config whose swap_budget_blocks is the converged budget, with provenance.")
+    s.add_argument("--out", metavar="FILE", required=True, help="where to write the tuned config (.yaml/.yml/.json)")
+    s.add_argument("--events", metavar="FILE", help="also write the controller's decisions (.csv)")
+    s.add_argument("--stable-decisions", type=int, default=3,
+                   help="converged once this many decisions in a row keep the budget (default: 3)")
+    s.add_argument("--require-converged", action="store_true", help="exit 1 (after writing) if it did not converge")
+    s.set_defaults(func=cmd_tune)
+
+    s = sub.add_parser("export", help="translate a config into vLLM, SGLang or transformers settings",
+                       description="Print the target's command or settings, then what maps exactly, what only "
+                                   "approximately (and why), and what has no equivalent.")
+    s.add_argument("config", metavar="CONFIG", help="a run config file (.yaml/.yml/.json)")
+    s.add_argument("--to", required=True, choices=("vllm", "sglang", "transformers"), help="target engine")
+    s.add_argument("--gpu-memory-gib", type=float, help="GPU memory for memory fractions (default: the config's "
+                                                        "hardware preset)")
+    s.add_argument("--model-id", help="checkpoint name for the target (default: the published one for named shapes)")
+    s.add_argument("--format", choices=("text", "json"), default="text", help="report as text or JSON (default: text)")
+    s.add_argument("--out", metavar="FILE", help="write the report here instead of stdout")
+    s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("bench", parents=[engine, work], help="compare policies on one workload (or sweep a grid)",
+                       description="Run the same workload through several policies. Several rates or hardware "
+                                   "presets, --workers or --ray make it a sweep over the grid.")
+    s.add_argument("--policies", default="none,pie", help=f"comma-separated, from {', '.join(POLICIES)} (default: none,pie)")
+    s.add_argument("--budgets", default=None, help="comma-separated swap budgets (blocks) for policy pie")
+    s.add_argument("--rates", default=None, help="comma-separated request rates (sweep); overrides --rate")
+    s.add_argument("--hardware", default=None, help="comma-separated hardware presets (sweep; matters on sim)")
+    s.add_argument("--workers", type=int, help="sweep on a local process pool of this size")
+    s.add_argument("--ray", metavar="ADDRESS", help="sweep as Ray tasks on the cluster at ADDRESS ('auto' for the local one)")
+    s.add_argument("--out", metavar="FILE", help="write the results (.csv or .json)")
+    s.add_argument("--chart", metavar="FILE", help="write an Altair chart (.html, .json, or .png with vl-convert)")
+    s.set_defaults(func=cmd_bench)
+
+    s = sub.add_parser("lab", help="open the workbench in JupyterLab",
+                       description="Open JupyterLab on the quickstart notebook (or Voila app mode with --voila).")
+    s.add_argument("--notebook", default=str(NOTEBOOK), help="notebook to open (default: the quickstart)")
+    s.add_argument("--voila", action="store_true", help="app mode: the notebook's widgets without code (needs voila)")
+    s.add_argument("--port", type=int, help="port for the server")
+    s.add_argument("--no-browser", action="store_true", help="do not open a browser")
+    s.add_argument("--dry-run", action="store_true", help="print the command instead of running it")
+    s.set_defaults(func=cmd_lab)
+    return p
+
+
+# -- helpers -------------------------------------------------------------------------------------
+def run_config(args):
+    from .config_io import RunConfig, load_run_config, parse_run_config
+    rc = load_run_config(args.config) if args.config else RunConfig(args.model or "opt-tiny", args.executor or "cpu")
+    d = rc.to_dict()
+    d["model"], d["executor"] = args.model or d["model"], args.executor or d["executor"]
+    for item in args.set:
+        key, eq, text = item.partition("=")
+        if not eq or not key:
+            raise ConfigError(f"--set {item!r} must look like KEY=VALUE, e.g. --set num_gpu_blocks=64")
+        node, parts = d["engine"], key.split(".")
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                raise ConfigError(f"--set {key}: engine.{part} has no sub-settings")
+            node = node[part]
+        node[parts[-1]] = yaml.safe_load(text)
+    return parse_run_config(d)
+
+
+def workload(args, model: str):
+    return spec_of(args).build(_spec(model))
+
+
+def spec_of(args, **changes):
+    from dataclasses import replace
+    from .bench.sweep import WorkloadSpec
+    return replace(WorkloadSpec(args.workload, args.num_requests, args.rate, args.seed), **changes)
+
+
+def _spec(model: str):
+    from .config_io import model_spec
+    return model_spec(model)
+
+
+def check_out(path: str | None, option: str = "--out", suffixes=(".csv", ".json")) -> None:
+    """A bad output suffix fails before the run, not after it."""
+    if path is not None and Path(path).suffix.lower() not in suffixes:
+        raise ConfigError(f"{option} {path}: allowed suffixes {', '.join(suffixes)}")
+
+
+def write_table(df, path: str) -> None:
+    check_out(path)
+    df.to_csv(path, index=False) if path.lower().endswith(".csv") else df.to_json(path, orient="records", indent=2)
+
+
+def show(df) -> None:
+    cols = [c for c in ["cell", "hardware", "rate", "budget"] + SUMMARY if c in df.columns]
+    print(df[cols].to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+
+
+def csv_list(text: str | None, kind, name: str) -> list:
+    if text is None:
+        return []
+    try:
+        return [kind(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"--{name} {text!r} must be a comma-separated list of {kind.__name__} values") from None
+
+
+# -- commands ------------------------------------------------------------------------------------
+def cmd_run(args) -> int:
+    from .bench.harness import run_benchmark
+    check_out(args.out)
+    rc = run_config(args)
+    res = run_benchmark(rc.model, rc.executor, [dict(rc.engine.to_dict(), label=rc.engine.policy)],
+                        workload(args, rc.model), progress=not args.no_progress)
+    show(res.df)
+    if args.out:
+        write_table(res.df, args.out)
+    return 0
+
+
+def cmd_tune(args) -> int:
+    from .config_io import config_format
+    from .tune import tune
+    config_format(args.out)                          # a bad suffix fails before the run, not after
+    check_out(args.events, "--events", (".csv",))
+    rc = run_config(args)
+    res = tune(rc, workload(args, rc.model), stable_decisions=args.stable_decisions,
+               workload_description=spec_of(args).describe(), progress=not args.no_progress)
+    res.save(args.out, args.events)
+    t = res.run_config.provenance.trajectory
+    state = f"converged after {t.iterations_to_converge} iterations" if t.converged else "NOT converged"
+    print(f"swap_budget_blocks={res.budget} ({state}; {t.decisions} decisions, {t.changes} changes) -> {args.out}")
+    if not t.converged:
+        print(f"pie-lab: warning: the controller did not settle; {res.run_config.provenance.notes}", file=sys.stderr)
+        return 1 if args.require_converged else 0
+    return 0
+
+
+def cmd_export(args) -> int:
+    import json
+    from .export import export
+    tr = export(args.config, args.to, gpu_memory_gib=args.gpu_memory_gib, model_id=args.model_id)
+    text = json.dumps(tr.to_dict(), indent=2) if args.format == "json" else tr.report()
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    else:
+        print(text)
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .bench.harness import run_benchmark
+    from .bench.sweep import SweepSpec, run_sweep
+    check_out(args.out)
+    check_out(args.chart, "--chart", (".html", ".json", ".png", ".svg"))
+    rc = run_config(args)
+    policies = csv_list(args.policies, str, "policies")
+    budgets = csv_list(args.budgets, int, "budgets")
+    rates = csv_list(args.rates, float, "rates") or [args.rate]
+    hardware = csv_list(args.hardware, str, "hardware") or [rc.engine.hardware]
+    progress = not args.no_progress
+    if len(rates) > 1 or len(hardware) > 1 or args.workers or args.ray:
+        opts = {k: v for k, v in rc.engine.to_dict().items() if k not in ("policy", "hardware")}
+        spec = SweepSpec(rc.model, rc.executor, tuple(policies), tuple(budgets or [rc.engine.swap_budget_blocks]),
+                         tuple(rates), tuple(hardware), spec_of(args, rate=None), opts)
+        res = run_sweep(spec, backend="ray" if args.ray else "process", workers=args.workers,
+                        address=None if args.ray in (None, "") else args.ray, progress=progress)
+    else:
+        entries = [e for p in policies for e in ([dict(policy=p, swap_budget_blocks=b, label=f"pie({b})")
+                                                   for b in budgets] if p == "pie" and budgets else [p])]
+        opts = {**rc.engine.to_dict(), "hardware": hardware[0]}
+        opts.pop("policy")
+        res = run_benchmark(rc.model, rc.executor, entries, spec_of(args, rate=rates[0]).build(_spec(rc.model)), opts,
+                            progress=progress)
+    show(res.df)
+    if args.out:
+        write_table(res.df, args.out)
+    if args.chart:
+        res.chart().save(args.chart)
+    return 0
+
+
+def cmd_lab(args) -> int:
+    nb = Path(args.notebook)
+    if args.voila:
+        if importlib.util.find_spec("voila") is None and not args.dry_run:
+            raise ConfigError("--voila needs voila: pip install voila (or drop --voila for JupyterLab)")
+        cmd = [sys.executable, "-m", "voila", str(nb)]
+        if args.port:
+            cmd.append(f"--port={args.port}")
+        if args.no_browser:
+            cmd.append("--no-browser")
+    else:
+        if importlib.util.find_spec("jupyterlab") is None and not args.dry_run:
+            raise ConfigError("the lab needs JupyterLab: pip install 'pie_lab[lab]'")
+        cmd = [sys.executable, "-m", "jupyter", "lab", str(nb)]
+        if args.port:
+            cmd.append(f"--port={args.port}")
+        if args.no_browser:
+            cmd.append("--no-browser")
+    if args.dry_run:
+        if not nb.is_file():
+            print(f"pie-lab: warning: notebook {nb} does not exist", file=sys.stderr)
+        print(shlex.join(cmd))
+        return 0
+    if not nb.is_file():
+        raise ConfigError(f"--notebook {nb} does not exist")
+    return 0 if subprocess.call(cmd) == 0 else 1
+
+
+if __name__ == "__main__":           # python -m pie_lab.cli
+    sys.exit(main())

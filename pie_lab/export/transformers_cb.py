@@ -1,0 +1,112 @@
+"""A RunConfig as transformers continuous batching: a `ContinuousBatchingConfig` for
+`model.generate_batch(...)` / `model.init_continuous_batching(...)` (names as in transformers 5.24).
+
+A transformers KV block holds `page_size` tokens for every layer, like a pie_lab block, so
+`num_blocks` maps one to one when `page_size == block_size`. `cpu_offload_space` (GiB) is a pinned
+host pool that evicted requests' KV is copied to and restored from.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .base import GiB, Notes, Translation, common_notes, model_notes, sig, sizes
+from ..config_io import load_run_config
+
+MIN_PAGE_SIZE = 4
+ATTN_IMPLEMENTATION = "sdpa"        # continuous batching takes sdpa, paged|eager or a flash kernel
+
+
+def to_transformers(config, *, gpu_memory_gib: float | None = None, model_id: str | None = None) -> Translation:
+    rc = load_run_config(config)
+    e = rc.engine
+    s = sizes(rc, gpu_memory_gib, model_id)
+    n = Notes()
+    cb: dict[str, Any] = {}
+    model_notes(rc, s, n, "from_pretrained")
+
+    if e.block_size >= MIN_PAGE_SIZE:
+        cb["page_size"] = e.block_size
+        n.add("exact", "engine.block_size", "page_size", e.block_size)
+    else:
+        cb["page_size"] = MIN_PAGE_SIZE
+        n.add("approximate", "engine.block_size", "page_size", MIN_PAGE_SIZE,
+              f"transformers needs page_size >= {MIN_PAGE_SIZE}; num_blocks is rescaled to the same tokens")
+    if s.gpu_blocks is not None:
+        cb["num_blocks"] = -(-s.gpu_blocks * e.block_size // cb["page_size"])
+        kind = "exact" if cb["page_size"] == e.block_size else "approximate"
+        n.add(kind, "engine.num_gpu_blocks", "num_blocks", cb["num_blocks"], "blocks of page_size tokens, all layers")
+    else:
+        n.add("approximate", "engine.num_gpu_blocks", "num_blocks", None,
+              "left to transformers (sized from free GPU memory): pie_lab sizes it from the executor at run time")
+    cb["max_batch_tokens"] = e.max_num_batched_tokens
+    n.add("exact", "engine.max_num_batched_tokens", "max_batch_tokens", e.max_num_batched_tokens)
+    cb["max_requests_per_batch"] = e.max_num_seqs
+    n.add("exact", "engine.max_num_seqs", "max_requests_per_batch", e.max_num_seqs)
+    cb["scheduler_type"] = "fifo"
+    n.add("approximate", "engine (scheduler)", "scheduler_type", "fifo",
+          "both admit first come first served and let running requests decode first")
+    cb["safety_margin"] = 0.0
+    n.add("approximate", "engine (admission)", "safety_margin", 0.0,
+          "pie_lab admits while blocks are free; transformers holds back 15% of blocks by default")
+    cb["allow_block_sharing"] = False
+    n.add("exact", "engine (prefix sharing)", "allow_block_sharing", False,
+          "pie_lab shares no KV blocks between requests")
+    cb["seed"] = e.seed
+    n.add("approximate", "engine.seed", "seed", e.seed,
+          "seeds sampling; pie_lab's seed also draws the random weights of named shapes")
+    n.add("exact" if e.chunked_prefill else "approximate", "engine.chunked_prefill", "", e.chunked_prefill,
+          "transformers splits a long prompt across steps to fit max_batch_tokens"
+          + ("" if e.chunked_prefill else ", which pie_lab would not do here"))
+    if e.max_model_len is not None:
+        n.add("approximate", "engine.max_model_len", "max_new_tokens", None,
+              "no context cap in the batching config: limit max_new_tokens per request instead")
+    _policy(rc, s, n, cb)
+    common_notes(rc, n)
+
+    model_kwargs = {"dtype": e.dtype, "attn_implementation": ATTN_IMPLEMENTATION, "device_map": "cuda"}
+    n.add("exact", "engine.dtype", "dtype", e.dtype)
+    settings = {"model": s.model_id, "from_pretrained": model_kwargs, "continuous_batching_config": cb,
+                "generation_config": {"do_sample": False}}
+    return Translation("transformers", _snippet(s.model_id, model_kwargs, cb), settings, tuple(n.exact),
+                       tuple(n.approximate), tuple(n.unsupported))
+
+
+def _policy(rc, s, n: Notes, cb: dict) -> None:
+    e = rc.engine
+    if e.policy in ("none", "recompute"):
+        cb["cpu_offload_space"] = 0.0
+        n.add("exact", "engine.policy", "cpu_offload_space", 0.0,
+              "0 makes an evicted request drop its KV and prefill again later (recompute)")
+    elif e.policy == "vllm-swap":
+        host = e.num_host_blocks if e.num_host_blocks is not None else (
+            None if s.gpu_blocks is None else max(2 * s.gpu_blocks, e.swap_budget_blocks))
+        if host is not None:
+            cb["cpu_offload_space"] = sig(host * s.block_bytes / GiB)
+        n.add("approximate", "engine.policy", "cpu_offload_space", cb.get("cpu_offload_space"),
+              "evicted requests' KV goes to a pinned host pool and comes back when they resume, as with "
+              "vllm-swap" + ("" if host is not None else "; size unknown: set num_host_blocks"))
+    elif e.policy == "pie":
+        cb["cpu_offload_space"] = sig(e.swap_budget_blocks * s.block_bytes / GiB)
+        n.add("approximate", "engine.swap_budget_blocks", "cpu_offload_space", cb["cpu_offload_space"],
+              "the closest knob: host memory for evicted requests only; running requests' KV stays on the GPU")
+        n.add("unsupported", "engine.policy", "", "pie",
+              "host-resident KV of running requests (transformers' offloaded DynamicCache moves whole layers "
+              "each step and does not work with continuous batching)")
+    elif e.policy == "flexgen":
+        n.add("unsupported", "engine.policy", "", "flexgen", "no static share of the KV cache on the host")
+
+
+def _snippet(model_id: str, model_kwargs: dict, cb: dict) -> str:
+    kw = ", ".join(f"{k}={json.dumps(v)}" for k, v in model_kwargs.items())
+    cbs = ",\n    ".join(f"{k}={_py(v)}" for k, v in cb.items())
+    return (
+        "from transformers import AutoModelForCausalLM, ContinuousBatchingConfig, GenerationConfig\n\n"
+        f"model = AutoModelForCausalLM.from_pretrained({json.dumps(model_id)}, {kw})\n"
+        f"cb_config = ContinuousBatchingConfig(\n    {cbs},\n)\n"
+        "outputs = model.generate_batch(prompts_token_ids, generation_config=GenerationConfig(\n"
+        "    max_new_tokens=256, do_sample=False), continuous_batching_config=cb_config)\n")
+
+
+def _py(v: Any) -> str:
+    return repr(v)
