@@ -61,8 +61,8 @@ class EngineConfig:
     swap_budget_blocks: int = 0
     prefetch_depth: int = 2            # staging slots; 1 serialises copy and compute
     flexgen_fraction: float = 0.0
-    link_bandwidth_gbps: float = 55.5
-    link_latency_us: float = 10.0
+    link_bandwidth_gbps: float | None = None   # None: the executor's own (sim: the hardware preset)
+    link_latency_us: float | None = None
     dtype: str = "float32"
     seed: int = 0
     hardware: str = "H200"
@@ -86,8 +86,10 @@ class EngineConfig:
         check_int("swap_budget_blocks", self.swap_budget_blocks, 0)
         check_int("prefetch_depth", self.prefetch_depth, 1, 1024)
         check_float("flexgen_fraction", self.flexgen_fraction, 0.0, 1.0)
-        check_float("link_bandwidth_gbps", self.link_bandwidth_gbps, 0.0, 1e5, lo_open=True)
-        check_float("link_latency_us", self.link_latency_us, 0.0, 1e6)
+        if self.link_bandwidth_gbps is not None:
+            check_float("link_bandwidth_gbps", self.link_bandwidth_gbps, 0.0, 1e5, lo_open=True)
+        if self.link_latency_us is not None:
+            check_float("link_latency_us", self.link_latency_us, 0.0, 1e6)
         check_choice("dtype", self.dtype, DTYPES)
         check_int("seed", self.seed, 0)
         if isinstance(self.controller, dict):

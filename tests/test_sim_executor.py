@@ -143,8 +143,12 @@ def test_set_link_changes_copy_time():
     ex = sim()
     plan = decode_plan(0, stream=StreamPlan.build(2, list(range(64))))
     slow = ex.cost_model.stream_copy_time(plan)
-    ex.set_link(555.0, 10.0)
-    assert ex.cost_model.stream_copy_time(plan) == pytest.approx(10e-6 + (slow - 10e-6) / 10)
+    bandwidth, latency = ex.link                   # the H200 preset's unless the config sets one
+    assert bandwidth == ex.hardware.h2d_gbps
+    ex.set_link(10 * bandwidth, latency)
+    lat = latency * 1e-6 * len(plan.stream.ranges)
+    assert ex.cost_model.stream_copy_time(plan) == pytest.approx(lat + (slow - lat) / 10)
+    assert ex.link == (10 * bandwidth, latency)
     with pytest.raises(ConfigError, match="link_bandwidth_gbps"):
         ex.set_link(0.0, 1.0)
 

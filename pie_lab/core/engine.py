@@ -85,6 +85,9 @@ class Engine:
         if host is None:
             host = 0 if config.policy in ("none", "recompute") else max(2 * gpu, config.swap_budget_blocks)
         ex.initialize(gpu, host)
+        bandwidth, latency = ex.link
+        config = config.replace(link_bandwidth_gbps=config.link_bandwidth_gbps or bandwidth,
+                                link_latency_us=latency if config.link_latency_us is None else config.link_latency_us)
         return cls(config, ex, gpu, host)
 
     @staticmethod

@@ -52,6 +52,7 @@ class Executor(Protocol):
     spec: ModelSpec
     clock: Clock
     emulated_link: bool            # True where link timings are emulated or modelled, not measured
+    link: tuple[float, float]      # the link in effect: (bandwidth GB/s, latency us)
 
     def default_num_gpu_blocks(self, config: EngineConfig) -> int:
         """Device-tier KV blocks when the config gives neither num_gpu_blocks nor gpu_kv_limit_gb."""

@@ -18,6 +18,11 @@ from .link import CopyJob, EmulatedLink
 from .torch_runner import TorchRunner
 
 
+# The emulated link's default: an H200's pinned host-to-device rate over PCIe gen5 (pie-design.md, section 4).
+DEFAULT_LINK_GBPS = 55.5
+DEFAULT_LINK_LATENCY_US = 10.0
+
+
 class CPUExecutor(TorchRunner):
     name = "cpu"
     emulated_link = True
@@ -25,8 +30,10 @@ class CPUExecutor(TorchRunner):
     def __init__(self, model, tokenizer, config: EngineConfig, threads: int | None = None):
         super().__init__(model, tokenizer, config, torch.device("cpu"))
         self.clock = WallClock()
-        self.h2d = EmulatedLink(config.link_bandwidth_gbps, config.link_latency_us, "h2d")
-        self.d2h = EmulatedLink(config.link_bandwidth_gbps, config.link_latency_us, "d2h")
+        self.link = (config.link_bandwidth_gbps or DEFAULT_LINK_GBPS,
+                     DEFAULT_LINK_LATENCY_US if config.link_latency_us is None else config.link_latency_us)
+        self.h2d = EmulatedLink(*self.link, "h2d")
+        self.d2h = EmulatedLink(*self.link, "d2h")
         self.threads = threads
         self._prefetched: dict[int, CopyJob] = {}     # next step's layers < depth, copied in this step's tail
         self._prefetch_plan = None                    # the StreamPlan those copies followed
@@ -48,6 +55,7 @@ class CPUExecutor(TorchRunner):
         self.kv.allocate(num_gpu_blocks, num_host_blocks)
 
     def set_link(self, bandwidth_gbps: float, latency_us: float) -> None:
+        self.link = (bandwidth_gbps, latency_us)
         self.h2d.set(bandwidth_gbps, latency_us)
         self.d2h.set(bandwidth_gbps, latency_us)
 

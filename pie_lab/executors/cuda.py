@@ -48,6 +48,13 @@ class CUDAExecutor(TorchRunner):
         self.kv = KVStore(self.spec, self.config.block_size, self.config.dtype, self.device, pin_host=True)
         self.kv.allocate(num_gpu_blocks, num_host_blocks)
 
+    @property
+    def link(self) -> tuple[float, float]:
+        """The preset's figure for this card, for display; copies run at whatever the bus gives."""
+        from ..sim.hardware import load_preset
+        hw = load_preset(self.config.hardware)
+        return hw.h2d_gbps, hw.link_latency_us
+
     def set_link(self, bandwidth_gbps: float, latency_us: float) -> None:
         raise ConfigError("the cuda executor measures its real link; link_bandwidth_gbps and "
                           "link_latency_us are knobs of the cpu and sim executors")

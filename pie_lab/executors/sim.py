@@ -167,6 +167,12 @@ class SimExecutor:
                               "the engine diverged from the recorded run")
         return out
 
+    @property
+    def link(self) -> tuple[float, float]:
+        cm = self.cost_model
+        return (cm.link_bandwidth_gbps or self.hardware.h2d_gbps,
+                self.hardware.link_latency_us if cm.link_latency_us is None else cm.link_latency_us)
+
     def set_link(self, bandwidth_gbps: float, latency_us: float) -> None:
         check_float("link_bandwidth_gbps", bandwidth_gbps, 0.0, 1e5, lo_open=True)
         check_float("link_latency_us", latency_us, 0.0, 1e6)

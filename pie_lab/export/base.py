@@ -168,8 +168,9 @@ def common_notes(rc: RunConfig, notes: Notes) -> None:
     if e.policy == "flexgen":
         notes.add("unsupported", "engine.flexgen_fraction", "", e.flexgen_fraction,
                   "no static KV fraction on the host (weight offloading is a different thing)")
-    notes.add("unsupported", "engine.link_bandwidth_gbps", "", e.link_bandwidth_gbps,
-              "an emulated or modelled link; a real server uses the real one")
+    if e.link_bandwidth_gbps is not None:
+        notes.add("unsupported", "engine.link_bandwidth_gbps", "", e.link_bandwidth_gbps,
+                  "an emulated or modelled link; a real server uses the real one")
 
 
 def shell(argv: list[str]) -> str:
