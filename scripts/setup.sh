@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# Installs pie_lab and everything its tests and notebooks need into the current Python.
-# torch==2.13.0 first: on these machines it is a CPU wheel on disk; a bare "torch" may pull a CUDA build.
+# Installs pie_lab and everything its notebooks and tests need into the current Python.
+# torch==2.13.0 first: on these machines it is a CPU wheel on disk; a bare "torch" may pull a
+# multi-GB CUDA build. Chromium (for the browser test) comes from Debian when apt is usable.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python -m pip install -q --disable-pip-version-check "torch==2.13.0" \
-  || python -m pip install -q --disable-pip-version-check "torch>=2.4"
-python -m pip install -q --disable-pip-version-check -e ".[lab,test,browser]"
+pip() { python -m pip install -q --disable-pip-version-check "$@"; }
+python -c "import torch" 2>/dev/null || pip "torch==2.13.0" || pip "torch>=2.4"
+pip -e ".[lab,test,browser,ray]"
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+    || echo "setup: could not install chromium; the browser test will skip" >&2
+fi
