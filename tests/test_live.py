@@ -23,12 +23,12 @@ OPTIONS = dict(block_size=4, num_gpu_blocks=120, num_host_blocks=400, max_num_se
 
 
 def test_knob_fuzzing_from_another_thread_changes_nothing_but_timing():
-    ps = prompts(24)
-    sp = SamplingParams(max_tokens=24, ignore_eos=True)
+    ps = prompts(48)
+    sp = SamplingParams(max_tokens=48, ignore_eos=True)
     reference = [o.token_ids for o in LLM("opt-tiny", "cpu", **OPTIONS).generate(ps, sp)]
 
     engine = Engine.create("opt-tiny", "cpu", **OPTIONS)
-    runner = LiveRunner(engine, ListSource([Request(i, tuple(p), 24, 0.0) for i, p in enumerate(ps)])).start()
+    runner = LiveRunner(engine, ListSource([Request(i, tuple(p), 48, 0.0) for i, p in enumerate(ps)])).start()
     rng = random.Random(1)
     accepted = rejected = 0
     deadline = time.monotonic() + 60
@@ -39,7 +39,7 @@ def test_knob_fuzzing_from_another_thread_changes_nothing_but_timing():
             ("prefetch_depth", rng.randint(1, 4)), ("prefetch_depth", rng.choice([0, -3, "2"])),
             ("max_num_seqs", rng.randint(1, 8)), ("max_num_seqs", 0),
             ("num_gpu_blocks", rng.randint(60, 120)), ("num_gpu_blocks", 121),
-            ("link_bandwidth_gbps", rng.uniform(0.5, 50)), ("link_bandwidth_gbps", 0.0),
+            ("link_bandwidth_gbps", rng.uniform(0.05, 2)), ("link_bandwidth_gbps", 0.0),
             ("max_num_batched_tokens", rng.randint(64, 512)), ("block_size", 8),
         ])
         try:
@@ -51,7 +51,7 @@ def test_knob_fuzzing_from_another_thread_changes_nothing_but_timing():
     runner.stop()
     outs = {o.request_id: o.token_ids for o in runner.outputs}
     assert [outs[i] for i in range(len(ps))] == reference
-    assert accepted > 20 and rejected > 20
+    assert accepted > 50 and rejected > 50
     engine.check_blocks()
     assert engine.blocks.gpu.num_used == 0 and engine.blocks.host.num_used == 0
     knobs = engine.metrics.events_df().query("kind == 'knob'")
