@@ -99,3 +99,12 @@ def test_labels():
     assert [c.label for c in cases] == ["none", "pie(swap_budget_blocks=8)"]
     assert cases[1].config.num_gpu_blocks == 8 and cases[1].config.swap_budget_blocks == 8
     assert isinstance(BenchResult(pd.DataFrame(), pd.DataFrame(), pd.DataFrame()).meta, dict)
+
+
+def test_flexgen_gets_its_fraction_from_the_offline_search():
+    from pie_lab.workloads import alpaca_like
+    wl = alpaca_like(40, seed=0, rate=50, vocab_size=50272, max_model_len=2048)
+    res = run_benchmark("opt-13b", "sim", ["flexgen", {"policy": "flexgen", "flexgen_fraction": 0.25, "label": "fixed"}],
+                        wl, dict(dtype="float16", hardware="GH200", num_gpu_blocks=60), progress=False)
+    searched, fixed = res.df["flexgen_fraction"].tolist()
+    assert searched > 0 and fixed == 0.25

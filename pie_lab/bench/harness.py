@@ -89,6 +89,35 @@ def policy_cases(policies: Sequence[str | Mapping[str, Any]], engine_options: Ma
     return cases
 
 
+def with_flexgen_search(case: PolicyCase, model: Any, reqs: Sequence[Any]) -> PolicyCase:
+    """A flexgen case without a fraction gets FlexGen's own choice: the offline cost-model search
+    over (host fraction, batch size) for this workload's mean lengths, fixed for the whole run."""
+    c = case.config
+    if c.policy != "flexgen" or c.flexgen_fraction > 0:
+        return case
+    from ..model.loader import load_spec
+    from ..sim.flexgen_search import flexgen_search
+    from ..sim.hardware import load_preset
+    spec = load_spec(model)
+    gpu_gb = None
+    if c.num_gpu_blocks is not None:
+        gpu_gb = c.num_gpu_blocks * spec.kv_block_bytes(c.block_size, c.dtype) / 2**30
+    elif c.gpu_kv_limit_gb is not None:
+        gpu_gb = c.gpu_kv_limit_gb
+    found = flexgen_search(spec, load_preset(c.hardware), prompt_len=_mean(len(r.prompt_token_ids) for r in reqs),
+                           output_len=_mean(r.max_tokens for r in reqs), dtype=c.dtype, gpu_kv_limit_gb=gpu_gb,
+                           block_size=c.block_size, link_bandwidth_gbps=c.link_bandwidth_gbps,
+                           link_latency_us=c.link_latency_us)
+    opts = found.to_config_options()
+    return PolicyCase(case.label, c.replace(flexgen_fraction=opts["flexgen_fraction"],
+                                            max_num_seqs=min(c.max_num_seqs, opts["max_num_seqs"])))
+
+
+def _mean(values) -> float:
+    values = list(values)
+    return sum(values) / len(values)
+
+
 def _label(opts: Mapping[str, Any], base: Mapping[str, Any]) -> str:
     policy = opts.get("policy", base.get("policy", "none"))
     rest = ", ".join(f"{k}={v}" for k, v in opts.items() if k != "policy")
@@ -114,8 +143,8 @@ def run_benchmark(model: Any, executor: str, policies: Sequence[str | Mapping[st
                   engine_options: Mapping[str, Any] | None = None, progress: bool = True) -> BenchResult:
     """The same workload through each policy; see BenchResult for what comes back."""
     import pandas as pd
-    cases = policy_cases(policies, engine_options)
     reqs = as_requests(workload)
+    cases = [with_flexgen_search(c, model, reqs) for c in policy_cases(policies, engine_options)]
     bar = _bar(len(reqs) * len(cases), progress)
     rows, req_frames, it_frames = [], [], []
     try:
@@ -192,6 +221,7 @@ def summarize(label: str, engine, t0: float, t_end: float, num_requests: int):
                stall_share=float(its["stall"].sum()) / busy if busy > 0 else 0.0,
                preemptions=int(its["preempted"].sum() + its["swapped_out"].sum()) if len(its) else 0,
                iterations=int(len(its)), final_swap_budget=int(engine.config.swap_budget_blocks),
+               flexgen_fraction=float(engine.config.flexgen_fraction),
                stream_bytes=int(its["stream_bytes"].sum()) if len(its) else 0,
                clock="virtual" if engine.executor.name == "sim" else "wall",
                emulated_link=bool(engine.executor.emulated_link))
