@@ -113,3 +113,18 @@ def test_prompt_longer_than_context_window():
     llm = LLM("opt-tiny", "cpu", max_model_len=64)
     with pytest.raises(ConfigError, match="at most 63 tokens"):
         llm.generate([[5] * 100])
+
+
+def test_string_prompts_with_a_checkpoint_tokenizer(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+    words = ["<pad>", "<unk>", "</s>"] + [f"w{i}" for i in range(509)]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", eos_token="</s>")
+    build_hf_model("opt-tiny", seed=0).save_pretrained(tmp_path)
+    fast.save_pretrained(tmp_path)
+    llm = LLM(str(tmp_path), "cpu", block_size=4, num_gpu_blocks=64)
+    by_text, by_ids = llm.generate(["w2 w3 w4", [5, 6, 7]], SamplingParams(max_tokens=8, ignore_eos=True))
+    assert by_text.prompt_token_ids == [5, 6, 7] and by_text.token_ids == by_ids.token_ids
+    assert by_text.text == " ".join(words[t] for t in by_text.token_ids if t > 2)
