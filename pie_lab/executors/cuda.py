@@ -99,6 +99,8 @@ class CUDAExecutor(TorchRunner):
         copies: dict[int, list[tuple]] = {}
         if stream:
             d = stream.depth
+            if not kv.staging_fits(d, stream.capacity):
+                self.h2d.synchronize()          # prefetches still landing in the ring being replaced
             if kv.ensure_staging(d, stream.capacity):
                 self._prefetched = {}
             fresh = stream.new_since(self._prefetch_plan)

@@ -39,11 +39,15 @@ class KVStore:
         self.host = torch.zeros((L, num_host_blocks, *self.block_shape), dtype=self.dtype,
                                 pin_memory=self.pin_host)
 
+    def staging_fits(self, depth: int, num_blocks: int) -> bool:
+        s = self.staging
+        return s is not None and s.shape[0] == depth and s.shape[1] >= num_blocks
+
     def ensure_staging(self, depth: int, num_blocks: int) -> bool:
         """Grow the ring to at least depth x num_blocks (amortised), keeping what it holds.
         Returns True when staged data was lost (a new depth)."""
         s = self.staging
-        if s is not None and s.shape[0] == depth and s.shape[1] >= num_blocks:
+        if self.staging_fits(depth, num_blocks):
             return False
         keep = s is not None and s.shape[0] == depth
         cap = max(num_blocks, 2 * s.shape[1] if keep else num_blocks)
