@@ -79,6 +79,9 @@ class CPUExecutor(TorchRunner):
         jobs: dict[int, list[CopyJob]] = {}
         if stream:
             d = stream.depth
+            if not kv.staging_fits(d, stream.capacity):
+                for job in self._prefetched.values():       # let them land before the ring is replaced
+                    job.wait()
             if kv.ensure_staging(d, stream.capacity):
                 self._prefetched = {}
             fresh = stream.new_since(self._prefetch_plan)
