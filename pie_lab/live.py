@@ -47,6 +47,8 @@ class LiveRunner:
         self._reported = False
         self._t0 = 0.0
         self._idle = threading.Event()
+        self._paused_at: float | None = None      # the run clock stops while paused or stopped
+        self.rejected = 0
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> "LiveRunner":
@@ -54,20 +56,33 @@ class LiveRunner:
         if self._thread and self._thread.is_alive():
             return self
         self._stop.clear()
-        self._t0 = self.engine.clock.now()
+        if self._thread is None:
+            self._t0 = self.engine.clock.now()
+        else:
+            self._resume_clock()
         self._thread = threading.Thread(target=self._loop, name="pie-engine", daemon=True)
         self._thread.start()
         return self
 
     def pause(self) -> None:
         self._raise_if_failed()
+        if self._running.is_set():
+            self._paused_at = self.engine.clock.now()
         self._running.clear()
 
     def resume(self) -> None:
         self._raise_if_failed()
+        self._resume_clock()
         self._running.set()
 
+    def _resume_clock(self) -> None:
+        if self._paused_at is not None:
+            self._t0 += self.engine.clock.now() - self._paused_at
+            self._paused_at = None
+
     def stop(self, timeout: float = 10.0) -> None:
+        if self._paused_at is None:
+            self._paused_at = self.engine.clock.now()
         self._stop.set()
         self._running.set()
         if self._thread:
@@ -123,7 +138,7 @@ class LiveRunner:
         self._raise_if_failed(report_once=True)
         m = self.engine.metrics
         return Snapshot(self.state, self.engine._step_id, self.engine.config, m.iterations_df(last=steps),
-                        m.layers_df(last_steps=layer_steps), m.requests_df().tail(steps), m.events_df().tail(steps),
+                        m.layers_df(last_steps=layer_steps), m.requests_df(last=steps), m.events_df(last=steps),
                         dict(m.totals), None if self._error is None else repr(self._error))
 
     def _raise_if_failed(self, report_once: bool = False) -> None:
@@ -135,6 +150,16 @@ class LiveRunner:
         raise EngineError(f"the engine thread failed: {self._error!r}") from self._error
 
     # -- the engine thread ------------------------------------------------------------------------
+    def _admit(self, req) -> None:
+        """A request the engine cannot take (too long for its limits) is recorded and skipped."""
+        try:
+            self.engine.add_request(req.prompt_token_ids, SamplingParams(max_tokens=req.max_tokens, ignore_eos=True),
+                                    request_id=req.request_id, arrival_time=self._t0 + req.arrival_time)
+        except ConfigError as exc:
+            self.rejected += 1
+            self.engine.metrics.add_event(self.engine.clock.now(), "rejected", request_id=req.request_id,
+                                          reason=str(exc))
+
     def _loop(self) -> None:
         eng, clock = self.engine, self.engine.clock
         try:
@@ -145,9 +170,7 @@ class LiveRunner:
                 now = clock.now() - self._t0
                 if self.source is not None:
                     for req in self.source.due(now):
-                        eng.add_request(req.prompt_token_ids,
-                                        SamplingParams(max_tokens=req.max_tokens, ignore_eos=True),
-                                        request_id=req.request_id, arrival_time=self._t0 + req.arrival_time)
+                        self._admit(req)
                 if eng.has_unfinished():
                     self._idle.clear()
                     self.outputs.extend(eng.step())

@@ -137,3 +137,30 @@ def test_trace_exports_valid_chrome_json(tmp_path):
     cats = {e.get("cat") for e in events}
     assert {"compute", "copy", "iteration", "controller", "knob"} <= cats
     json.dumps(chrome_trace(engine.metrics), allow_nan=False)     # strict JSON: no NaN anywhere
+
+
+def test_a_request_that_cannot_fit_is_rejected_not_fatal():
+    engine = Engine.create("opt-tiny", "cpu", block_size=4, num_gpu_blocks=64, max_model_len=64)
+    reqs = [Request(0, tuple(range(3, 100)), 4, 0.0), Request(1, (5, 6, 7), 4, 0.0)]
+    runner = LiveRunner(engine, ListSource(reqs)).start()
+    assert runner.wait_idle(timeout=10)
+    runner.stop()
+    assert runner.rejected == 1 and [o.request_id for o in runner.outputs] == [1]
+    rejected = engine.metrics.events_df().query("kind == 'rejected'")
+    assert rejected["request_id"].tolist() == [0] and "context window" in rejected["reason"].iloc[0]
+
+
+def test_paused_time_does_not_count_on_the_run_clock():
+    engine = Engine.create("opt-tiny", "cpu", block_size=4, num_gpu_blocks=200)
+    make = lambda rng, i, t: Request(i, (5, 6, 7), 2, t)  # noqa: E731
+    source = RateSource(make, rate=20.0, seed=0)
+    runner = LiveRunner(engine, source).start()
+    time.sleep(0.3)
+    runner.pause()
+    time.sleep(0.3)
+    before = source._count
+    time.sleep(0.6)
+    runner.resume()
+    time.sleep(0.05)
+    assert source._count - before <= 4          # no burst for the paused 0.9 s (20 req/s would be ~18)
+    runner.stop()

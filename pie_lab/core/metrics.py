@@ -1,6 +1,7 @@
 """Per-iteration, per-layer, per-request and event records, in bounded memory, as DataFrames."""
 from __future__ import annotations
 
+import itertools
 import threading
 from collections import deque
 from dataclasses import dataclass
@@ -8,6 +9,10 @@ from typing import Any
 
 from .plan import StepPlan, StepTiming
 from .sequence import Sequence
+
+
+LAYER_COLUMNS = ["step", "step_start", "layer", "compute_start", "compute_end", "copy_issue", "copy_start",
+                 "copy_end", "wait", "bytes", "copy_busy"]
 
 
 @dataclass(frozen=True)
@@ -101,11 +106,16 @@ class Metrics:
         with self._lock:
             self.events.append(dict(time=time, kind=kind, **fields))
 
-    # -- views ----------------------------------------------------------------------------
+    # -- views (copy the rows under the lock, build frames outside it) -----------------------
+    def _tail(self, buf: deque, last: int | None) -> list:
+        with self._lock:
+            if not last or last >= len(buf):
+                return list(buf)
+            return list(itertools.islice(buf, len(buf) - last, None))
+
     def iterations_df(self, last: int | None = None):
         import pandas as pd
-        with self._lock:
-            rows = list(self.iterations)[-last:] if last else list(self.iterations)
+        rows = self._tail(self.iterations, last)
         df = pd.DataFrame([vars(r) for r in rows], columns=list(IterationRecord.__dataclass_fields__))
         df["duration"] = df["end"] - df["start"]
         return df
@@ -113,20 +123,22 @@ class Metrics:
     def layers_df(self, last_steps: int | None = None):
         import pandas as pd
         with self._lock:
-            rows = list(self.layers)
-        if last_steps and rows:
-            first = rows[-1][0] - last_steps + 1
-            rows = [r for r in rows if r[0] >= first]
-        cols = ["step", "step_start", "layer", "compute_start", "compute_end", "copy_issue",
-                "copy_start", "copy_end", "wait", "bytes", "copy_busy"]
-        return pd.DataFrame([(s, t0, *vars(l).values()) for s, t0, l in rows], columns=cols)
+            if last_steps and self.layers:
+                first = self.layers[-1][0] - last_steps + 1
+                rows = []
+                for r in reversed(self.layers):
+                    if r[0] < first:
+                        break
+                    rows.append(r)
+                rows.reverse()
+            else:
+                rows = list(self.layers)
+        return pd.DataFrame([(s, t0, *vars(l).values()) for s, t0, l in rows], columns=LAYER_COLUMNS)
 
-    def requests_df(self):
+    def requests_df(self, last: int | None = None):
         import pandas as pd
-        with self._lock:
-            return pd.DataFrame(list(self.requests))
+        return pd.DataFrame(self._tail(self.requests, last))
 
-    def events_df(self):
+    def events_df(self, last: int | None = None):
         import pandas as pd
-        with self._lock:
-            return pd.DataFrame(list(self.events))
+        return pd.DataFrame(self._tail(self.events, last))
