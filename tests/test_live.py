@@ -1,7 +1,6 @@
 """Live control: knob fuzzing from another thread, error reporting, bounded metrics, trace export."""
 import json
 import random
-import threading
 import time
 
 import pytest

@@ -10,7 +10,6 @@ import torch
 from pie_lab.core.plan import SeqWork, StepPlan
 from pie_lab.errors import ConfigError
 from pie_lab.model import triton_attention
-from pie_lab.model.attention import paged_attention
 from pie_lab.model.batch import build_forward_batch
 from pie_lab.model.loader import build_hf_model, load_model, load_spec
 from pie_lab.model_spec import NAMED_SHAPES, ModelSpec

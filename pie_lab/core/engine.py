@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence as Seq
 
 from ..config import EngineConfig
-from ..errors import ConfigError, EngineError, check_int
+from ..errors import ConfigError, check_int
 from ..sampling import SamplingParams
 from .block_manager import BlockManager
 from .metrics import IterationRecord, Metrics, request_record

@@ -13,7 +13,7 @@ import math
 from .block_manager import BlockManager
 from .plan import StreamPlan
 from .scheduler import Schedule, Scheduler
-from .sequence import Sequence, is_host
+from .sequence import Sequence
 
 
 class SwapPlanner:
