@@ -4,7 +4,8 @@ Starts JupyterLab on a free localhost port over a temporary copy of the notebook
 through `window.jupyterapp`, waits for the widgets and the Vega views, types a new swap budget into
 the slider's readout, and checks that the engine's budget changed as the dashboard's readout (and
 its last-knob-event line) report it. No JavaScript errors are allowed on the console. A screenshot
-of the dashboard goes to docs/screenshot_dashboard.png.
+of the dashboard is saved (to docs/screenshot_dashboard.png with PIE_LAB_UPDATE_SCREENSHOT=1,
+else beside the test's JupyterLab files, so a test run leaves the repository clean).
 
 Needs `pip install playwright` (never `playwright install`: it downloads browsers) and
 `apt-get install chromium`; skipped with a message otherwise.
@@ -26,7 +27,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("PIE_LAB_CHROMIUM", "/usr/bin/chromium")
-SCREENSHOT = ROOT / "docs" / "screenshot_dashboard.png"
+DOCS_SCREENSHOT = ROOT / "docs" / "screenshot_dashboard.png"
 NEW_BUDGET = 40
 
 pytestmark = pytest.mark.browser
@@ -189,7 +190,8 @@ def _drive(page, lab) -> None:
     assert "rejected" not in errors_text and "engine error" not in errors_text, errors_text
     page.evaluate("() => { const s = window.jupyterapp.shell; if (!s.leftCollapsed) s.collapseLeft(); }")
     time.sleep(2.0)                                  # a redraw or two with the new budget
-    SCREENSHOT.parent.mkdir(exist_ok=True)
+    shot = DOCS_SCREENSHOT if os.environ.get("PIE_LAB_UPDATE_SCREENSHOT") else lab["tmp"] / "dashboard.png"
     dash = page.locator(".pie-dashboard")
     dash.scroll_into_view_if_needed()
-    dash.screenshot(path=str(SCREENSHOT))
+    dash.screenshot(path=str(shot))
+    assert shot.stat().st_size > 10_000
