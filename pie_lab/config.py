@@ -7,6 +7,7 @@ from typing import Any
 from .errors import ConfigError, check_choice, check_float, check_int
 
 POLICIES = ("none", "recompute", "pie", "vllm-swap", "flexgen")
+PREEMPTION_MODES = ("recompute", "swap")
 EXECUTORS = ("cpu", "cuda", "sim")
 DTYPES = ("float32", "float16", "bfloat16")
 
@@ -58,6 +59,7 @@ class EngineConfig:
     max_model_len: int | None = None
     chunked_prefill: bool = False
     policy: str = "none"
+    preemption_mode: str | None = None   # None: "swap" for vllm-swap, else "recompute"
     swap_budget_blocks: int = 0
     prefetch_depth: int = 2            # staging slots; 1 serialises copy and compute
     flexgen_fraction: float = 0.0
@@ -83,6 +85,8 @@ class EngineConfig:
         if not isinstance(self.chunked_prefill, bool):
             raise ConfigError(f"chunked_prefill must be true or false, got {self.chunked_prefill!r}")
         check_choice("policy", self.policy, POLICIES)
+        if self.preemption_mode is not None:
+            check_choice("preemption_mode", self.preemption_mode, PREEMPTION_MODES)
         check_int("swap_budget_blocks", self.swap_budget_blocks, 0)
         check_int("prefetch_depth", self.prefetch_depth, 1, 1024)
         check_float("flexgen_fraction", self.flexgen_fraction, 0.0, 1.0)
@@ -96,6 +100,12 @@ class EngineConfig:
             object.__setattr__(self, "controller", ControllerConfig(**self.controller))
         if not isinstance(self.controller, ControllerConfig):
             raise ConfigError(f"controller must be a ControllerConfig or a dict, got {self.controller!r}")
+
+    @property
+    def swap_preemption(self) -> bool:
+        """Preempted sequences go to the host swap space (when it has room) instead of being recomputed."""
+        mode = self.preemption_mode or ("swap" if self.policy == "vllm-swap" else "recompute")
+        return mode == "swap"
 
     def replace(self, **changes: Any) -> "EngineConfig":
         return replace(self, **changes)

@@ -40,6 +40,8 @@ def test_reference_run_generates_max_tokens():
     dict(policy="pie", swap_budget_blocks=20, num_host_blocks=100, num_gpu_blocks=40, prefetch_depth=3),
     dict(policy="flexgen", flexgen_fraction=0.5, num_host_blocks=200),
     dict(policy="recompute", num_gpu_blocks=30),
+    dict(policy="pie", preemption_mode="swap", swap_budget_blocks=10, num_host_blocks=200, num_gpu_blocks=30),
+    dict(policy="none", preemption_mode="swap", num_host_blocks=200, num_gpu_blocks=30),
 ])
 def test_policies_give_identical_tokens(changes):
     reqs = requests(12, seed=1)
@@ -67,12 +69,13 @@ def test_preemption_happens_under_memory_pressure():
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 10_000), policy=st.sampled_from(["none", "pie", "vllm-swap", "flexgen"]),
-       gpu=st.integers(24, 80), chunked=st.booleans(), changes=st.lists(
+       swap=st.booleans(), gpu=st.integers(24, 80), chunked=st.booleans(), changes=st.lists(
            st.tuples(st.integers(0, 60), st.integers(0, 40), st.integers(1, 5), st.integers(1, 8)), max_size=8))
-def test_random_streams_and_knob_changes_never_leak_or_alter(seed, policy, gpu, chunked, changes):
+def test_random_streams_and_knob_changes_never_leak_or_alter(seed, policy, swap, gpu, chunked, changes):
     reqs = requests(10, seed=seed, max_tokens=(2, 20))
     ref, _ = run(BASE, reqs)
     cfg = BASE.replace(policy=policy, num_gpu_blocks=gpu, num_host_blocks=120, chunked_prefill=chunked,
+                       preemption_mode="swap" if swap else "recompute",
                        max_num_batched_tokens=48 if chunked else 64, flexgen_fraction=0.5)
     eng = make_engine(cfg)
     for i, (p, sp) in enumerate(reqs):

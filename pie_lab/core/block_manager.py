@@ -56,6 +56,7 @@ class BlockManager:
         self.host = BlockPool("host", num_host_blocks)
         self._pending_gpu: list[int] = []
         self._pending_host: list[int] = []
+        self._filled_this_step: set[int] = set()   # GPU blocks a blocking host-to-device copy fills this step
 
     # -- sizing ---------------------------------------------------------------------------
     def blocks_needed(self, seq: Sequence, num_new_tokens: int) -> int:
@@ -97,11 +98,14 @@ class BlockManager:
         (gpu_id,) = self.gpu.allocate(1)
         seq.block_table[index] = gpu_id
         seq.host_count -= 1
+        self._filled_this_step.add(gpu_id)
         self._pending_host.append(host_id)
         return host_id, gpu_id
 
     def can_swap_out(self, seq: Sequence) -> bool:
-        return sum(1 for b in seq.block_table if not is_host(b)) <= self.host.num_free
+        """Swap-out copies run before swap-ins, so a block being filled this step cannot go out."""
+        gpu = [b for b in seq.block_table if not is_host(b)]
+        return len(gpu) <= self.host.num_free and self._filled_this_step.isdisjoint(gpu)
 
     def swap_out(self, seq: Sequence) -> list[tuple[int, int]]:
         """vllm-swap preemption: every GPU block to the host; the copy is blocking, so GPU ids free now."""
@@ -126,6 +130,7 @@ class BlockManager:
         self.gpu.free(self._pending_gpu)
         self.host.free(self._pending_host)
         self._pending_gpu, self._pending_host = [], []
+        self._filled_this_step.clear()
 
     # -- accounting checks (tests and debugging) ------------------------------------------
     def check(self, seqs) -> None:

@@ -106,9 +106,12 @@ class AdaptiveController:
         cap = min(self.max_budget, max(b, math.ceil(eligible * 1.1) + step))
         if b >= cap:
             return b, "hold: budget covers every block the batch can place on the host", inputs
-        if predicted is not None and predicted <= b and s.holds < REPROBE_AFTER_HOLDS:
+        if predicted is not None and predicted <= b:
             s.holds += 1
-            return b, "hold: at the predicted link limit", inputs
+            if s.holds < REPROBE_AFTER_HOLDS:
+                return b, "hold: at the predicted link limit", inputs
+            s.holds = 0
+            return min(cap, b + c.min_step_blocks), "probe: re-test the budget above", inputs
         if s.ceiling is not None:
             if s.ceiling - b <= max(c.min_step_blocks, math.ceil(0.02 * b)):
                 s.holds += 1
@@ -128,12 +131,14 @@ class AdaptiveController:
         return min(cap, max(b + step, math.ceil(b * c.grow_factor))), "grow: headroom under the target", inputs
 
     def _predict(self, window: list[IterationRecord]) -> int | None:
-        """Host blocks per step whose per-layer copy equals the per-layer compute time."""
-        copy = sum(r.copy_time for r in window)
-        nbytes = sum(r.stream_bytes for r in window)
-        compute = sum(r.compute_time for r in window)
-        if copy <= 0 or nbytes <= 0 or compute <= 0:
+        """Host blocks per step whose per-layer copy equals the per-layer compute time.
+
+        Judged on decode-only iterations: a prefill-heavy step has far more compute per layer and
+        would promise a budget that every following decode step stalls on.
+        """
+        decode = [r for r in window if r.prefill_tokens == 0 and r.stream_bytes > 0 and r.copy_time > 0]
+        if not decode:
             return None
-        rate = nbytes / copy                                   # bytes/s the link achieved
-        per_layer = compute / len(window) / self.num_layers    # seconds of compute per layer
+        rate = sum(r.stream_bytes for r in decode) / sum(r.copy_time for r in decode)   # bytes/s achieved
+        per_layer = sum(r.compute_time for r in decode) / len(decode) / self.num_layers  # compute s per layer
         return int(per_layer * rate / self.layer_block_bytes)

@@ -49,7 +49,7 @@ class Engine:
         self.blocks = BlockManager(config.block_size, num_gpu_blocks, num_host_blocks)
         self.scheduler = Scheduler(self.blocks, Limits(config.max_num_seqs, config.max_num_batched_tokens,
                                                        config.chunked_prefill),
-                                   swap_preemption=config.policy == "vllm-swap")
+                                   swap_preemption=config.swap_preemption)
         self.planner = SwapPlanner(self.blocks, self.spec.num_layers, config.policy, config.swap_budget_blocks,
                                    config.prefetch_depth, config.flexgen_fraction)
         self.metrics = Metrics()
@@ -83,7 +83,8 @@ class Engine:
             gpu = ex.default_num_gpu_blocks(config)
         host = config.num_host_blocks
         if host is None:
-            host = 0 if config.policy in ("none", "recompute") else max(2 * gpu, config.swap_budget_blocks)
+            host = 0 if config.policy in ("none", "recompute") and not config.swap_preemption \
+                else max(2 * gpu, config.swap_budget_blocks)
         ex.initialize(gpu, host)
         bandwidth, latency = ex.link
         config = config.replace(link_bandwidth_gbps=config.link_bandwidth_gbps or bandwidth,
@@ -193,6 +194,7 @@ class Engine:
             host_blocks_used=self.blocks.host.num_used, gpu_blocks_limit=self.blocks.gpu.limit,
             staging_blocks=self.blocks.gpu.reserved, swap_budget=self.planner.budget,
             prefetch_depth=self.planner.depth, preempted=len(sched.preempted),
+            swap_space_blocks=sum(s.host_count for s in self.scheduler.swapped),
             swapped_out=len(sched.swapped_out), waiting=len(self.scheduler.waiting))
         self.metrics.add_iteration(rec, out.timing)
         if self.controller is not None:

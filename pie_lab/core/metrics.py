@@ -24,7 +24,7 @@ class IterationRecord:
     prefill_tokens: int
     decode_tokens: int
     gpu_blocks_used: int
-    host_blocks_used: int
+    host_blocks_used: int          # host pool in use: host-resident blocks of the batch + swap space
     gpu_blocks_limit: int
     staging_blocks: int
     swap_budget: int
@@ -40,6 +40,7 @@ class IterationRecord:
     overlap_ratio: float          # hidden copy time / copy time (1.0 when nothing streamed)
     preempted: int
     swapped_out: int
+    swap_space_blocks: int        # host blocks held by swapped-out (preempted) sequences
     context_tokens: int           # sum of the batch's context lengths
     waiting: int
     emulated_link: bool
