@@ -2,7 +2,7 @@
 
 policy "pie": up to `budget` host-resident blocks across the running batch, filled eagerly with the
 oldest full blocks; when the budget shrinks, blocks come back to the GPU where there is room,
-otherwise their sequence is preempted (recompute). policy "flexgen": a static fraction of every
+otherwise their sequence is preempted (its preemption mode). policy "flexgen": a static fraction of every
 running sequence's full blocks. Every host block a scheduled sequence reads is streamed layer by
 layer into a staging ring of `depth` slots; the ring's memory is withheld from the GPU pool.
 """
