@@ -5,6 +5,7 @@ read on datasheets: TFLOP/s (dense), GB/s (1e9 bytes/s), GiB, microseconds.
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
@@ -13,7 +14,15 @@ import yaml
 
 from ..errors import ConfigError, check_float
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "data"
+def _data_dir() -> Path:
+    """data/ of a checkout (or editable install), else the copy a wheel installs under share/pie_lab."""
+    checkout = Path(__file__).resolve().parents[2] / "data"
+    if (checkout / "hardware_presets.yaml").is_file():
+        return checkout
+    return Path(sys.prefix) / "share" / "pie_lab"
+
+
+DATA_DIR = _data_dir()
 PRESETS_PATH = DATA_DIR / "hardware_presets.yaml"
 
 # Upper bounds only catch unit mistakes (bytes/s typed where GB/s is expected).
