@@ -137,9 +137,10 @@ class LiveRunner:
     def snapshot(self, steps: int = 200, layer_steps: int = 8) -> Snapshot:
         self._raise_if_failed(report_once=True)
         m = self.engine.metrics
-        return Snapshot(self.state, self.engine._step_id, self.engine.config, m.iterations_df(last=steps),
+        totals = dict(m.totals)
+        return Snapshot(self.state, totals["iterations"], self.engine.config, m.iterations_df(last=steps),
                         m.layers_df(last_steps=layer_steps), m.requests_df(last=steps), m.events_df(last=steps),
-                        dict(m.totals), None if self._error is None else repr(self._error))
+                        totals, None if self._error is None else repr(self._error))
 
     def _raise_if_failed(self, report_once: bool = False) -> None:
         if self._error is None:

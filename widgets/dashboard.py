@@ -174,12 +174,16 @@ class Dashboard:
 
     def stop(self) -> None:
         """Stop the engine and the refresher (after a last redraw)."""
+        self._halt("")
+        self.refresh()
+
+    def _halt(self, prefix: str) -> None:
+        """Stop the refresher, then the engine thread; an engine error goes to the error area."""
         self.refresher.stop()
         try:
             self.runner.stop()
         except Exception as exc:  # noqa: BLE001
-            self.errors.add(f"{type(exc).__name__}: {exc}")
-        self.refresh()
+            self.errors.add(f"{prefix}{type(exc).__name__}: {exc}")
 
     def close(self) -> None:
         self.stop()
@@ -226,11 +230,7 @@ class Dashboard:
                                  "max_model_len")}
             base.update(CPU_DEFAULTS if executor == "cpu" else SIM_DEFAULTS if executor == "sim" else {})
             cfg = EngineConfig(**base)
-        self.refresher.stop()
-        try:
-            self.runner.stop()
-        except Exception as exc:  # noqa: BLE001
-            self.errors.add(f"the old engine had failed: {exc}")
+        self._halt("the old engine had failed: ")
         old.close()
         src = self.runner.source
         workload = getattr(src, "name", None) or self.controls.workload.value

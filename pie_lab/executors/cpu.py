@@ -14,7 +14,7 @@ from ..config import EngineConfig
 from ..core.plan import LayerTiming, StepOutput, StepPlan, StepTiming
 from .base import WallClock
 from .kv_store import KVStore
-from .link import CopyJob, EmulatedLink
+from .link import CopyJob, EmulatedLink, sleep_until
 from .torch_runner import TorchRunner
 
 
@@ -69,7 +69,7 @@ class CPUExecutor(TorchRunner):
         blocking_bytes += kv.copy_blocks(kv.host, kv.pool, kv.ranges(plan.swap_in))
         blocking_time = self.h2d.duration(blocking_bytes) if blocking_bytes else 0.0
         if blocking_bytes:
-            _sleep_until(t0 + blocking_time)
+            sleep_until(t0 + blocking_time)
         offload_ranges = kv.ranges(plan.offload)
         offload_bytes = len(plan.offload) * kv.layer_block_bytes * self.spec.num_layers
         offload_job = self.d2h.submit(_inference(kv.copy_blocks, kv.pool, kv.host, offload_ranges),
@@ -143,8 +143,3 @@ def _inference(fn, *args):
         with torch.inference_mode():
             fn(*args)
     return run
-
-
-def _sleep_until(t: float) -> None:
-    while (d := t - time.perf_counter()) > 0:
-        time.sleep(d if d > 2e-4 else 0)

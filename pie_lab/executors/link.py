@@ -58,7 +58,7 @@ class EmulatedLink:
         """A blocking copy on the caller's thread, paced the same way. Returns its duration."""
         start = time.perf_counter()
         run()
-        _sleep_until(start + self.duration(nbytes))
+        sleep_until(start + self.duration(nbytes))
         return time.perf_counter() - start
 
     def _work(self) -> None:
@@ -71,7 +71,7 @@ class EmulatedLink:
                 job.run()
             except BaseException as exc:  # reported to the waiter
                 job.error = exc
-            _sleep_until(job.start + self.duration(job.nbytes))
+            sleep_until(job.start + self.duration(job.nbytes))
             job.end = time.perf_counter()
             job.done.set()
 
@@ -82,7 +82,8 @@ class EmulatedLink:
             self._thread = None
 
 
-def _sleep_until(t: float) -> None:
+def sleep_until(t: float) -> None:
+    """Sleep to perf_counter time t; the last fraction of a millisecond spins for precision."""
     while True:
         delay = t - time.perf_counter()
         if delay <= 0:

@@ -13,8 +13,6 @@ from typing import Any
 from .base import Notes, Translation, common_notes, memory_notes, model_notes, shell, sizes
 from ..config_io import load_run_config
 
-DTYPES = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16"}
-
 
 def to_sglang(config, *, gpu_memory_gib: float | None = None, model_id: str | None = None) -> Translation:
     rc = load_run_config(config)
@@ -24,7 +22,7 @@ def to_sglang(config, *, gpu_memory_gib: float | None = None, model_id: str | No
     flags: dict[str, Any] = {}
     model_notes(rc, s, n, "--model-path")
 
-    flags["--dtype"] = DTYPES[e.dtype]
+    flags["--dtype"] = e.dtype          # the same names in both engines
     n.add("exact", "engine.dtype", "--dtype", flags["--dtype"])
     flags["--page-size"] = e.block_size
     n.add("exact", "engine.block_size", "--page-size", e.block_size, "tokens per KV page")

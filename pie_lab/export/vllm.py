@@ -11,7 +11,6 @@ from .base import Notes, Translation, common_notes, memory_notes, model_notes, s
 from ..config_io import load_run_config
 
 BLOCK_SIZES = (8, 16, 32, 64, 128)
-DTYPES = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16"}
 
 
 def to_vllm(config, *, gpu_memory_gib: float | None = None, model_id: str | None = None) -> Translation:
@@ -22,7 +21,7 @@ def to_vllm(config, *, gpu_memory_gib: float | None = None, model_id: str | None
     flags: dict[str, Any] = {}
     model_notes(rc, s, n, "vllm serve MODEL")
 
-    flags["--dtype"] = DTYPES[e.dtype]
+    flags["--dtype"] = e.dtype          # the same names in both engines
     n.add("exact", "engine.dtype", "--dtype", flags["--dtype"])
     if e.block_size in BLOCK_SIZES:
         flags["--block-size"] = e.block_size
