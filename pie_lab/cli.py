@@ -19,6 +19,8 @@ from .config import EXECUTORS, POLICIES
 from .errors import ConfigError
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "01_quickstart.ipynb"
+# a labconfig/page_config.json that turns off JupyterLab's news prompt, for this server only
+LAB_CONFIG_PATH = Path(__file__).resolve().parent / "lab_settings"
 SUMMARY = ["policy", "requests", "requests_per_s", "tokens_per_s", "ttft_p50_s", "tpot_p50_s", "e2e_p50_s",
            "e2e_p99_s", "peak_gpu_blocks", "peak_host_blocks", "stall_share", "preemptions"]
 
@@ -113,12 +115,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_bench)
 
     s = sub.add_parser("lab", help="open the workbench in JupyterLab",
-                       description="Open JupyterLab on the quickstart notebook (or Voila app mode with --voila).")
+                       description="Open JupyterLab on the quickstart notebook (or Voila app mode with --voila). "
+                                   "As root it adds --allow-root (and says so); the Jupyter news prompt is off.")
     s.add_argument("--notebook", default=str(NOTEBOOK), help="notebook to open (default: the quickstart)")
     s.add_argument("--voila", action="store_true", help="app mode: the notebook's widgets without code (needs voila)")
     s.add_argument("--port", type=int, help="port for the server")
     s.add_argument("--no-browser", action="store_true", help="do not open a browser")
     s.add_argument("--dry-run", action="store_true", help="print the command instead of running it")
+    s.add_argument("server_args", nargs="*", metavar="-- SERVER_OPTION",
+                   help="further options for the server after --, e.g. -- --ServerApp.ip=0.0.0.0")
     s.set_defaults(func=cmd_lab)
     return p
 
@@ -259,22 +264,19 @@ def cmd_bench(args) -> int:
 
 def cmd_lab(args) -> int:
     nb = Path(args.notebook)
-    if args.voila:
-        if importlib.util.find_spec("voila") is None and not args.dry_run:
-            raise ConfigError("--voila needs voila: pip install voila (or drop --voila for JupyterLab)")
-        cmd = [sys.executable, "-m", "voila", str(nb)]
-        if args.port:
-            cmd.append(f"--port={args.port}")
-        if args.no_browser:
-            cmd.append("--no-browser")
-    else:
-        if importlib.util.find_spec("jupyterlab") is None and not args.dry_run:
-            raise ConfigError("the lab needs JupyterLab: pip install 'pie_lab[lab]'")
-        cmd = [sys.executable, "-m", "jupyter", "lab", str(nb)]
-        if args.port:
-            cmd.append(f"--port={args.port}")
-        if args.no_browser:
-            cmd.append("--no-browser")
+    app = "voila" if args.voila else "jupyterlab"
+    if importlib.util.find_spec(app) is None and not args.dry_run:
+        raise ConfigError("--voila needs voila: pip install voila (or drop --voila for JupyterLab)" if args.voila
+                          else "the lab needs JupyterLab: pip install 'pie_lab[lab]'")
+    cmd = [sys.executable, "-m", "voila", str(nb)] if args.voila else [sys.executable, "-m", "jupyter", "lab", str(nb)]
+    if args.port:
+        cmd.append(f"--port={args.port}")
+    if args.no_browser:
+        cmd.append("--no-browser")
+    if os.name == "posix" and os.geteuid() == 0:
+        print("pie-lab: running as root, so the server gets --allow-root", file=sys.stderr)
+        cmd.append("--allow-root")
+    cmd += args.server_args
     if args.dry_run:
         if not nb.is_file():
             print(f"pie-lab: warning: notebook {nb} does not exist", file=sys.stderr)
@@ -282,7 +284,14 @@ def cmd_lab(args) -> int:
         return 0
     if not nb.is_file():
         raise ConfigError(f"--notebook {nb} does not exist")
-    return 0 if subprocess.call(cmd) == 0 else 1
+    return 0 if subprocess.call(cmd, env=lab_env()) == 0 else 1
+
+
+def lab_env() -> dict:
+    """This process's environment plus pie_lab's labconfig (no news prompt) ahead of the user's config path."""
+    env = dict(os.environ)
+    env["JUPYTER_CONFIG_PATH"] = os.pathsep.join(filter(None, [str(LAB_CONFIG_PATH), env.get("JUPYTER_CONFIG_PATH")]))
+    return env
 
 
 if __name__ == "__main__":           # python -m pie_lab.cli

@@ -1,5 +1,6 @@
 """`pie-lab` through `main([...])`: exit codes, messages, files written; and tuning."""
-import importlib.util
+import importlib
+import os.util
 import json
 import sys
 
@@ -144,6 +145,9 @@ def test_lab_dry_run(capsys):
     assert main(["lab", "--dry-run", "--no-browser", "--port", "8899"]) == 0
     out = capsys.readouterr().out
     assert "jupyter lab" in out and "01_quickstart.ipynb" in out and "--port=8899" in out
+    assert ("--allow-root" in out) == (os.geteuid() == 0)
+    assert main(["lab", "--dry-run", "--", "--ServerApp.ip=0.0.0.0"]) == 0
+    assert capsys.readouterr().out.rstrip().endswith("--ServerApp.ip=0.0.0.0")
     assert main(["lab", "--voila", "--dry-run"]) == 0
     assert f"{sys.executable} -m voila" in capsys.readouterr().out
     assert main(["lab", "--notebook", "no/such.ipynb"]) == 2
