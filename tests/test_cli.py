@@ -1,6 +1,6 @@
 """`pie-lab` through `main([...])`: exit codes, messages, files written; and tuning."""
-import importlib
-import os.util
+import importlib.util
+import os
 import json
 import sys
 
