@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pie_lab import Engine                                  # noqa: E402
+from pie_lab import create_engine                                  # noqa: E402
 from pie_lab.live import LiveRunner                         # noqa: E402
 from pie_lab.sources import ListSource                      # noqa: E402
 
@@ -32,7 +32,7 @@ def workload(n: int, vocab: int, seed: int = 0):
 
 
 def one_run(args, with_dashboard: bool) -> dict:
-    engine = Engine.create(args.model, args.executor, policy="pie", num_gpu_blocks=128, num_host_blocks=512,
+    engine = create_engine(args.model, args.executor, policy="pie", num_gpu_blocks=128, num_host_blocks=512,
                            swap_budget_blocks=args.budget, prefetch_depth=2, link_bandwidth_gbps=args.link)
     reqs = workload(args.requests, engine.spec.vocab_size)
     runner = LiveRunner(engine, ListSource(reqs))

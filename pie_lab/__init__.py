@@ -7,11 +7,12 @@ from .errors import ConfigError, EngineError, PieLabError
 from .sampling import SamplingParams
 from .model_spec import ModelSpec, NAMED_SHAPES, named_spec
 from .core.engine import Engine, RequestOutput, LIVE_KNOBS
+from .engine_factory import create_engine
 from .llm import LLM
 
 __version__ = "0.1.0"
 
 
-__all__ = ["LLM", "Engine", "EngineConfig", "ControllerConfig", "SamplingParams", "RequestOutput",
+__all__ = ["LLM", "Engine", "create_engine", "EngineConfig", "ControllerConfig", "SamplingParams", "RequestOutput",
            "ModelSpec", "NAMED_SHAPES", "named_spec", "ConfigError", "EngineError", "PieLabError",
            "POLICIES", "EXECUTORS", "LIVE_KNOBS", "__version__"]

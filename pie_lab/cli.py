@@ -17,6 +17,7 @@ import yaml
 
 from .config import EXECUTORS, POLICIES
 from .errors import ConfigError
+from .model_spec import spec_from_model
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "01_quickstart.ipynb"
 # a labconfig/page_config.json that turns off JupyterLab's news prompt, for this server only
@@ -148,18 +149,13 @@ def run_config(args):
 
 
 def workload(args, model: str):
-    return spec_of(args).build(_spec(model))
+    return spec_of(args).build(spec_from_model(model))
 
 
 def spec_of(args, **changes):
     from dataclasses import replace
     from .bench.sweep import WorkloadSpec
     return replace(WorkloadSpec(args.workload, args.num_requests, args.rate, args.seed), **changes)
-
-
-def _spec(model: str):
-    from .config_io import model_spec
-    return model_spec(model)
 
 
 def check_out(path: str | None, option: str = "--out", suffixes=(".csv", ".json")) -> None:
@@ -252,7 +248,7 @@ def cmd_bench(args) -> int:
                                                    for b in budgets] if p == "pie" and budgets else [p])]
         opts = {**rc.engine.to_dict(), "hardware": hardware[0]}
         opts.pop("policy")
-        res = run_benchmark(rc.model, rc.executor, entries, spec_of(args, rate=rates[0]).build(_spec(rc.model)), opts,
+        res = run_benchmark(rc.model, rc.executor, entries, spec_of(args, rate=rates[0]).build(spec_from_model(rc.model)), opts,
                             progress=progress)
     show(res.df)
     if args.out:

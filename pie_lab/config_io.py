@@ -82,7 +82,7 @@ class Provenance:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything needed to rebuild an engine: `LLM.from_config(rc)` or `Engine.create(rc.model, rc.executor, rc.engine)`."""
+    """Everything needed to rebuild an engine: `LLM.from_config(rc)` or `create_engine(rc.model, rc.executor, rc.engine)`."""
 
     model: str
     executor: str = "cpu"
@@ -166,9 +166,9 @@ def apply_run_config(engine, source) -> dict:
     """
     from .core.engine import LIVE_KNOBS
     rc = load_run_config(source)
-    if rc.executor != engine.executor.name:
+    if rc.executor != engine.executor_name:
         raise ConfigError(f"executor={rc.executor!r} differs from the running engine's "
-                          f"{engine.executor.name!r}; allowed: {engine.executor.name!r} (or build a new engine)")
+                          f"{engine.executor_name!r}; allowed: {engine.executor_name!r} (or build a new engine)")
     current = engine.config
     changes = {f.name: getattr(rc.engine, f.name) for f in fields(EngineConfig)
                if getattr(rc.engine, f.name) != getattr(current, f.name)}
@@ -179,19 +179,6 @@ def apply_run_config(engine, source) -> dict:
     if changes:
         engine.update(**changes)
     return changes
-
-
-def model_spec(model: str):
-    """The shape of `model`: a named shape, or a checkpoint folder with a config.json (no weights loaded)."""
-    from .model_spec import NAMED_SHAPES, named_spec
-    if model in NAMED_SHAPES:
-        return named_spec(model)
-    try:
-        from .executors.sim import spec_from_model
-    except ImportError:
-        raise ConfigError(f"model={model!r}: its shape is unknown here; allowed: a named shape "
-                          f"({', '.join(NAMED_SHAPES)})") from None
-    return spec_from_model(model)
 
 
 # -- parsing ---------------------------------------------------------------------------------------
@@ -295,4 +282,4 @@ def _to_plain(obj: Any) -> Any:
 
 
 __all__ = ["RunConfig", "Provenance", "Trajectory", "load_run_config", "parse_run_config", "save_run_config",
-           "apply_run_config", "model_spec", "config_format", "check_hardware"]
+           "apply_run_config", "config_format", "check_hardware"]

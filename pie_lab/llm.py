@@ -4,7 +4,8 @@ from __future__ import annotations
 from typing import Any, Iterable, Sequence
 
 from .config import EngineConfig
-from .core.engine import Engine, RequestOutput
+from .core.engine import RequestOutput
+from .engine_factory import create_engine
 from .errors import ConfigError
 from .sampling import SamplingParams
 
@@ -12,7 +13,7 @@ from .sampling import SamplingParams
 class LLM:
     def __init__(self, model: Any = "opt-tiny", executor: str = "cpu", config: EngineConfig | None = None,
                  **engine_options: Any):
-        self.engine = Engine.create(model, executor, config, **engine_options)
+        self.engine = create_engine(model, executor, config, **engine_options)
         self.tokenizer = getattr(self.engine.executor, "tokenizer", None)
 
     @classmethod

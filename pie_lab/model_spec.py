@@ -4,6 +4,8 @@ This module imports no torch; the sim executor and the cost model work from a Mo
 """
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass, field, asdict
 from typing import Any, Mapping
 
@@ -127,3 +129,24 @@ def named_spec(name: str) -> ModelSpec:
         raise ConfigError(f"unknown model name {name!r}; named shapes: {', '.join(NAMED_SHAPES)} "
                           "(or pass a local checkpoint folder)")
     return ModelSpec.from_hf_config(NAMED_SHAPES[name], name=name)
+
+
+def spec_from_model(model: Any) -> ModelSpec:
+    """The shape of `model`: a ModelSpec, a named shape, a checkpoint folder (its config.json only,
+    no weights read) or a transformers model (its `.config`)."""
+    if isinstance(model, ModelSpec):
+        return model
+    if isinstance(model, (str, os.PathLike)):
+        path = os.fspath(model)
+        if path in NAMED_SHAPES:
+            return named_spec(path)
+        cfg = os.path.join(path, "config.json")
+        if os.path.isfile(cfg):
+            with open(cfg) as f:
+                return ModelSpec.from_hf_config(json.load(f), name=os.path.basename(os.path.normpath(path)))
+        raise ConfigError(f"model {path!r} is neither a named shape ({', '.join(NAMED_SHAPES)}) "
+                          "nor a folder with a config.json")
+    if hasattr(model, "config"):
+        return ModelSpec.from_hf_config(model.config)
+    raise ConfigError(f"model must be a named shape ({', '.join(NAMED_SHAPES)}), a checkpoint folder, "
+                      f"a transformers PreTrainedModel or a ModelSpec; got {type(model).__name__}")

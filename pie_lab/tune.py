@@ -107,9 +107,9 @@ def analyse(events, start_budget: int, iterations: int, stable_decisions: int = 
 
 def _hardware(engine) -> str:
     c = engine.config
-    if engine.executor.name == "sim":
+    if engine.executor_name == "sim":
         return c.hardware
-    if engine.executor.name == "cuda":
+    if engine.executor_name == "cuda":
         return str(getattr(engine.executor, "device_name", "cuda"))
     cpu = platform.processor() or platform.machine()
     return f"cpu ({cpu}), emulated link {c.link_bandwidth_gbps:g} GB/s"

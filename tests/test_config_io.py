@@ -7,7 +7,7 @@ import pytest
 from pie_lab import LLM, ConfigError, ControllerConfig, EngineConfig, SamplingParams
 from pie_lab.config_io import (Provenance, RunConfig, Trajectory, apply_run_config, load_run_config,
                                save_run_config)
-from pie_lab.core.engine import Engine
+import pie_lab.engine_factory
 from fake_executor import make_engine
 
 PROV = Provenance(
@@ -124,7 +124,7 @@ def test_provenance_normalises_numbers():
 def test_a_bad_file_builds_nothing(tmp_path, monkeypatch):
     def fail(*a, **k):
         raise AssertionError("an engine was built from a bad config")
-    monkeypatch.setattr(Engine, "create", classmethod(fail))
+    monkeypatch.setattr(pie_lab.engine_factory, "create_executor", fail)
     d = RC.to_dict()
     d["engine"]["controller"]["window"] = 0           # the last thing parsed is bad
     path = tmp_path / "bad.json"

@@ -3,13 +3,13 @@ import random
 
 import pytest
 
-from pie_lab import ControllerConfig, Engine, SamplingParams
+from pie_lab import ControllerConfig, create_engine, SamplingParams
 
 TARGET = 0.03
 
 
 def sim_engine(budget, controller, hardware="GH200", link=450.0, gpu=400, requests=400, ctx=512):
-    eng = Engine.create("opt-13b", "sim", hardware=hardware, policy="pie", swap_budget_blocks=budget,
+    eng = create_engine("opt-13b", "sim", hardware=hardware, policy="pie", swap_budget_blocks=budget,
                         num_gpu_blocks=gpu, num_host_blocks=8000, dtype="float16", max_num_seqs=256,
                         max_num_batched_tokens=8192, link_bandwidth_gbps=link,
                         controller=ControllerConfig(enabled=controller, target_overhead=TARGET))
@@ -116,7 +116,7 @@ def test_on_the_cpu_executor_it_reaches_the_throughput_plateau_within_50_iterati
     from test_emulated_link import SPEC
 
     def cpu_engine(budget, controller):
-        eng = Engine.create(SPEC, "cpu", policy="pie", block_size=16, num_gpu_blocks=48, num_host_blocks=1024,
+        eng = create_engine(SPEC, "cpu", policy="pie", block_size=16, num_gpu_blocks=48, num_host_blocks=1024,
                             swap_budget_blocks=budget, prefetch_depth=2, max_num_seqs=32, link_bandwidth_gbps=0.2,
                             controller=ControllerConfig(enabled=controller, target_overhead=TARGET))
         rng = random.Random(0)

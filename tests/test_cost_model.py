@@ -1,7 +1,7 @@
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from pie_lab.core.overlap import schedule_layers
+from pie_lab.sim.overlap import schedule_layers
 from pie_lab.core.plan import SeqWork, StepPlan, StreamPlan
 from pie_lab.errors import ConfigError
 from pie_lab.model_spec import named_spec

@@ -4,8 +4,8 @@ import statistics
 import pytest
 import torch
 
-from pie_lab import Engine, ModelSpec, SamplingParams
-from pie_lab.core.overlap import schedule_layers
+from pie_lab import create_engine, ModelSpec, SamplingParams
+from pie_lab.sim.overlap import schedule_layers
 from pie_lab.executors.kv_store import KVStore
 from pie_lab.model_spec import NAMED_SHAPES
 
@@ -25,7 +25,7 @@ def run_steps(engine, n):
 
 @pytest.fixture(scope="module")
 def engine():
-    eng = Engine.create(SPEC, "cpu", policy="pie", block_size=16, num_gpu_blocks=256, num_host_blocks=512,
+    eng = create_engine(SPEC, "cpu", policy="pie", block_size=16, num_gpu_blocks=256, num_host_blocks=512,
                         swap_budget_blocks=512, prefetch_depth=2, max_num_seqs=16,
                         link_bandwidth_gbps=1000.0, link_latency_us=LATENCY_US)
     for i in range(16):

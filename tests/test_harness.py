@@ -6,7 +6,7 @@ import pytest
 
 from pie_lab import ConfigError
 from pie_lab.bench import BenchResult, policy_cases, run_benchmark
-from pie_lab.core.engine import Engine
+import pie_lab.engine_factory
 from pie_lab.workloads import Request, alpaca_like
 
 TINY = dict(block_size=4, num_gpu_blocks=24, num_host_blocks=48, max_num_seqs=4)
@@ -72,7 +72,7 @@ def test_generated_workload_on_sim():
 def test_every_config_is_checked_before_anything_runs(monkeypatch):
     def fail(*a, **k):
         raise AssertionError("ran before checking every policy")
-    monkeypatch.setattr(Engine, "create", classmethod(fail))
+    monkeypatch.setattr(pie_lab.engine_factory, "create_executor", fail)
     with pytest.raises(ConfigError, match=r"policies\[1\].*swap_budget_blocks"):
         run_benchmark("opt-tiny", "cpu", ["none", {"policy": "pie", "swap_budget_blocks": -1}], requests(), TINY)
     with pytest.raises(ConfigError, match="choose one of"):

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from pie_lab import ConfigError, Engine, EngineError, LLM, SamplingParams
+from pie_lab import ConfigError, create_engine, EngineError, LLM, SamplingParams
 from pie_lab.core.trace import chrome_trace, export_chrome_trace
 from pie_lab.live import LiveRunner
 from pie_lab.sources import ListSource, RateSource
@@ -26,7 +26,7 @@ def test_knob_fuzzing_from_another_thread_changes_nothing_but_timing():
     sp = SamplingParams(max_tokens=48, ignore_eos=True)
     reference = [o.token_ids for o in LLM("opt-tiny", "cpu", **OPTIONS).generate(ps, sp)]
 
-    engine = Engine.create("opt-tiny", "cpu", **OPTIONS)
+    engine = create_engine("opt-tiny", "cpu", **OPTIONS)
     runner = LiveRunner(engine, ListSource([Request(i, tuple(p), 48, 0.0) for i, p in enumerate(ps)])).start()
     rng = random.Random(1)
     accepted = rejected = 0
@@ -58,7 +58,7 @@ def test_knob_fuzzing_from_another_thread_changes_nothing_but_timing():
 
 
 def test_an_engine_thread_error_reaches_the_caller():
-    engine = Engine.create("opt-tiny", "cpu", block_size=4, num_gpu_blocks=64)
+    engine = create_engine("opt-tiny", "cpu", block_size=4, num_gpu_blocks=64)
 
     def broken(plan):
         raise RuntimeError("kernel exploded")
@@ -76,7 +76,7 @@ def test_an_engine_thread_error_reaches_the_caller():
 
 
 def test_pause_resume_stop_and_rate_changes():
-    engine = Engine.create("opt-tiny", "cpu", block_size=4, num_gpu_blocks=200)
+    engine = create_engine("opt-tiny", "cpu", block_size=4, num_gpu_blocks=200)
     make = lambda rng, i, t: Request(i, tuple(rng.randrange(3, 500) for _ in range(8)), 4, t)  # noqa: E731
     runner = LiveRunner(engine, RateSource(make, rate=50.0, seed=0)).start()
     time.sleep(0.3)
@@ -98,7 +98,7 @@ def test_pause_resume_stop_and_rate_changes():
 
 
 def test_metrics_memory_stays_bounded_on_a_long_run():
-    engine = Engine.create("opt-13b", "sim", hardware="H200", policy="pie", swap_budget_blocks=64,
+    engine = create_engine("opt-13b", "sim", hardware="H200", policy="pie", swap_budget_blocks=64,
                            num_gpu_blocks=400, dtype="float16")
     engine.metrics.__init__(max_iterations=500, max_layer_rows=2000, max_requests=100, max_events=50)
     rng = random.Random(0)
@@ -116,7 +116,7 @@ def test_metrics_memory_stays_bounded_on_a_long_run():
 
 
 def test_trace_exports_valid_chrome_json(tmp_path):
-    engine = Engine.create("opt-tiny", "cpu", policy="pie", block_size=4, num_gpu_blocks=100,
+    engine = create_engine("opt-tiny", "cpu", policy="pie", block_size=4, num_gpu_blocks=100,
                            swap_budget_blocks=30, link_bandwidth_gbps=0.5,
                            controller=dict(enabled=True, warmup_iterations=1, window=2))
     for p in prompts(8):
@@ -139,7 +139,7 @@ def test_trace_exports_valid_chrome_json(tmp_path):
 
 
 def test_a_request_that_cannot_fit_is_rejected_not_fatal():
-    engine = Engine.create("opt-tiny", "cpu", block_size=4, num_gpu_blocks=64, max_model_len=64)
+    engine = create_engine("opt-tiny", "cpu", block_size=4, num_gpu_blocks=64, max_model_len=64)
     reqs = [Request(0, tuple(range(3, 100)), 4, 0.0), Request(1, (5, 6, 7), 4, 0.0)]
     runner = LiveRunner(engine, ListSource(reqs)).start()
     assert runner.wait_idle(timeout=10)
@@ -150,7 +150,7 @@ def test_a_request_that_cannot_fit_is_rejected_not_fatal():
 
 
 def test_paused_time_does_not_count_on_the_run_clock():
-    engine = Engine.create("opt-tiny", "cpu", block_size=4, num_gpu_blocks=200)
+    engine = create_engine("opt-tiny", "cpu", block_size=4, num_gpu_blocks=200)
     make = lambda rng, i, t: Request(i, (5, 6, 7), 2, t)  # noqa: E731
     source = RateSource(make, rate=20.0, seed=0)
     runner = LiveRunner(engine, source).start()

@@ -11,8 +11,8 @@ from pie_lab.core.plan import SeqWork, StepPlan
 from pie_lab.errors import ConfigError
 from pie_lab.model import triton_attention
 from pie_lab.model.batch import build_forward_batch
-from pie_lab.model.loader import build_hf_model, load_model, load_spec
-from pie_lab.model_spec import NAMED_SHAPES, ModelSpec
+from pie_lab.model.loader import build_hf_model, load_model
+from pie_lab.model_spec import NAMED_SHAPES, ModelSpec, spec_from_model
 from pie_lab.sampling import SamplingParams
 
 BS = 4
@@ -144,7 +144,7 @@ def test_staged_blocks_are_bit_identical(models):
 def test_load_from_save_pretrained_folder(tmp_path, name):
     hf = build_hf_model(name, seed=3)
     hf.save_pretrained(tmp_path)
-    assert load_spec(str(tmp_path)).arch == NAMED_SHAPES[name]["model_type"]
+    assert spec_from_model(str(tmp_path)).arch == NAMED_SHAPES[name]["model_type"]
     ours, tok = load_model(str(tmp_path))
     assert tok is None
     prompts = _prompts(ours.spec.vocab_size)[:3]

@@ -4,7 +4,7 @@ import time
 import pytest
 
 from pie_lab.config import EngineConfig
-from pie_lab.core.overlap import schedule_layers
+from pie_lab.sim.overlap import schedule_layers
 from pie_lab.core.plan import CopyRange, SeqWork, StepOutput, StepPlan, StepTiming, StreamPlan
 from pie_lab.errors import ConfigError, EngineError
 from pie_lab.executors.base import Executor, create_executor
@@ -201,11 +201,11 @@ def test_execute_is_fast():
 
 @pytest.mark.parametrize("policy", ["none", "pie"])
 def test_engine_runs_a_workload_on_the_sim_to_max_tokens(policy):
-    from pie_lab.core.engine import Engine
+    from pie_lab import create_engine
     from pie_lab.workloads import alpaca_like
     cfg = EngineConfig(hardware="GH200", dtype="float16", policy=policy, max_num_seqs=16, num_gpu_blocks=96,
                        num_host_blocks=256, swap_budget_blocks=32 if policy == "pie" else 0)
-    eng = Engine.create("opt-tiny", executor="sim", config=cfg)
+    eng = create_engine("opt-tiny", executor="sim", config=cfg)
     work = alpaca_like(40, seed=3, vocab_size=512, max_model_len=512)
     for r in work:
         eng.add_request(r.prompt_token_ids, SamplingParams(max_tokens=r.max_tokens), request_id=r.request_id,

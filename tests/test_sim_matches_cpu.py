@@ -22,7 +22,7 @@ import random
 
 import pytest
 
-from pie_lab import ControllerConfig, Engine, EngineConfig, SamplingParams
+from pie_lab import ControllerConfig, Engine, SamplingParams, create_engine
 from pie_lab.core.plan import StepOutput, StepPlan
 from pie_lab.executors.sim import SimExecutor
 
@@ -93,7 +93,7 @@ def summary(plan: StepPlan) -> dict:
 @pytest.fixture(scope="module", params=sorted(CASES))
 def runs(request):
     options = dict(block_size=4, max_num_seqs=8, max_num_batched_tokens=256, **CASES[request.param])
-    cpu = Engine.create(MODEL, "cpu", **options)
+    cpu = create_engine(MODEL, "cpu", **options)
     config = cpu.config                                    # with the link figures the cpu executor set
     gpu, host = cpu.blocks.gpu.capacity, cpu.blocks.host.capacity
     cpu_plans, cpu_outs = record(cpu)

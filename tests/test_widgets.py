@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip("ipywidgets")
 pytest.importorskip("altair")
 
-from pie_lab import ConfigError, Engine                           # noqa: E402
+from pie_lab import ConfigError, create_engine                           # noqa: E402
 from pie_lab.live import LiveRunner                               # noqa: E402
 from pie_lab.sources import ListSource                            # noqa: E402
 
@@ -130,7 +130,7 @@ def test_refresher_runs(dash):
 
 
 def test_controller_budget_shown_without_echo():
-    eng = Engine.create("opt-tiny", "sim", policy="pie", num_gpu_blocks=32, num_host_blocks=64, swap_budget_blocks=4)
+    eng = create_engine("opt-tiny", "sim", policy="pie", num_gpu_blocks=32, num_host_blocks=64, swap_budget_blocks=4)
     runner = LiveRunner(eng, None)
     d = Dashboard(runner, start=False)
     calls = []
@@ -144,7 +144,7 @@ def test_controller_budget_shown_without_echo():
 
 
 def test_rate_without_rate_source_is_rejected():
-    eng = Engine.create("opt-tiny", "sim", policy="pie", num_gpu_blocks=32, num_host_blocks=64)
+    eng = create_engine("opt-tiny", "sim", policy="pie", num_gpu_blocks=32, num_host_blocks=64)
     runner = LiveRunner(eng, ListSource([]))
     d = Dashboard(runner, start=False)
     assert d.controls.request_rate.disabled
@@ -161,7 +161,7 @@ class _Boom:
 
 
 def test_engine_thread_error_shows_in_error_area():
-    eng = Engine.create("opt-tiny", "sim", policy="pie", num_gpu_blocks=32, num_host_blocks=64)
+    eng = create_engine("opt-tiny", "sim", policy="pie", num_gpu_blocks=32, num_host_blocks=64)
     runner = LiveRunner(eng, _Boom())
     d = Dashboard(runner, refresh_hz=10)
     try:

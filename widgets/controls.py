@@ -125,8 +125,8 @@ class ControlPanel:
         self.runner = runner
         eng = runner.engine
         c = eng.config
-        host_cap = eng.blocks.host.capacity
-        gpu_cap = eng.blocks.gpu.capacity
+        host_cap = eng.host_capacity
+        gpu_cap = eng.gpu_capacity
         pie = c.policy == "pie"
         self._seen = {"budget": c.swap_budget_blocks, "controller": bool(c.controller.enabled),
                       "target": round(c.controller.target_overhead * 100, 1), "prefetch_depth": c.prefetch_depth,
@@ -140,9 +140,9 @@ class ControlPanel:
             self.max_num_seqs.max = max(256, c.max_num_seqs)
             self.max_num_seqs.value = c.max_num_seqs
             self.num_gpu_blocks.max = max(1, gpu_cap)
-            self.num_gpu_blocks.value = eng.blocks.gpu.limit
+            self.num_gpu_blocks.value = eng.gpu_limit
             self.link_bandwidth.value = c.link_bandwidth_gbps
-            self.link_bandwidth.disabled = eng.executor.name == "cuda"
+            self.link_bandwidth.disabled = eng.executor_name == "cuda"
             self.controller_enabled.value = bool(c.controller.enabled)
             self.controller_enabled.disabled = not pie
             self.controller_target.value = round(c.controller.target_overhead * 100, 1)
@@ -155,7 +155,7 @@ class ControlPanel:
             self.workload.disabled = not hasattr(src, "set_workload")
             if hasattr(src, "set_workload"):
                 self.workload.value = src.name
-            self.executor.value = eng.executor.name if eng.executor.name in EXECUTORS else "cpu"
+            self.executor.value = eng.executor_name if eng.executor_name in EXECUTORS else "cpu"
             if eng.spec.name in NAMED_SHAPES:
                 self.model.value = eng.spec.name
         self.restart_button.disabled = self.on_restart is None

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import ipywidgets as W
 
-from pie_lab import ControllerConfig, Engine, EngineConfig, named_spec
+from pie_lab import ControllerConfig, create_engine, EngineConfig, named_spec
 from pie_lab.live import LiveRunner
 
 from .controls import ControlPanel, ErrorArea
@@ -122,7 +122,7 @@ class Dashboard:
         spec = runner.engine.spec
         self.timeline = OverlapTimeline(max_steps=layer_steps)
         self.latency = LatencyPanel()
-        self.memory = MemoryPanel(host_capacity=runner.engine.blocks.host.capacity, num_layers=spec.num_layers)
+        self.memory = MemoryPanel(host_capacity=runner.engine.host_capacity, num_layers=spec.num_layers)
         self.title = W.HTML(f"<h3 style='margin:4px 0'>{html.escape(title)}</h3>")
         self.state_label = W.HTML()
         self.state_label.add_class("pie-state")
@@ -224,7 +224,7 @@ class Dashboard:
             raise RuntimeError(f"{model} has {spec.num_params() / 1e9:.1f}B parameters: too big for the cpu "
                                "executor; pick executor 'sim' (modelled timings) or 'cuda'")
         cfg = old.config
-        if model != old.spec.name or executor != old.executor.name:
+        if model != old.spec.name or executor != old.executor_name:
             base = {k: v for k, v in cfg.to_dict().items()
                     if k not in ("num_gpu_blocks", "num_host_blocks", "gpu_kv_limit_gb", "swap_budget_blocks",
                                  "max_model_len")}
@@ -239,7 +239,7 @@ class Dashboard:
         with self._update_lock:
             self.runner = runner
             self.history.reset()
-            self.memory.host_capacity = runner.engine.blocks.host.capacity
+            self.memory.host_capacity = runner.engine.host_capacity
             self.memory.num_layers = runner.engine.spec.num_layers
         self.controls.bind(runner)
         runner.start()
@@ -293,7 +293,7 @@ class Dashboard:
                      f"host {int(r['host_blocks_used'])} blocks")
         eng = self.runner.engine
         self.state_label.value = (f"state: <b>{snap.state}</b> &middot; {html.escape(str(eng.spec.name))} on "
-                                  f"{eng.executor.name}{extra}")
+                                  f"{eng.executor_name}{extra}")
         self.budget_label.value = _budget_html(c.swap_budget_blocks, c)
         ev = snap.events
         if ev is not None and not ev.empty:
@@ -337,9 +337,9 @@ def _build_runner(model, executor, workload, request_rate, seed, options, config
     if config is None:
         defaults = CPU_DEFAULTS if executor == "cpu" else SIM_DEFAULTS if executor == "sim" else {"policy": "pie"}
         opts = {**defaults, **options}
-        engine = Engine.create(model, executor, **opts)
+        engine = create_engine(model, executor, **opts)
     else:
-        engine = Engine.create(model, executor, config=config)
+        engine = create_engine(model, executor, config=config)
     source = WorkloadSource(workload, request_rate, engine.spec.vocab_size, engine.max_model_len, seed=seed,
                             capacity=engine_capacity(engine))
     return LiveRunner(engine, source)

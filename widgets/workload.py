@@ -92,7 +92,7 @@ def engine_capacity(engine) -> Callable[[], int]:
     """Tokens one request may span in `engine` now (GPU tier plus swap budget, minus a margin)."""
     def cap() -> int:
         c = engine.config
-        gpu = c.num_gpu_blocks or engine.blocks.gpu.limit
+        gpu = c.num_gpu_blocks or engine.gpu_limit
         room = gpu + (c.swap_budget_blocks if c.policy == "pie" else 0)
         room = max(1, room - c.prefetch_depth)          # the staging ring takes GPU blocks too
         return min(room * c.block_size // 2, c.max_num_batched_tokens * 2)

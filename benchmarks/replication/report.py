@@ -92,7 +92,7 @@ def _setup_section(report: Report) -> str:
            "are vLLM's defaults for OPT. The GPU KV pool is the sim's default: 90% of the preset's GPU memory minus "
            "the fp16 weights (weights always stay on the GPU; weight offloading is not modelled)." + share +
            " Host memory: vllm-swap gets a CPU swap space of 2x the GPU pool, pie a host tier of 2x the GPU pool "
-           "(the `Engine.create` default for both). Workloads: `sharegpt_like` / `alpaca_like` "
+           "(the `create_engine` default for both). Workloads: `sharegpt_like` / `alpaca_like` "
            f"(seed {SEED}, lengths fitted to the vLLM paper's statistics, capped at {MAX_MODEL_LEN} tokens), Poisson "
            f"arrivals. Rates are {', '.join(f'{f:g}' for f in m.rate_factors)} x each setup's capacity, where "
            "capacity is vllm-swap's generated tokens/s while requests are still queued, with "

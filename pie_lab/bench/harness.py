@@ -14,6 +14,7 @@ import numpy as np
 
 from ..config import EngineConfig
 from ..errors import ConfigError, EngineError
+from ..model_spec import spec_from_model
 from ..sampling import SamplingParams
 
 PERCENTILES = (50, 90, 99)
@@ -95,10 +96,9 @@ def with_flexgen_search(case: PolicyCase, model: Any, reqs: Sequence[Any]) -> Po
     c = case.config
     if c.policy != "flexgen" or c.flexgen_fraction > 0:
         return case
-    from ..model.loader import load_spec
     from ..sim.flexgen_search import flexgen_search
     from ..sim.hardware import load_preset
-    spec = load_spec(model)
+    spec = spec_from_model(model)
     gpu_gb = None
     if c.num_gpu_blocks is not None:
         gpu_gb = c.num_gpu_blocks * spec.kv_block_bytes(c.block_size, c.dtype) / 2**30
@@ -169,8 +169,8 @@ def run_one(model: Any, executor: str, config: EngineConfig, reqs: list[Any], ba
 
     The engine is closed afterwards; its metrics stay readable.
     """
-    from ..core.engine import Engine
-    engine = Engine.create(model, executor, config)
+    from ..engine_factory import create_engine
+    engine = create_engine(model, executor, config)
     clock = engine.clock
     pending = deque(reqs)
     t0 = clock.now()
@@ -203,10 +203,10 @@ def summarize(label: str, engine, t0: float, t_end: float, num_requests: int):
     reqs = engine.metrics.requests_df()
     its = engine.metrics.iterations_df()
     span = max(t_end - t0, 1e-12)
-    block = engine.block_bytes(engine.spec, engine.config)
+    block = engine.block_bytes
     out_tokens = int(reqs["output_tokens"].sum()) if len(reqs) else 0
     busy = float(its["duration"].sum()) if len(its) else 0.0
-    row = {"policy": label, "executor": engine.executor.name, "requests": int(len(reqs)),
+    row = {"policy": label, "executor": engine.executor_name, "requests": int(len(reqs)),
            "duration_s": span, "requests_per_s": len(reqs) / span, "tokens_per_s": out_tokens / span,
            "generated_tokens": out_tokens}
     for m in LATENCIES:
@@ -223,8 +223,8 @@ def summarize(label: str, engine, t0: float, t_end: float, num_requests: int):
                iterations=int(len(its)), final_swap_budget=int(engine.config.swap_budget_blocks),
                flexgen_fraction=float(engine.config.flexgen_fraction),
                stream_bytes=int(its["stream_bytes"].sum()) if len(its) else 0,
-               clock="virtual" if engine.executor.name == "sim" else "wall",
-               emulated_link=bool(engine.executor.emulated_link))
+               clock="virtual" if engine.executor_name == "sim" else "wall",
+               emulated_link=bool(engine.emulated_link))
     if len(reqs) < num_requests:
         raise EngineError(f"{label}: {len(reqs)} of {num_requests} requests finished")
     reqs = reqs.assign(policy=label)

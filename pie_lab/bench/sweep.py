@@ -14,6 +14,7 @@ from typing import Any, Mapping
 
 from ..config_io import check_hardware
 from ..errors import ConfigError, check_choice, check_float, check_int
+from ..model_spec import spec_from_model
 from .harness import BenchResult, policy_cases, run_benchmark
 
 GENERATORS = ("sharegpt", "alpaca")
@@ -137,8 +138,7 @@ class SweepSpec:
 
 def run_cell(cell: Cell) -> tuple[list[dict], Any]:
     """Run one cell (in whatever process); returns its result rows and request records."""
-    from ..config_io import model_spec
-    workload = cell.workload.build(model_spec(cell.model))
+    workload = cell.workload.build(spec_from_model(cell.model))
     res = run_benchmark(cell.model, cell.executor, [dict(cell.options(), label=cell.policy)], workload,
                         progress=False)
     tags = {"cell": cell.index, "budget": cell.budget, "rate": cell.rate, "hardware": cell.hardware,

@@ -35,7 +35,7 @@ class RequestOutput:
 
 
 class Engine:
-    """Drive with add_request / step / has_unfinished. Build one with `Engine.create` or `LLM`."""
+    """Drive with add_request / step / has_unfinished. Build one with `pie_lab.create_engine` or `LLM`."""
 
     def __init__(self, config: EngineConfig, executor, num_gpu_blocks: int, num_host_blocks: int):
         self.config = config
@@ -65,35 +65,10 @@ class Engine:
         self._step_id = 0
         self._released: list[int] = []
 
-    @classmethod
-    def create(cls, model: Any, executor: str = "cpu", config: EngineConfig | None = None,
-               **options: Any) -> "Engine":
-        from ..executors.base import create_executor
-        config = config or EngineConfig.from_options(**options)
-        ex = create_executor(executor, model, config)
-        block_bytes = cls.block_bytes(ex.spec, config)
-        if config.num_gpu_blocks is not None:
-            gpu = config.num_gpu_blocks
-        elif config.gpu_kv_limit_gb is not None:
-            gpu = int(config.gpu_kv_limit_gb * 2**30 // block_bytes)
-            if gpu < 1:
-                raise ConfigError(f"gpu_kv_limit_gb={config.gpu_kv_limit_gb} holds no KV block "
-                                  f"({block_bytes} bytes each); allowed: >= {block_bytes / 2**30:.3g}")
-        else:
-            gpu = ex.default_num_gpu_blocks(config)
-        host = config.num_host_blocks
-        if host is None:
-            host = 0 if config.policy in ("none", "recompute") and not config.swap_preemption \
-                else max(2 * gpu, config.swap_budget_blocks)
-        ex.initialize(gpu, host)
-        bandwidth, latency = ex.link
-        config = config.replace(link_bandwidth_gbps=config.link_bandwidth_gbps or bandwidth,
-                                link_latency_us=latency if config.link_latency_us is None else config.link_latency_us)
-        return cls(config, ex, gpu, host)
-
-    @staticmethod
-    def block_bytes(spec, config: EngineConfig) -> int:
-        return spec.kv_block_bytes(config.block_size, config.dtype)
+    @property
+    def block_bytes(self) -> int:
+        """One KV block, all layers."""
+        return self.spec.kv_block_bytes(self.config.block_size, self.config.dtype)
 
     # -- requests -------------------------------------------------------------------------
     def add_request(self, prompt_token_ids: Seq[int], sampling: SamplingParams | None = None,
@@ -254,7 +229,7 @@ class Engine:
     def attach_controller(self) -> None:
         from .controller import AdaptiveController
         self.controller = AdaptiveController(
-            self.config.controller, self.block_bytes(self.spec, self.config) // self.spec.num_layers,
+            self.config.controller, self.block_bytes // self.spec.num_layers,
             self.spec.num_layers, self.blocks.host.capacity, self.config.swap_budget_blocks)
 
     def set_budget(self, budget: int) -> None:
@@ -268,6 +243,29 @@ class Engine:
         return sum(s.num_full_blocks(self.config.block_size) for s in self.scheduler.running)
 
     # -- introspection ------------------------------------------------------------------------
+    @property
+    def executor_name(self) -> str:
+        return self.executor.name
+
+    @property
+    def emulated_link(self) -> bool:
+        """True where link timings are emulated or modelled, not measured."""
+        return self.executor.emulated_link
+
+    @property
+    def gpu_capacity(self) -> int:
+        """GPU-tier KV blocks allocated; `num_gpu_blocks` may limit use to fewer (`gpu_limit`)."""
+        return self.blocks.gpu.capacity
+
+    @property
+    def gpu_limit(self) -> int:
+        return self.blocks.gpu.limit
+
+    @property
+    def host_capacity(self) -> int:
+        """Host-tier KV blocks: the swap budget and the vllm-swap space share them."""
+        return self.blocks.host.capacity
+
     @property
     def sequences(self) -> list[Sequence]:
         return list(self._seqs.values())

@@ -54,13 +54,6 @@ class EmulatedLink:
         self._jobs.put(job)
         return job
 
-    def copy_now(self, run: Callable[[], None], nbytes: int) -> float:
-        """A blocking copy on the caller's thread, paced the same way. Returns its duration."""
-        start = time.perf_counter()
-        run()
-        sleep_until(start + self.duration(nbytes))
-        return time.perf_counter() - start
-
     def _work(self) -> None:
         while True:
             job = self._jobs.get()

@@ -7,8 +7,6 @@ makes the same decisions as in that run.
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -16,7 +14,7 @@ import numpy as np
 from ..config import EngineConfig
 from ..core.plan import StepOutput, StepPlan
 from ..errors import ConfigError, EngineError, check_float, check_int
-from ..model_spec import NAMED_SHAPES, ModelSpec, named_spec
+from ..model_spec import spec_from_model
 from ..sim.cost_model import CostModel, Prefetch
 from ..sim.hardware import Hardware, resolve_hardware
 from .base import VirtualClock
@@ -24,23 +22,6 @@ from .base import VirtualClock
 GPU_MEMORY_HEADROOM = 0.10          # of GPU memory, kept free for activations and the allocator
 FIRST_SAFE_TOKEN_ID = 3             # ids 0-2 are pad/bos/eos in the supported families
 _MASK = (1 << 64) - 1
-
-
-def spec_from_model(model: Any) -> ModelSpec:
-    """A ModelSpec from a named shape, a ModelSpec, a checkpoint folder (config.json) or an object with `.config`."""
-    if isinstance(model, ModelSpec):
-        return model
-    if isinstance(model, (str, Path)):
-        if str(model) in NAMED_SHAPES:
-            return named_spec(str(model))
-        cfg = Path(model) / "config.json"
-        if cfg.is_file():
-            return ModelSpec.from_hf_config(json.loads(cfg.read_text()), name=Path(model).name)
-        raise ConfigError(f"model {str(model)!r} is neither a named shape ({', '.join(NAMED_SHAPES)}) "
-                          "nor a folder with a config.json")
-    if hasattr(model, "config"):
-        return ModelSpec.from_hf_config(model.config)
-    raise ConfigError(f"the sim executor needs a named shape, a ModelSpec or a checkpoint folder, got {type(model).__name__}")
 
 
 def _mix_np(x: np.ndarray) -> np.ndarray:

@@ -7,9 +7,9 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from ..config_io import RunConfig, model_spec
+from ..config_io import RunConfig
 from ..errors import check_float
-from ..model_spec import DTYPE_BYTES, NAMED_SHAPES, ModelSpec
+from ..model_spec import DTYPE_BYTES, NAMED_SHAPES, ModelSpec, spec_from_model
 
 # Published checkpoints for the named shapes; the tiny shapes have none.
 HF_IDS = {
@@ -111,7 +111,7 @@ class Sizes:
 
 def sizes(rc: RunConfig, gpu_memory_gib: float | None = None, model_id: str | None = None) -> Sizes:
     e = rc.engine
-    spec = model_spec(rc.model)
+    spec = spec_from_model(rc.model)
     block = spec.kv_block_bytes(e.block_size, e.dtype)
     gpu = e.num_gpu_blocks
     if gpu is None and e.gpu_kv_limit_gb is not None:

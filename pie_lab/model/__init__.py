@@ -1,6 +1,6 @@
 """Paged-attention forward passes for OPT and Llama-family decoders.
 
-Exports resolve lazily so that `pie_lab.model.loader.load_spec` stays importable without torch work.
+Exports resolve lazily: importing the package loads no torch.
 """
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ _EXPORTS = {
     "OPTForPagedLM": "opt",
     "LlamaForPagedLM": "llama",
     "load_model": "loader",
-    "load_spec": "loader",
     "build_hf_model": "loader",
     "Sampler": "sampler",
 }

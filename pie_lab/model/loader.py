@@ -1,38 +1,19 @@
 """Build a paged decoder from a named shape, a local checkpoint folder, a transformers model or a
 ModelSpec. Never downloads: a name is either a named shape or an existing folder.
 
-`load_spec` reads only config.json and imports no torch.
+The shape alone (no torch) is `pie_lab.model_spec.spec_from_model`.
 """
 from __future__ import annotations
 
 import glob
-import json
 import os
 from typing import Any
 
 from ..config import DTYPES
 from ..errors import ConfigError, check_choice
-from ..model_spec import ModelSpec, named_spec, NAMED_SHAPES
+from ..model_spec import ModelSpec, spec_from_model
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
-
-
-def load_spec(model: Any) -> ModelSpec:
-    if isinstance(model, ModelSpec):
-        return model
-    if isinstance(model, (str, os.PathLike)):
-        path = os.fspath(model)
-        if path in NAMED_SHAPES or not os.path.isdir(path):
-            return named_spec(path)
-        cfg_path = os.path.join(path, "config.json")
-        if not os.path.isfile(cfg_path):
-            raise ConfigError(f"checkpoint folder {path!r} has no config.json")
-        with open(cfg_path) as f:
-            return ModelSpec.from_hf_config(json.load(f), name=os.path.basename(os.path.normpath(path)))
-    if hasattr(model, "config") and hasattr(model, "state_dict"):
-        return ModelSpec.from_hf_config(model.config)
-    raise ConfigError(f"model must be a named shape ({', '.join(NAMED_SHAPES)}), a checkpoint folder, "
-                      f"a transformers PreTrainedModel or a ModelSpec; got {type(model).__name__}")
 
 
 def _torch_dtype(dtype: str):
@@ -105,7 +86,7 @@ def load_model(model: Any, dtype: str = "float32", device: Any = "cpu", seed: in
     import torch
     torch_dtype = _torch_dtype(dtype)
     device = torch.device(device)
-    spec = load_spec(model)
+    spec = spec_from_model(model)
     net = _build(spec, dtype)
     loaded: set = set()
     tokenizer = None

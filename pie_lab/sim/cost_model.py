@@ -4,14 +4,14 @@ Per decoder layer: linear layers take max(2 * params * tokens / FLOP/s, weight b
 attention takes max(4 * heads * head_dim * (query, key) pairs / FLOP/s, KV bytes read / HBM);
 plus the KV write and a fixed per-layer overhead. Embedding and lm_head (sampled positions
 only) come on top. Copies cost a fixed latency per copy call plus bytes over the link.
-The streaming schedule itself is `pie_lab.core.overlap.schedule_layers`.
+The streaming schedule itself is `pie_lab.sim.overlap.schedule_layers`.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
 
-from ..core.overlap import schedule_layers
+from .overlap import schedule_layers
 from ..core.plan import LayerTiming, StepPlan, StepTiming, StreamPlan, coalesce
 from ..errors import check_choice, check_float, check_int
 from ..model_spec import DTYPE_BYTES, ModelSpec

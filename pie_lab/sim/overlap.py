@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from .plan import LayerTiming, NAN
+from ..core.plan import LayerTiming, NAN
 
 
 def schedule_layers(compute: Sequence[float], copy: Sequence[float], depth: int,
@@ -42,6 +42,3 @@ def schedule_layers(compute: Sequence[float], copy: Sequence[float], depth: int,
         out.append(LayerTiming(l, begin, t, issue, c_start, c_end, wait, nbytes))
     return out
 
-
-def predicted_stall(compute: Sequence[float], copy: Sequence[float], depth: int, prestaged: int = 0) -> float:
-    return sum(l.wait for l in schedule_layers(compute, copy, depth, prestaged=prestaged))
