@@ -2,8 +2,10 @@
 
 Knob values are validated in the caller's thread (a clear error at once) and applied by the
 engine between iterations, each change recorded in the trace. An exception on the engine thread
-is kept and re-raised to the caller on its next call. `snapshot()` is a thread-safe, bounded
-view of recent metrics for dashboards; the engine thread never waits on a reader.
+is kept and re-raised to the caller on its next call. A contained fault (a failed step, a failed
+controller or request source) does not stop the run: it is recorded and reported in exactly one
+snapshot (`Snapshot.faults`). `snapshot()` is a thread-safe, bounded view of recent metrics for
+dashboards; the engine thread never waits on a reader.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from .sampling import SamplingParams
 from .sources import RequestSource
 
 RUNNER_KNOBS = ("request_rate",)
+STALL_STEPS = 200          # steps with work pending and no token before a "stalled" event
 
 
 @dataclass
@@ -32,12 +35,20 @@ class Snapshot:
     events: Any                # DataFrame, knob changes and controller decisions
     totals: dict = field(default_factory=dict)
     error: str | None = None
+    faults: list = field(default_factory=list)     # contained faults not yet reported, each reported once
+    stalled: str | None = None                     # why no token came for STALL_STEPS steps, while it lasts
 
 
 class LiveRunner:
-    def __init__(self, engine: Engine, source: RequestSource | None = None, keep_outputs: int = 1000):
+    def __init__(self, engine: Engine, source: RequestSource | None = None, keep_outputs: int = 1000,
+                 stall_steps: int = STALL_STEPS):
         self.engine = engine
         self.source = source
+        self.stall_steps = stall_steps
+        self.stalled: str | None = None
+        self.faults: deque[dict] = deque(maxlen=100)    # contained faults: engine steps, controller, source
+        self._faults_seen = 0                           # how many snapshot() has reported
+        self._engine_faults = 0
         self.outputs: deque[RequestOutput] = deque(maxlen=keep_outputs)
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -49,6 +60,7 @@ class LiveRunner:
         self._idle = threading.Event()
         self._paused_at: float | None = None      # the run clock stops while paused or stopped
         self.rejected = 0
+        self._fault_count = 0
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> "LiveRunner":
@@ -129,6 +141,18 @@ class LiveRunner:
         if rate is not None:
             self.source.set_rate(rate, self.engine.clock.now() - self._t0)
 
+    def abort(self, request_id: Any) -> bool:
+        """Abort a request in flight; at the next step boundary its blocks are freed and it is
+        returned (in `outputs`) with finish_reason="abort". False if it is not in flight."""
+        self._raise_if_failed()
+        return self.engine.abort(request_id)
+
+    def cancel_queue(self) -> int:
+        """Abort every request that is waiting (not yet running). Returns how many."""
+        self._raise_if_failed()
+        ids = self.engine.requests_in_flight(waiting_only=True)
+        return sum(self.engine.abort(r) for r in ids)
+
     def submit(self, prompt_token_ids, sampling: SamplingParams | None = None, request_id: Any = None) -> int:
         self._raise_if_failed()
         self._idle.clear()
@@ -138,9 +162,19 @@ class LiveRunner:
         self._raise_if_failed(report_once=True)
         m = self.engine.metrics
         totals = dict(m.totals)
+        count = self._fault_count
+        new = _newest(self.faults, count - self._faults_seen)
+        self._faults_seen = count
         return Snapshot(self.state, totals["iterations"], self.engine.config, m.iterations_df(last=steps),
                         m.layers_df(last_steps=layer_steps), m.requests_df(last=steps), m.events_df(last=steps),
-                        totals, None if self._error is None else repr(self._error))
+                        totals, None if self._error is None else repr(self._error), new, self.stalled)
+
+    def _fault(self, where: str, exc: BaseException | None = None, **fields: Any) -> None:
+        fault = dict(where=where, **fields)
+        if exc is not None:
+            fault["message"] = f"{type(exc).__name__}: {exc}"
+        self.faults.append(fault)
+        self._fault_count += 1
 
     def _raise_if_failed(self, report_once: bool = False) -> None:
         if self._error is None:
@@ -161,6 +195,34 @@ class LiveRunner:
             self.engine.metrics.add_event(self.engine.clock.now(), "rejected", request_id=req.request_id,
                                           reason=str(exc))
 
+    def _pull(self, now: float) -> None:
+        """New arrivals; a failing source is dropped (recorded as a fault), the run goes on."""
+        try:
+            due = self.source.due(now)
+        except Exception as exc:
+            self.source = None
+            self.engine.metrics.add_event(self.engine.clock.now(), "error", where="source",
+                                          message=f"{type(exc).__name__}: {exc}", note="source dropped")
+            self._fault("source", exc, note="request source dropped; requests in flight keep running")
+            return
+        for req in due:
+            self._admit(req)
+
+    def _watch(self) -> None:
+        """After a step: surface the engine's contained faults, and notice a stall."""
+        eng = self.engine
+        for fault in _newest(eng.faults, eng.fault_count - self._engine_faults):
+            self._fault(**fault)
+        self._engine_faults = eng.fault_count
+        if eng.steps_without_token >= self.stall_steps:
+            if self.stalled is None:
+                self.stalled = eng.stall_reason()
+                eng.metrics.add_event(eng.clock.now(), "stalled", steps=eng.steps_without_token,
+                                      reason=self.stalled)
+        elif self.stalled is not None:
+            self.stalled = None
+            eng.metrics.add_event(eng.clock.now(), "unstalled")
+
     def _loop(self) -> None:
         eng, clock = self.engine, self.engine.clock
         try:
@@ -170,12 +232,15 @@ class LiveRunner:
                     continue
                 now = clock.now() - self._t0
                 if self.source is not None:
-                    for req in self.source.due(now):
-                        self._admit(req)
+                    self._pull(now)
                 if eng.has_unfinished():
                     self._idle.clear()
                     self.outputs.extend(eng.step())
+                    self._watch()
+                    if self.stalled is not None:          # nothing can run: do not spin
+                        clock.sleep_until(clock.now() + 0.01)
                     continue
+                self._watch()
                 nxt = self.source.next_arrival() if self.source is not None else None
                 if nxt is None:
                     self._idle.set()
@@ -185,3 +250,9 @@ class LiveRunner:
         except BaseException as exc:  # reported to the caller, never lost
             self._error = exc
             self._idle.set()
+
+
+def _newest(buf: deque, n: int) -> list:
+    """The last n entries of a bounded buffer (fewer if it dropped some)."""
+    items = list(buf)
+    return items[len(items) - min(n, len(items)):] if n > 0 else []

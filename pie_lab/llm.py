@@ -32,7 +32,7 @@ class LLM:
                 raise ConfigError("string prompts need the checkpoint's tokenizer, and this model has none "
                                   "(named shapes have random weights and no tokenizer): pass token-id lists")
             return list(self.tokenizer.encode(prompt))
-        return [int(t) for t in prompt]
+        return list(prompt)
 
     def generate(self, prompts: str | Sequence[int] | Iterable, sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
                  use_tqdm: bool = False) -> list[RequestOutput]:
@@ -46,19 +46,33 @@ class LLM:
             if len(params) != len(prompts):
                 raise ConfigError(f"got {len(params)} sampling params for {len(prompts)} prompts; "
                                   "give one, or one per prompt")
-        encoded = [self.encode(p) for p in prompts]
-        for i, (ids, sp) in enumerate(zip(encoded, params)):
-            self.engine.add_request(ids, sp, request_id=i)
-        outputs: dict[int, RequestOutput] = {}
-        bar = _progress(len(prompts)) if use_tqdm else None
-        while self.engine.has_unfinished():
-            for out in self.engine.step():
-                outputs[out.request_id] = self._with_text(out)
-                if bar:
-                    bar.update(1)
-        if bar:
-            bar.close()
-        return [outputs[i] for i in range(len(prompts))]
+        # every prompt is checked before any is queued: a bad one leaves nothing behind
+        checked = []
+        for i, (p, sp) in enumerate(zip(prompts, params)):
+            try:
+                checked.append(self.engine.check_request(self.encode(p), sp))
+            except ConfigError as exc:
+                raise ConfigError(f"prompts[{i}]: {exc}") from None
+        ids = []
+        try:
+            for prompt, sp in zip(checked, params):
+                ids.append(self.engine.add_request(prompt, sp))
+            outputs: dict = {}
+            mine = set(ids)
+            bar = _progress(len(prompts)) if use_tqdm else None
+            while mine - outputs.keys() and self.engine.has_unfinished():
+                for out in self.engine.step():
+                    if out.request_id in mine:
+                        outputs[out.request_id] = self._with_text(out)
+                        if bar:
+                            bar.update(1)
+            if bar:
+                bar.close()
+        except BaseException:
+            for rid in ids:                       # an interrupted call leaves nothing queued
+                self.engine.abort(rid)
+            raise
+        return [outputs[i] for i in ids]
 
     def _with_text(self, out: RequestOutput) -> RequestOutput:
         if self.tokenizer is None:

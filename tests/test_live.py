@@ -60,10 +60,10 @@ def test_knob_fuzzing_from_another_thread_changes_nothing_but_timing():
 def test_an_engine_thread_error_reaches_the_caller():
     engine = create_engine("opt-tiny", "cpu", block_size=4, num_gpu_blocks=64)
 
-    def broken(plan):
+    def broken(sched):          # outside the executor: not a contained fault (see test_reliability)
         raise RuntimeError("kernel exploded")
 
-    engine.executor.execute = broken
+    engine.scheduler.schedule = broken
     runner = LiveRunner(engine).start()
     runner.submit([5, 6, 7], SamplingParams(max_tokens=4))
     deadline = time.monotonic() + 10

@@ -6,7 +6,9 @@ thread; changes are validated at once and applied atomically at the start of the
 from __future__ import annotations
 
 import itertools
+import operator
 import threading
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, Sequence as Seq
 
@@ -32,6 +34,10 @@ class RequestOutput:
     finish_reason: str
     metrics: dict
     text: str | None = None
+    error: str | None = None          # finish_reason "error": what failed
+
+
+FINISH_REASONS = ("stop", "length", "abort", "error")
 
 
 class Engine:
@@ -60,8 +66,13 @@ class Engine:
         self._pending: dict[str, Any] = {}
         self._incoming: list[Sequence] = []
         self._seqs: dict[int, Sequence] = {}
-        self._request_ids: dict[int, Any] = {}
+        self._request_ids: dict[int, Any] = {}     # seq_id -> request_id, requests in flight
+        self._live: dict[Any, int] = {}            # request_id -> seq_id: unique among requests in flight
+        self._aborts: set[int] = set()             # seq_ids to abort at the next step boundary
         self._ids = itertools.count()
+        self.faults: deque[dict] = deque(maxlen=100)   # contained failures: step, where, message, requests
+        self.fault_count = 0
+        self.steps_without_token = 0               # consecutive steps with work pending and no token
         self._step_id = 0
         self._released: list[int] = []
 
@@ -71,10 +82,17 @@ class Engine:
         return self.spec.kv_block_bytes(self.config.block_size, self.config.dtype)
 
     # -- requests -------------------------------------------------------------------------
-    def add_request(self, prompt_token_ids: Seq[int], sampling: SamplingParams | None = None,
-                    request_id: Any = None, arrival_time: float | None = None) -> int:
+    def check_request(self, prompt_token_ids: Seq[int], sampling: SamplingParams | None = None) -> list[int]:
+        """The prompt as a list of ints, or ConfigError if the engine could never serve it. No state changes."""
         sampling = sampling or SamplingParams()
-        prompt = [int(t) for t in prompt_token_ids]
+        if isinstance(prompt_token_ids, (str, bytes)):
+            raise ConfigError("prompt must be a list of token ids; strings need LLM.generate and a tokenizer")
+        prompt = []
+        for i, t in enumerate(prompt_token_ids):
+            try:
+                prompt.append(operator.index(t))
+            except TypeError:
+                raise ConfigError(f"prompt token {i} is {t!r}: token ids must be integers") from None
         vocab = self.spec.vocab_size
         if not prompt:
             raise ConfigError("prompt is empty: give at least one token")
@@ -94,12 +112,43 @@ class Engine:
         if need > room:
             raise ConfigError(f"request needs up to {need} KV blocks ({total} tokens) but the engine holds "
                               f"{room}; allowed: prompt + max_tokens <= {room * self.config.block_size} tokens")
+        return prompt
+
+    def add_request(self, prompt_token_ids: Seq[int], sampling: SamplingParams | None = None,
+                    request_id: Any = None, arrival_time: float | None = None) -> int:
+        """Queue a request; returns its seq_id. `request_id` (default: the seq_id) must be unique
+        among the requests in flight."""
+        sampling = sampling or SamplingParams()
+        prompt = self.check_request(prompt_token_ids, sampling)
         with self._lock:
-            seq = Sequence(next(self._ids), prompt, sampling,
-                           self.clock.now() if arrival_time is None else arrival_time)
+            seq_id = next(self._ids)
+            rid = seq_id if request_id is None else request_id
+            if rid in self._live:
+                raise ConfigError(f"request_id {rid!r} is already in flight; request ids must be unique "
+                                  "among unfinished requests")
+            seq = Sequence(seq_id, prompt, sampling, self.clock.now() if arrival_time is None else arrival_time)
             self._incoming.append(seq)
-            self._request_ids[seq.seq_id] = seq.seq_id if request_id is None else request_id
-        return seq.seq_id
+            self._request_ids[seq_id] = rid
+            self._live[rid] = seq_id
+        return seq_id
+
+    def abort(self, request_id: Any) -> bool:
+        """Abort a request in flight: at the next step boundary its blocks (GPU, host, staging) are freed
+        and step() returns it with finish_reason="abort". False if no such request is in flight."""
+        with self._lock:
+            seq_id = self._live.get(request_id)
+            if seq_id is None:
+                return False
+            self._aborts.add(seq_id)
+            return True
+
+    def requests_in_flight(self, waiting_only: bool = False) -> list:
+        """Request ids of unfinished requests (with waiting_only: those not yet running)."""
+        with self._lock:
+            if not waiting_only:
+                return list(self._live)
+            queued = {s.seq_id for s in self._incoming} | {s.seq_id for s in self.scheduler.waiting}
+            return [r for r, i in self._live.items() if i in queued]
 
     def has_unfinished(self) -> bool:
         with self._lock:
@@ -145,14 +194,28 @@ class Engine:
         self.metrics.add_event(self.clock.now(), "knob", step=self._step_id,
                                **{k: (v if not hasattr(v, "__dataclass_fields__") else str(v)) for k, v in changes.items()})
 
+    def _take_aborts(self) -> list[RequestOutput]:
+        with self._lock:
+            aborts, self._aborts = self._aborts, set()
+        now = self.clock.now()
+        out = []
+        for seq_id in sorted(aborts):
+            seq = self._seqs.get(seq_id)
+            if seq is not None:
+                self.scheduler.remove(seq)
+                out.append(self._retire(seq, "abort", now))
+        return out
+
     # -- one iteration ----------------------------------------------------------------------
     def step(self) -> list[RequestOutput]:
         self._apply_pending()
+        aborted = self._take_aborts()
         sched = Schedule()
         self.planner.enforce_budget(self.scheduler, sched)
         self.scheduler.schedule(sched)
         if sched.empty and not (sched.swap_in or sched.swap_out):
-            return []
+            self._count_progress(0)
+            return aborted
         offload = self.planner.plan_offload(sched)
         stream = self.planner.stream(sched, offload)
         plan = self._build_plan(sched, offload, stream)
@@ -160,10 +223,14 @@ class Engine:
         for seq, _ in sched.work:
             if seq.first_scheduled_time is None:
                 seq.first_scheduled_time = start
-        out = self.executor.execute(plan)
+        try:
+            out = self.executor.execute(plan)
+        except Exception as exc:               # contained: the plan's requests fail, the rest go on
+            return aborted + self._fail_step(sched, plan, exc)
         end = self.clock.now()
         done = self._postprocess(sched, out, end)
         self.blocks.end_step()
+        self._count_progress(len(out.token_ids))
         rec = IterationRecord.build(
             plan, out.timing, start, end, gpu_blocks_used=self.blocks.gpu.num_used,
             host_blocks_used=self.blocks.host.num_used, gpu_blocks_limit=self.blocks.gpu.limit,
@@ -173,9 +240,57 @@ class Engine:
             swapped_out=len(sched.swapped_out), waiting=len(self.scheduler.waiting))
         self.metrics.add_iteration(rec, out.timing)
         if self.controller is not None:
-            self.controller.observe(self, rec)
+            try:
+                self.controller.observe(self, rec)
+            except Exception as exc:           # the budget stays where it is; requests are unaffected
+                self.controller = None
+                self._record_fault("controller", exc, [], "controller detached; swap budget kept at "
+                                                          f"{self.planner.budget}")
         self._step_id += 1
-        return done
+        return aborted + done
+
+    def stall_reason(self) -> str:
+        """Why nothing runs: what waits, and what the GPU pool and limits leave for it."""
+        gpu, sch = self.blocks.gpu, self.scheduler
+        head = (sch.waiting or sch.swapped or [None])[0]
+        need = ""
+        if head is not None:
+            n = self.blocks.blocks_needed(head, min(head.num_tokens, sch.limits.max_num_batched_tokens)) \
+                + head.num_host_blocks()
+            need = f"; the next request needs {n} GPU blocks"
+        return (f"no token for {self.steps_without_token} steps: {len(sch.running)} running, {len(sch.waiting)} waiting, "
+                f"{len(sch.swapped)} swapped; GPU blocks {gpu.num_used} used of limit {gpu.limit} "
+                f"({gpu.reserved} reserved for staging){need}")
+
+    def _count_progress(self, tokens: int) -> None:
+        self.steps_without_token = 0 if tokens or not self.has_unfinished() else self.steps_without_token + 1
+
+    def _fail_step(self, sched: Schedule, plan: StepPlan, exc: Exception) -> list[RequestOutput]:
+        """The executor raised: every request the plan touched fails and its blocks are freed."""
+        now = self.clock.now()
+        hit = [seq for seq, _ in sched.work] + list(sched.swapped_out)
+        filled = {g for _, g in sched.swap_in}          # blocks a copy should have filled, maybe did not
+        hit += [s for s in self.scheduler.running if s not in hit and filled.intersection(s.block_table)]
+        self._released.extend(plan.released_seq_ids)   # the sampler may not have dropped them
+        self.steps_without_token = 0
+        for seq in hit:
+            self.scheduler.remove(seq)
+        self.blocks.end_step()
+        recover = getattr(self.executor, "recover", None)
+        if recover is not None:
+            recover()
+        message = f"{type(exc).__name__}: {exc}"
+        outs = [self._retire(seq, "error", now, message) for seq in hit]
+        self._record_fault("executor", exc, [o.request_id for o in outs])
+        self._step_id += 1
+        return outs
+
+    def _record_fault(self, where: str, exc: BaseException, request_ids: list, note: str = "") -> None:
+        message = f"{type(exc).__name__}: {exc}"
+        fault = dict(step=self._step_id, where=where, message=message, requests=len(request_ids), note=note)
+        self.faults.append(fault)
+        self.fault_count += 1
+        self.metrics.add_event(self.clock.now(), "error", **fault)
 
     def _build_plan(self, sched: Schedule, offload, stream) -> StepPlan:
         fresh = {~h: g for g, h in offload}         # offloaded this step: still read from the GPU
@@ -206,16 +321,23 @@ class Engine:
                 seq.first_token_time = now
             reason = self._finish_reason(seq, token)
             if reason:
-                seq.finish_reason, seq.finish_time = reason, now
                 self.scheduler.finish(seq)
-                self._released.append(seq.seq_id)
-                row = request_record(seq, self._request_ids[seq.seq_id])
-                self.metrics.add_request(row)
-                output = RequestOutput(self._request_ids.pop(seq.seq_id), seq.prompt_token_ids,
-                                       list(seq.output_token_ids), reason, row)
-                del self._seqs[seq.seq_id]
-                done.append(output)
+                done.append(self._retire(seq, reason, now))
         return done
+
+    def _retire(self, seq: Sequence, reason: str, now: float, error: str | None = None) -> RequestOutput:
+        """A request leaves the engine (its blocks already freed): record it and build its output."""
+        seq.finish_reason, seq.finish_time = reason, now
+        self._released.append(seq.seq_id)
+        with self._lock:
+            rid = self._request_ids.pop(seq.seq_id)
+            del self._live[rid]
+        row = request_record(seq, rid)
+        if error is not None:
+            row["error"] = error
+        self.metrics.add_request(row)
+        del self._seqs[seq.seq_id]
+        return RequestOutput(rid, seq.prompt_token_ids, list(seq.output_token_ids), reason, row, error=error)
 
     def _finish_reason(self, seq: Sequence, token: int) -> str | None:
         sp = seq.sampling

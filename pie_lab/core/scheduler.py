@@ -151,3 +151,12 @@ class Scheduler:
         self.running.remove(seq)
         self.blocks.free(seq)
         seq.status = SeqStatus.FINISHED
+
+    def remove(self, seq: Sequence) -> None:
+        """Abort or failure: take `seq` out of whichever queue holds it and free its blocks."""
+        for queue in (self.running, self.waiting, self.swapped):
+            if seq in queue:
+                queue.remove(seq)
+                break
+        self.blocks.free(seq)
+        seq.status = SeqStatus.FINISHED

@@ -65,6 +65,9 @@ class Executor(Protocol):
     def set_link(self, bandwidth_gbps: float, latency_us: float) -> None:
         """Change the (emulated or modelled) link; the cuda executor raises ConfigError."""
 
+    def recover(self) -> None:
+        """After execute() raised: wait out or drop the failed step's copies and forget its prefetch."""
+
     def close(self) -> None: ...
 
 

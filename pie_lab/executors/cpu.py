@@ -124,6 +124,15 @@ class CPUExecutor(TorchRunner):
         nbytes = sum(r.count for r in ranges) * self.kv.layer_block_bytes
         return self.h2d.submit(_inference(self.kv.stage_layer, layer, slot, ranges), nbytes)
 
+    def recover(self) -> None:
+        """After a failed step: no copy still in flight, nothing prefetched for the next step."""
+        for link in (self.h2d, self.d2h):
+            try:
+                link.quiesce()
+            except Exception:       # a dead worker: its jobs never run, a new one starts on demand
+                pass
+        self._prefetched, self._prefetch_plan = {}, None
+
     def close(self) -> None:
         self.h2d.close()
         self.d2h.close()

@@ -59,6 +59,11 @@ class CUDAExecutor(TorchRunner):
         raise ConfigError("the cuda executor measures its real link; link_bandwidth_gbps and "
                           "link_latency_us are knobs of the cpu and sim executors")
 
+    def recover(self) -> None:
+        """After a failed step: every stream drained, nothing prefetched for the next step."""
+        torch.cuda.synchronize(self.device)
+        self._prefetched, self._prefetch_plan = {}, None
+
     def _event(self) -> torch.cuda.Event:
         return torch.cuda.Event(enable_timing=True)
 

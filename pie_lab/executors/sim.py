@@ -159,5 +159,9 @@ class SimExecutor:
         check_float("link_latency_us", latency_us, 0.0, 1e6)
         self.cost_model = self.cost_model.with_link(bandwidth_gbps, latency_us)
 
+    def recover(self) -> None:
+        """After a failed step: nothing prefetched for the next step."""
+        self._prefetch, self._last_stream = None, None
+
     def close(self) -> None:
         self.closed = True

@@ -1,0 +1,272 @@
+"""Nothing lost or mixed up: prompts checked before queueing, unique request ids, abort, and
+faults injected into the model, the link's copy thread, the controller and a request source."""
+import random
+import time
+
+import pytest
+
+from pie_lab import ConfigError, Engine, EngineConfig, LLM, SamplingParams
+from pie_lab.live import LiveRunner
+from pie_lab.sources import ListSource
+from pie_lab.workloads import Request
+
+from fake_executor import make_engine
+
+SP = SamplingParams(max_tokens=12, ignore_eos=True)
+CPU = dict(block_size=4, num_gpu_blocks=64, num_host_blocks=64, max_num_seqs=2, policy="pie",
+           swap_budget_blocks=6, link_bandwidth_gbps=5.0)
+
+
+def prompts(n, seed=0):
+    rng = random.Random(seed)
+    return [[rng.randrange(3, 500) for _ in range(rng.randint(6, 20))] for _ in range(n)]
+
+
+def drain(engine, max_steps=10_000):
+    outs = {}
+    for _ in range(max_steps):
+        if not engine.has_unfinished():
+            return outs
+        for o in engine.step():
+            outs[o.request_id] = o
+        engine.check_blocks()
+    raise AssertionError("engine did not finish")
+
+
+# -- generate: all prompts checked first, ids never reused across calls --------------------------
+def test_a_bad_prompt_leaves_nothing_queued_and_the_next_call_gets_its_own_answer():
+    llm = LLM("opt-tiny", "cpu", block_size=4, num_gpu_blocks=64)
+    sp = SamplingParams(max_tokens=4)
+    with pytest.raises(ConfigError, match=r"prompts\[1\].*1000000000.*allowed \[0, 511\]"):
+        llm.generate([[5, 6, 7], [5, 10**9]], sp)
+    assert not llm.engine.has_unfinished()
+    out = llm.generate([[8, 9]], sp)
+    assert out[0].prompt_token_ids == [8, 9]
+    assert out[0].token_ids == LLM("opt-tiny", "cpu", block_size=4, num_gpu_blocks=64).generate([[8, 9]], sp)[0].token_ids
+
+
+@pytest.mark.parametrize("bad", [1.5, "7", None, 2.0])
+def test_non_integer_token_ids_are_refused(bad):
+    eng = make_engine(EngineConfig(block_size=4, num_gpu_blocks=32))
+    with pytest.raises(ConfigError, match="token 1 is .*token ids must be integers"):
+        eng.add_request([5, bad, 7], SP)
+    assert not eng.has_unfinished()
+
+
+def test_request_ids_are_unique_among_requests_in_flight():
+    eng = make_engine(EngineConfig(block_size=4, num_gpu_blocks=32))
+    eng.add_request([5, 6], SP, request_id="a")
+    with pytest.raises(ConfigError, match="request_id 'a' is already in flight"):
+        eng.add_request([7, 8], SP, request_id="a")
+    first = drain(eng)
+    assert list(first) == ["a"] and first["a"].prompt_token_ids == [5, 6]
+    eng.add_request([7, 8], SP, request_id="a")          # finished ids may be used again
+    assert drain(eng)["a"].prompt_token_ids == [7, 8]
+
+
+# -- abort ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("policy", ["pie", "vllm-swap"])
+def test_abort_frees_every_block_at_the_step_boundary(policy):
+    config = EngineConfig(block_size=4, num_gpu_blocks=24, num_host_blocks=40, max_num_seqs=4, policy=policy,
+                          swap_budget_blocks=8)
+    ps = prompts(8, seed=3)
+    reference = {i: o.token_ids for i, o in drain(_filled(make_engine(config), ps)).items()}
+    eng = _filled(make_engine(config), ps)
+    for _ in range(200):                                 # until a request holds host blocks
+        eng.step()
+        on_host = [s.seq_id for s in eng.sequences if s.host_count]
+        if on_host:
+            break
+    waiting = [s.seq_id for s in eng.sequences if s.status.value == "waiting"]
+    assert on_host and waiting, "the test needs a request with host blocks and one waiting"
+    victims = sorted([on_host[0], waiting[-1]])
+    assert all(eng.abort(v) for v in victims) and not eng.abort("nope")
+    outs = eng.step()
+    aborted = [o for o in outs if o.finish_reason == "abort"]
+    assert sorted(o.request_id for o in aborted) == victims
+    assert all(s.seq_id not in victims for s in eng.sequences)
+    eng.check_blocks()
+    rest = drain(eng)
+    assert {i: o.token_ids for i, o in rest.items()} == {i: t for i, t in reference.items() if i not in victims
+                                                         and i in rest}
+    assert set(rest) | {o.request_id for o in outs} == set(range(8))
+    assert eng.blocks.gpu.num_used == 0 and eng.blocks.host.num_used == 0
+
+
+def _filled(eng, ps):
+    for i, p in enumerate(ps):
+        eng.add_request(p, SamplingParams(max_tokens=16, ignore_eos=True), request_id=i)
+    return eng
+
+
+def test_runner_abort_and_cancel_queue():
+    engine = Engine.create("opt-13b", "sim", num_gpu_blocks=400, max_num_seqs=2, dtype="float16")
+    reqs = [Request(i, tuple(range(3, 40)), 64, 0.0) for i in range(10)]
+    runner = LiveRunner(engine, ListSource(reqs))
+    runner.pause()
+    runner.start()
+    runner.resume()
+    deadline = time.monotonic() + 10
+    while engine.metrics.totals["iterations"] < 3:
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    runner.pause()
+    assert runner.abort(0)
+    cancelled = runner.cancel_queue()
+    runner.resume()
+    assert runner.wait_idle(timeout=20)
+    runner.stop()
+    reasons = {o.request_id: o.finish_reason for o in runner.outputs}
+    assert set(reasons) == set(range(10))
+    assert reasons[0] == "abort" and list(reasons.values()).count("abort") == cancelled + 1 >= 2
+    engine.check_blocks()
+
+
+# -- injected faults -----------------------------------------------------------------------------
+def reference_tokens(executor, ps, **options):
+    return [o.token_ids for o in LLM("opt-tiny", executor, **options).generate(ps, SP)]
+
+
+def run_with_fault(engine, ps):
+    for i, p in enumerate(ps):
+        engine.add_request(p, SP, request_id=i)
+    outs = drain(engine)
+    assert engine.blocks.gpu.num_used == 0 and engine.blocks.host.num_used == 0
+    return outs
+
+
+def fail_once(fn, at_call, exc=RuntimeError("injected fault")):
+    calls = [0]
+
+    def wrapped(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == at_call:
+            raise exc
+        return fn(*args, **kwargs)
+    return wrapped
+
+
+def check_contained(outs, reference, where):
+    failed = [i for i, o in outs.items() if o.finish_reason == "error"]
+    assert failed, "the fault hit no request"
+    assert all("injected" in outs[i].error or "thread died" in outs[i].error for i in failed)
+    assert sorted(outs) == list(range(len(reference)))
+    for i, o in outs.items():
+        if o.finish_reason != "error":
+            assert o.token_ids == reference[i], f"request {i} changed after a fault in {where}"
+    return failed
+
+
+def test_fault_in_a_model_layer_fails_only_that_batch():
+    ps = prompts(6)
+    ref = reference_tokens("cpu", ps, **CPU)
+    engine = Engine.create("opt-tiny", "cpu", **CPU)
+    engine.executor.model.layer = fail_once(engine.executor.model.layer, at_call=2 * 7 + 1)  # layer 1, step 8
+    outs = run_with_fault(engine, ps)
+    failed = check_contained(outs, ref, "layer 1")
+    assert len(failed) == 2 and len(engine.faults) == 1 and engine.faults[0]["where"] == "executor"
+
+
+def test_fault_in_the_link_copy_thread_is_contained():
+    ps = prompts(6)
+    ref = reference_tokens("cpu", ps, **CPU)
+    engine = Engine.create("opt-tiny", "cpu", **CPU)
+    engine.executor.kv.stage_layer = fail_once(engine.executor.kv.stage_layer, at_call=5)
+    outs = run_with_fault(engine, ps)
+    check_contained(outs, ref, "the copy thread")
+    assert "emulated link copy failed" in engine.faults[0]["message"]
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_dying_copy_thread_gives_a_bounded_wait_and_a_clear_error(monkeypatch):
+    ps = prompts(6)
+    ref = reference_tokens("cpu", ps, **CPU)
+    engine = Engine.create("opt-tiny", "cpu", **CPU)
+    link = engine.executor.h2d
+    real = link.duration
+    calls = [0]
+
+    def dies_on_the_worker(nbytes):
+        import threading
+        if threading.current_thread().name == "pie-link-h2d":
+            calls[0] += 1
+            if calls[0] == 5:
+                raise SystemExit("copy thread killed")       # not caught by the worker: the thread ends
+        return real(nbytes)
+    monkeypatch.setattr(link, "duration", dies_on_the_worker)
+    t = time.monotonic()
+    outs = run_with_fault(engine, ps)
+    assert time.monotonic() - t < 30
+    check_contained(outs, ref, "a dead copy thread")
+    assert "h2d copy thread died" in engine.faults[0]["message"]
+
+
+@pytest.mark.parametrize("executor", ["cpu", "sim"])
+def test_fault_in_the_controller_detaches_it_and_loses_nothing(executor):
+    options = dict(CPU, controller=dict(enabled=True, warmup_iterations=1, window=2))
+    ps = prompts(6)
+    ref = reference_tokens(executor, ps, **options)
+    engine = Engine.create("opt-tiny", executor, **options)
+    engine.controller.observe = fail_once(engine.controller.observe, at_call=4)
+    outs = run_with_fault(engine, ps)
+    assert [outs[i].token_ids for i in range(6)] == ref
+    assert all(o.finish_reason == "length" for o in outs.values())
+    assert engine.controller is None and engine.faults[0]["where"] == "controller"
+
+
+def test_fault_in_the_sim_executor_fails_that_batch():
+    ps = prompts(6)
+    ref = reference_tokens("sim", ps, **CPU)
+    engine = Engine.create("opt-tiny", "sim", **CPU)
+    engine.executor.execute = fail_once(engine.executor.execute, at_call=9)
+    outs = run_with_fault(engine, ps)
+    assert len(check_contained(outs, ref, "the sim executor")) == 2
+
+
+class FailingSource(ListSource):
+    def __init__(self, requests, fail_at):
+        super().__init__(requests)
+        self.calls, self.fail_at = 0, fail_at
+
+    def due(self, now):
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise RuntimeError("injected source fault")
+        return super().due(now)
+
+
+@pytest.mark.parametrize("executor", ["cpu", "sim"])
+def test_runner_contains_a_failing_source_and_step_and_reports_each_fault_once(executor):
+    engine = Engine.create("opt-tiny", executor, **CPU)
+    engine.executor.execute = fail_once(engine.executor.execute, at_call=3)
+    reqs = [Request(i, tuple(p), 12, 0.0) for i, p in enumerate(prompts(4))]
+    runner = LiveRunner(engine, FailingSource(reqs, fail_at=3)).start()
+    assert runner.wait_idle(timeout=30)
+    snaps = [runner.snapshot(), runner.snapshot()]
+    runner.stop()
+    assert runner.state == "stopped" and runner.error is None
+    where = sorted(f["where"] for f in snaps[0].faults)
+    assert where == ["executor", "source"] and snaps[1].faults == []
+    reasons = sorted(o.finish_reason for o in runner.outputs)
+    assert reasons == ["error", "error", "length", "length"]
+    engine.check_blocks()
+
+
+def test_a_run_that_cannot_progress_reports_a_stall():
+    engine = Engine.create("opt-13b", "sim", num_gpu_blocks=400, max_num_seqs=4, dtype="float16")
+    reqs = [Request(i, tuple(range(3, 40)), 200, 0.0) for i in range(6)]
+    runner = LiveRunner(engine, ListSource(reqs), stall_steps=20).start()
+    while engine.metrics.totals["iterations"] < 3:
+        time.sleep(0.001)
+    runner.set(max_num_batched_tokens=8)              # no prompt fits a step any more (no chunked prefill)
+    deadline = time.monotonic() + 20
+    while runner.stalled is None:
+        assert time.monotonic() < deadline, "no stall reported"
+        time.sleep(0.005)
+    snap = runner.snapshot()
+    assert "no token for" in snap.stalled and "waiting" in snap.stalled
+    assert "stalled" in set(snap.events["kind"])
+    runner.set(max_num_batched_tokens=2048)
+    assert runner.wait_idle(timeout=20)
+    runner.stop()
+    assert runner.stalled is None and len(runner.outputs) == 6
