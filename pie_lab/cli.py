@@ -145,7 +145,11 @@ def run_config(args):
                 raise ConfigError(f"--set {key}: engine.{part} has no sub-settings")
             node = node[part]
         node[parts[-1]] = yaml.safe_load(text)
-    return parse_run_config(d)
+    rc = parse_run_config(d)
+    if rc.executor != "sim" and isinstance(rc.model, str) and os.path.isdir(rc.model):
+        from .model.loader import check_checkpoint
+        check_checkpoint(rc.model)                   # config and weights, before any workload is built
+    return rc
 
 
 def workload(args, model: str):

@@ -79,6 +79,25 @@ class ModelSpec:
                    d.get("num_key_value_heads") or heads, d.get("head_dim") or h // heads,
                    d["intermediate_size"], d["vocab_size"], d["max_position_embeddings"], d)
 
+    @classmethod
+    def from_config_file(cls, path: str) -> "ModelSpec":
+        """From a checkpoint folder's config.json; a ConfigError naming the file if it is unreadable."""
+        try:
+            with open(path) as f:
+                d = json.load(f)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path} is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path} cannot be read: {exc}") from None
+        if not isinstance(d, dict):
+            raise ConfigError(f"{path} must hold a JSON object (a transformers config), got {type(d).__name__}")
+        try:
+            return cls.from_hf_config(d, name=os.path.basename(os.path.dirname(os.path.abspath(path))))
+        except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
+            if isinstance(exc, ConfigError):
+                raise ConfigError(f"{path}: {exc}") from None
+            raise ConfigError(f"{path} is not a usable transformers config: {type(exc).__name__}: {exc}") from None
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["hf_config"] = dict(self.hf_config)
@@ -142,8 +161,7 @@ def spec_from_model(model: Any) -> ModelSpec:
             return named_spec(path)
         cfg = os.path.join(path, "config.json")
         if os.path.isfile(cfg):
-            with open(cfg) as f:
-                return ModelSpec.from_hf_config(json.load(f), name=os.path.basename(os.path.normpath(path)))
+            return ModelSpec.from_config_file(cfg)
         raise ConfigError(f"model {path!r} is neither a named shape ({', '.join(NAMED_SHAPES)}) "
                           "nor a folder with a config.json")
     if hasattr(model, "config"):

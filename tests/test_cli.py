@@ -62,6 +62,23 @@ def test_config_errors_exit_2_and_name_the_field(tmp_path, jsonl, capsys):
     assert "allowed: .yaml, .yml, .json" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("executor", ["cpu", "sim"])
+def test_broken_checkpoint_folders_exit_2_naming_the_file(tmp_path, capsys, executor):
+    from pie_lab.model_spec import named_spec
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"model_type": "opt",\n')
+    assert main(["run", "--model", str(broken), "--executor", executor, "--num-requests", "2", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert str(broken / "config.json") in err and "not valid JSON" in err
+    if executor == "cpu":                         # the sim needs only the shape
+        bare = tmp_path / "bare"
+        bare.mkdir()
+        (bare / "config.json").write_text(json.dumps(dict(named_spec("opt-tiny").hf_config, max_position_embeddings=128)))
+        assert main(["run", "--model", str(bare), "--num-requests", "2", "--no-progress"]) == 2
+        assert "has no weights" in capsys.readouterr().err
+
+
 def test_runtime_failures_exit_1(jsonl, capsys, monkeypatch):
     from pie_lab.core.engine import Engine
 

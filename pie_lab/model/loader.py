@@ -77,8 +77,15 @@ def _checkpoint_files(path: str) -> list[str]:
     if not files:
         files = sorted(glob.glob(os.path.join(path, "pytorch_model*.bin")))
     if not files:
-        raise ConfigError(f"checkpoint folder {path!r} has no *.safetensors or pytorch_model*.bin files")
+        raise ConfigError(f"checkpoint folder {path!r} has no weights: no *.safetensors or pytorch_model*.bin files")
     return files
+
+
+def check_checkpoint(path: str) -> ModelSpec:
+    """A checkpoint folder's shape, after checking it has a readable config.json and weight files."""
+    spec = spec_from_model(path)
+    _checkpoint_files(path)
+    return spec
 
 
 def load_model(model: Any, dtype: str = "float32", device: Any = "cpu", seed: int = 0):
