@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip("ipywidgets")
 pytest.importorskip("altair")
 
-from pie_lab import ConfigError, create_engine                           # noqa: E402
+from pie_lab import ConfigError, SamplingParams, create_engine   # noqa: E402
 from pie_lab.live import LiveRunner                               # noqa: E402
 from pie_lab.sources import ListSource                            # noqa: E402
 
@@ -162,16 +162,56 @@ class _Boom:
 
 def test_engine_thread_error_shows_in_error_area():
     eng = create_engine("opt-tiny", "sim", policy="pie", num_gpu_blocks=32, num_host_blocks=64)
-    runner = LiveRunner(eng, _Boom())
+
+    def broken(sched):
+        raise RuntimeError("scheduler exploded")
+    eng.scheduler.schedule = broken
+    runner = LiveRunner(eng, ListSource([]))
     d = Dashboard(runner, refresh_hz=10)
     try:
+        runner.submit([5, 6, 7])
         assert wait_for(lambda: runner.state == "failed")
-        assert wait_for(lambda: "source exploded" in d.errors.text, 5), d.errors.text
-        assert "source exploded" in d.errors.widget.value
+        assert wait_for(lambda: "scheduler exploded" in d.errors.text, 5), d.errors.text
+        assert "scheduler exploded" in d.errors.widget.value
         d.controls.swap_budget.value = 3                   # a knob on a failed engine: reported, not raised
-        assert d.errors.text.count("source exploded") >= 1
+        assert d.errors.text.count("scheduler exploded") >= 1
     finally:
         d.refresher.stop()
+
+
+def test_a_source_fault_shows_once_and_the_run_goes_on():
+    eng = create_engine("opt-tiny", "sim", policy="pie", num_gpu_blocks=32, num_host_blocks=64)
+    runner = LiveRunner(eng, _Boom())
+    d = Dashboard(runner, refresh_hz=20)
+    try:
+        assert wait_for(lambda: "source exploded" in d.errors.text, 5), d.errors.text
+        d.errors.clear()
+        time.sleep(0.3)
+        assert "source exploded" not in d.errors.text and runner.state == "running"
+    finally:
+        d.close()
+
+
+def test_cancel_queue_button_and_stall_shown():
+    eng = create_engine("opt-13b", "sim", num_gpu_blocks=400, max_num_seqs=2, dtype="float16")
+    runner = LiveRunner(eng, ListSource([]), stall_steps=10)
+    d = Dashboard(runner, refresh_hz=20)
+    try:
+        runner.pause()
+        for _ in range(6):
+            runner.submit(list(range(3, 40)), SamplingParams(max_tokens=400, ignore_eos=True))
+        runner.resume()
+        assert wait_for(lambda: eng.metrics.totals["iterations"] > 2)
+        d.controls.cancel_button.click()
+        assert wait_for(lambda: sum(o.finish_reason == "abort" for o in runner.outputs) == 4), d.errors.text
+        assert "cancelled 4 waiting" in d.errors.text
+        d.controls.command.value = "max_num_seqs=1"
+        runner.set(max_num_batched_tokens=8)         # the running ones finish; then nothing fits a step
+        runner.submit(list(range(3, 40)), SamplingParams(max_tokens=4))
+        assert wait_for(lambda: "stalled: no token for" in d.errors.text, 30), d.errors.text
+        assert wait_for(lambda: "stalled" in d.state_label.value)
+    finally:
+        d.close()
 
 
 def test_sim_dashboard_and_restart():

@@ -64,7 +64,8 @@ class ControlPanel:
 
     Attributes are the widgets: swap_budget, prefetch_depth, max_num_seqs, num_gpu_blocks,
     link_bandwidth, controller_enabled, controller_target, workload, request_rate, executor,
-    model, restart_button, pause_button, command (free-form "knob=value").
+    model, restart_button, pause_button, stop_button, cancel_button (aborts the waiting requests),
+    command (free-form "knob=value").
     """
 
     def __init__(self, runner, errors: ErrorArea | None = None,
@@ -95,6 +96,9 @@ class ControlPanel:
                                        "this executor and model, keeping the knobs", layout=W.Layout(width="110px"))
         self.pause_button = W.ToggleButton(description="pause", icon="pause", layout=W.Layout(width="110px"))
         self.stop_button = W.Button(description="stop", icon="stop", layout=W.Layout(width="110px"))
+        self.cancel_button = W.Button(description="cancel queue", icon="times", tooltip="abort every request "
+                                      "still waiting; running ones finish", layout=W.Layout(width="140px"))
+        self.cancel_button.add_class("pie-cancel-queue")
         self.command = W.Text(description="set knob", placeholder="e.g. max_num_batched_tokens=4096",
                               continuous_update=False, style=STYLE, layout=LAYOUT)
         self.widget = W.VBox([
@@ -103,7 +107,7 @@ class ControlPanel:
             W.HTML("<b>Adaptive controller</b>"), self.controller_enabled, self.controller_target,
             W.HTML("<b>Workload</b>"), self.workload, self.request_rate,
             W.HTML("<b>Engine</b>"), self.executor, self.model,
-            W.HBox([self.restart_button, self.pause_button, self.stop_button]), self.command,
+            W.HBox([self.restart_button, self.pause_button, self.stop_button]), self.cancel_button, self.command,
         ], layout=W.Layout(width="380px"))
         self.widget.add_class("pie-controls")
         self.bind(runner)
@@ -117,6 +121,7 @@ class ControlPanel:
         self.pause_button.observe(self._on_pause, names="value")
         self.restart_button.on_click(lambda _: self._restart())
         self.stop_button.on_click(lambda _: self._stop())
+        self.cancel_button.on_click(lambda _: self._cancel_queue())
         self.command.observe(self._on_command, names="value")
 
     # -- binding to a runner ----------------------------------------------------------------
@@ -255,6 +260,13 @@ class ControlPanel:
     def _stop(self):
         try:
             self.runner.stop()
+        except Exception as exc:  # noqa: BLE001
+            self.errors.add(f"{type(exc).__name__}: {exc}")
+
+    def _cancel_queue(self):
+        try:
+            n = self.runner.cancel_queue()
+            self.errors.add(f"cancelled {n} waiting request(s)")
         except Exception as exc:  # noqa: BLE001
             self.errors.add(f"{type(exc).__name__}: {exc}")
 

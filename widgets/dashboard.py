@@ -141,6 +141,7 @@ class Dashboard:
         self.widget.add_class("pie-dashboard")
         self.refresher = Refresher(self._collect, refresh_hz, on_error=self.errors.add, apply=self._apply, loop=loop)
         self.last_snapshot = None
+        self._stall_shown = None
         self._update_readout_idle()
         if start:
             self.start()
@@ -266,6 +267,12 @@ class Dashboard:
             self.last_snapshot = snap
             if snap.error:
                 self.errors.add(f"engine error: {snap.error}")
+            for f in snap.faults:                 # contained: the run goes on; each shown once
+                hit = f" ({f['requests']} request(s) failed)" if f.get("requests") else ""
+                self.errors.add(f"{f['where']} fault{hit}: {f.get('message', '')} {f.get('note', '')}".rstrip())
+            if snap.stalled and snap.stalled != self._stall_shown:
+                self.errors.add(f"stalled: {snap.stalled}")
+            self._stall_shown = snap.stalled
             self._update_readout(snap)
             self.controls.sync(snap.config)
             if not self.history.update(snap):
@@ -292,7 +299,8 @@ class Dashboard:
                      f"GPU {int(r['gpu_blocks_used'])}/{int(r['gpu_blocks_limit'])} &middot; "
                      f"host {int(r['host_blocks_used'])} blocks")
         eng = self.runner.engine
-        self.state_label.value = (f"state: <b>{snap.state}</b> &middot; {html.escape(str(eng.spec.name))} on "
+        state = "stalled" if snap.stalled and snap.state == "running" else snap.state
+        self.state_label.value = (f"state: <b>{state}</b> &middot; {html.escape(str(eng.spec.name))} on "
                                   f"{eng.executor_name}{extra}")
         self.budget_label.value = _budget_html(c.swap_budget_blocks, c)
         ev = snap.events
