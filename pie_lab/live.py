@@ -21,6 +21,7 @@ from .sampling import SamplingParams
 from .sources import RequestSource
 
 RUNNER_KNOBS = ("request_rate",)
+SOURCE_RETRIES = 3         # consecutive failures of a request source before it is dropped
 STALL_STEPS = 200          # steps with work pending and no token before a "stalled" event
 
 
@@ -46,6 +47,7 @@ class LiveRunner:
         self.source = source
         self.stall_steps = stall_steps
         self.stalled: str | None = None
+        self.stall_count = 0
         self.faults: deque[dict] = deque(maxlen=100)    # contained faults: engine steps, controller, source
         self._faults_seen = 0                           # how many snapshot() has reported
         self._engine_faults = 0
@@ -60,7 +62,8 @@ class LiveRunner:
         self._idle = threading.Event()
         self._paused_at: float | None = None      # the run clock stops while paused or stopped
         self.rejected = 0
-        self._fault_count = 0
+        self.fault_count = 0
+        self._source_failures = 0
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> "LiveRunner":
@@ -162,7 +165,7 @@ class LiveRunner:
         self._raise_if_failed(report_once=True)
         m = self.engine.metrics
         totals = dict(m.totals)
-        count = self._fault_count
+        count = self.fault_count
         new = _newest(self.faults, count - self._faults_seen)
         self._faults_seen = count
         return Snapshot(self.state, totals["iterations"], self.engine.config, m.iterations_df(last=steps),
@@ -174,7 +177,7 @@ class LiveRunner:
         if exc is not None:
             fault["message"] = f"{type(exc).__name__}: {exc}"
         self.faults.append(fault)
-        self._fault_count += 1
+        self.fault_count += 1
 
     def _raise_if_failed(self, report_once: bool = False) -> None:
         if self._error is None:
@@ -196,15 +199,21 @@ class LiveRunner:
                                           reason=str(exc))
 
     def _pull(self, now: float) -> None:
-        """New arrivals; a failing source is dropped (recorded as a fault), the run goes on."""
+        """New arrivals. A source that raises is skipped this round (a fault); one that raises
+        SOURCE_RETRIES times in a row is dropped. Requests in flight keep running either way."""
         try:
             due = self.source.due(now)
         except Exception as exc:
-            self.source = None
+            self._source_failures += 1
+            dropped = self._source_failures >= SOURCE_RETRIES
+            note = "request source dropped" if dropped else "arrivals skipped this round"
             self.engine.metrics.add_event(self.engine.clock.now(), "error", where="source",
-                                          message=f"{type(exc).__name__}: {exc}", note="source dropped")
-            self._fault("source", exc, note="request source dropped; requests in flight keep running")
+                                          message=f"{type(exc).__name__}: {exc}", note=note)
+            self._fault("source", exc, note=note)
+            if dropped:
+                self.source = None
             return
+        self._source_failures = 0
         for req in due:
             self._admit(req)
 
@@ -217,6 +226,7 @@ class LiveRunner:
         if eng.steps_without_token >= self.stall_steps:
             if self.stalled is None:
                 self.stalled = eng.stall_reason()
+                self.stall_count += 1
                 eng.metrics.add_event(eng.clock.now(), "stalled", steps=eng.steps_without_token,
                                       reason=self.stalled)
         elif self.stalled is not None:

@@ -163,3 +163,20 @@ def test_paused_time_does_not_count_on_the_run_clock():
     time.sleep(0.05)
     assert source._count - before <= 4          # no burst for the paused 0.9 s (20 req/s would be ~18)
     runner.stop()
+
+
+def test_metrics_buffers_are_bounded_by_bytes_not_rows():
+    from pie_lab.core.metrics import BUFFER_SHARES, Metrics
+    m = Metrics(max_bytes=2**20)
+    small = dict(request_id=0, e2e=1.0)
+    large = dict(small, **{f"f{i}": float(i) for i in range(40)})
+    for i in range(20_000):
+        m.add_request(dict(small, request_id=i))
+    n_small = len(m.requests)
+    for i in range(20_000):
+        m.add_request(dict(large, request_id=i))
+    n_large = len(m.requests)
+    cap = BUFFER_SHARES["requests"] * 2**20
+    assert 0 < n_large < n_small < 20_000 and m.nbytes["requests"] <= cap
+    assert n_large * m.requests.row_bytes > 0.9 * cap           # full, by bytes
+    assert m.totals["requests"] == 40_000

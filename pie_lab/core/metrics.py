@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import itertools
+import sys
 import threading
 from collections import deque
 from dataclasses import dataclass
@@ -76,17 +77,68 @@ def request_record(seq: Sequence, request_id: Any) -> dict:
                 swaps=seq.num_swaps, finish_reason=seq.finish_reason)
 
 
-class Metrics:
-    """Thread-safe recorder; every buffer is a bounded deque so a long run keeps memory flat."""
+def deep_size(x: Any, depth: int = 3) -> int:
+    """Bytes held by a record: the object plus its fields' values (shared keys not counted)."""
+    n = sys.getsizeof(x)
+    if depth == 0:
+        return n
+    if isinstance(x, dict):
+        return n + sum(deep_size(v, depth - 1) for v in x.values())
+    if isinstance(x, (tuple, list)):
+        return n + sum(deep_size(v, depth - 1) for v in x)
+    fields = getattr(x, "__dict__", None)
+    return n + (deep_size(fields, depth) if fields is not None else 0)
 
-    def __init__(self, max_iterations: int = 20_000, max_layer_rows: int = 100_000,
-                 max_requests: int = 50_000, max_events: int = 10_000):
+
+class ByteBoundedBuffer(deque):
+    """A deque that drops its oldest rows once they hold more than `max_bytes` (estimated from a row
+    measured every `sample` appends; the records of one buffer all have the same fields)."""
+
+    def __init__(self, max_bytes: int, max_rows: int | None = None, sample: int = 256):
+        super().__init__(maxlen=max_rows)
+        self.max_bytes = max_bytes
+        self.row_bytes = 1
+        self._sample = sample
+        self._appended = 0
+
+    def append(self, row) -> None:
+        if self._appended % self._sample == 0:
+            self.row_bytes = max(1, deep_size(row))
+        self._appended += 1
+        super().append(row)
+        while len(self) * self.row_bytes > self.max_bytes:
+            self.popleft()
+
+    @property
+    def nbytes(self) -> int:
+        return len(self) * self.row_bytes
+
+
+# Shares of Metrics(max_bytes) per buffer: layer rows are the most numerous (one per layer per step).
+BUFFER_SHARES = dict(iterations=0.25, layers=0.5, requests=0.2, events=0.05)
+DEFAULT_METRICS_BYTES = 32 * 2**20
+
+
+class Metrics:
+    """Thread-safe recorder; every buffer is bounded in bytes (and optionally rows), so a long run
+    keeps memory flat once the buffers fill."""
+
+    def __init__(self, max_bytes: int = DEFAULT_METRICS_BYTES, max_iterations: int | None = None,
+                 max_layer_rows: int | None = None, max_requests: int | None = None, max_events: int | None = None):
         self._lock = threading.Lock()
-        self.iterations: deque[IterationRecord] = deque(maxlen=max_iterations)
-        self.layers: deque[tuple] = deque(maxlen=max_layer_rows)
-        self.requests: deque[dict] = deque(maxlen=max_requests)
-        self.events: deque[dict] = deque(maxlen=max_events)
+        b = {k: int(share * max_bytes) for k, share in BUFFER_SHARES.items()}
+        self.max_bytes = max_bytes
+        self.iterations: deque[IterationRecord] = ByteBoundedBuffer(b["iterations"], max_iterations)
+        self.layers: deque[tuple] = ByteBoundedBuffer(b["layers"], max_layer_rows)
+        self.requests: deque[dict] = ByteBoundedBuffer(b["requests"], max_requests)
+        self.events: deque[dict] = ByteBoundedBuffer(b["events"], max_events)
         self.totals = dict(iterations=0, requests=0, generated_tokens=0, stream_bytes=0, stall=0.0)
+
+    @property
+    def nbytes(self) -> dict:
+        """Estimated bytes held per buffer."""
+        with self._lock:
+            return {k: getattr(self, k).nbytes for k in BUFFER_SHARES}
 
     def add_iteration(self, rec: IterationRecord, timing: StepTiming) -> None:
         with self._lock:
