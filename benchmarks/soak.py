@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pie_lab import ConfigError, Engine, LLM, SamplingParams   # noqa: E402
+from pie_lab import ConfigError, LLM, SamplingParams, create_engine   # noqa: E402
 from pie_lab.core.metrics import Metrics                        # noqa: E402
 from pie_lab.live import LiveRunner                             # noqa: E402
 from pie_lab.sources import RateSource                          # noqa: E402
@@ -93,7 +93,7 @@ def slope_mb_per_min(samples: list[tuple[float, float]]) -> float:
 def build(args):
     opts = dict(ENGINES[args.executor])
     model = opts.pop("model")
-    engine = Engine.create(model, args.executor, **opts)
+    engine = create_engine(model, args.executor, **opts)
     engine.metrics = Metrics(max_bytes=int(args.metrics_mb * 2**20))
     vocab = engine.spec.vocab_size
     issued: dict[int, int] = {}

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from pie_lab import ConfigError, Engine, EngineConfig, LLM, SamplingParams
+from pie_lab import ConfigError, Engine, EngineConfig, LLM, SamplingParams, create_engine
 from pie_lab.live import LiveRunner
 from pie_lab.sources import ListSource
 from pie_lab.workloads import Request
@@ -100,7 +100,7 @@ def _filled(eng, ps):
 
 
 def test_runner_abort_and_cancel_queue():
-    engine = Engine.create("opt-13b", "sim", num_gpu_blocks=400, max_num_seqs=2, dtype="float16")
+    engine = create_engine("opt-13b", "sim", num_gpu_blocks=400, max_num_seqs=2, dtype="float16")
     reqs = [Request(i, tuple(range(3, 40)), 64, 0.0) for i in range(10)]
     runner = LiveRunner(engine, ListSource(reqs))
     runner.pause()
@@ -160,7 +160,7 @@ def check_contained(outs, reference, where):
 def test_fault_in_a_model_layer_fails_only_that_batch():
     ps = prompts(6)
     ref = reference_tokens("cpu", ps, **CPU)
-    engine = Engine.create("opt-tiny", "cpu", **CPU)
+    engine = create_engine("opt-tiny", "cpu", **CPU)
     engine.executor.model.layer = fail_once(engine.executor.model.layer, at_call=2 * 7 + 1)  # layer 1, step 8
     outs = run_with_fault(engine, ps)
     failed = check_contained(outs, ref, "layer 1")
@@ -170,7 +170,7 @@ def test_fault_in_a_model_layer_fails_only_that_batch():
 def test_fault_in_the_link_copy_thread_is_contained():
     ps = prompts(6)
     ref = reference_tokens("cpu", ps, **CPU)
-    engine = Engine.create("opt-tiny", "cpu", **CPU)
+    engine = create_engine("opt-tiny", "cpu", **CPU)
     engine.executor.kv.stage_layer = fail_once(engine.executor.kv.stage_layer, at_call=5)
     outs = run_with_fault(engine, ps)
     check_contained(outs, ref, "the copy thread")
@@ -181,7 +181,7 @@ def test_fault_in_the_link_copy_thread_is_contained():
 def test_a_dying_copy_thread_gives_a_bounded_wait_and_a_clear_error(monkeypatch):
     ps = prompts(6)
     ref = reference_tokens("cpu", ps, **CPU)
-    engine = Engine.create("opt-tiny", "cpu", **CPU)
+    engine = create_engine("opt-tiny", "cpu", **CPU)
     link = engine.executor.h2d
     real = link.duration
     calls = [0]
@@ -206,7 +206,7 @@ def test_fault_in_the_controller_detaches_it_and_loses_nothing(executor):
     options = dict(CPU, controller=dict(enabled=True, warmup_iterations=1, window=2))
     ps = prompts(6)
     ref = reference_tokens(executor, ps, **options)
-    engine = Engine.create("opt-tiny", executor, **options)
+    engine = create_engine("opt-tiny", executor, **options)
     engine.controller.observe = fail_once(engine.controller.observe, at_call=4)
     outs = run_with_fault(engine, ps)
     assert [outs[i].token_ids for i in range(6)] == ref
@@ -217,7 +217,7 @@ def test_fault_in_the_controller_detaches_it_and_loses_nothing(executor):
 def test_fault_in_the_sim_executor_fails_that_batch():
     ps = prompts(6)
     ref = reference_tokens("sim", ps, **CPU)
-    engine = Engine.create("opt-tiny", "sim", **CPU)
+    engine = create_engine("opt-tiny", "sim", **CPU)
     engine.executor.execute = fail_once(engine.executor.execute, at_call=9)
     outs = run_with_fault(engine, ps)
     assert len(check_contained(outs, ref, "the sim executor")) == 2
@@ -237,7 +237,7 @@ class FailingSource(ListSource):
 
 @pytest.mark.parametrize("executor", ["cpu", "sim"])
 def test_runner_contains_a_failing_source_and_step_and_reports_each_fault_once(executor):
-    engine = Engine.create("opt-tiny", executor, **CPU)
+    engine = create_engine("opt-tiny", executor, **CPU)
     engine.executor.execute = fail_once(engine.executor.execute, at_call=3)
     reqs = [Request(i, tuple(p), 12, 0.0) for i, p in enumerate(prompts(4))]
     runner = LiveRunner(engine, FailingSource(reqs, fail_at=3)).start()
@@ -253,7 +253,7 @@ def test_runner_contains_a_failing_source_and_step_and_reports_each_fault_once(e
 
 
 def test_a_run_that_cannot_progress_reports_a_stall():
-    engine = Engine.create("opt-13b", "sim", num_gpu_blocks=400, max_num_seqs=4, dtype="float16")
+    engine = create_engine("opt-13b", "sim", num_gpu_blocks=400, max_num_seqs=4, dtype="float16")
     reqs = [Request(i, tuple(range(3, 40)), 200, 0.0) for i in range(6)]
     runner = LiveRunner(engine, ListSource(reqs), stall_steps=20).start()
     while engine.metrics.totals["iterations"] < 3:
