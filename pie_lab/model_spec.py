@@ -157,8 +157,8 @@ def spec_from_model(model: Any) -> ModelSpec:
         return model
     if isinstance(model, (str, os.PathLike)):
         path = os.fspath(model)
-        if path in NAMED_SHAPES:
-            return named_spec(path)
+        if path in NAMED_SHAPES or not (os.sep in path or os.path.exists(path)):
+            return named_spec(path)         # a bare name: a named shape, or an error listing them
         cfg = os.path.join(path, "config.json")
         if os.path.isfile(cfg):
             return ModelSpec.from_config_file(cfg)
