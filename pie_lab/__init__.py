@@ -2,11 +2,11 @@
 
 The engine core (pie_lab.core) imports no torch; executors and models load lazily.
 """
-from .config import ControllerConfig, EngineConfig, POLICIES, EXECUTORS
+from .config import ControllerConfig, EngineConfig, POLICIES, EXECUTORS, LIVE_KNOBS
 from .errors import ConfigError, EngineError, PieLabError
 from .sampling import SamplingParams
 from .model_spec import ModelSpec, NAMED_SHAPES, named_spec
-from .core.engine import Engine, RequestOutput, LIVE_KNOBS
+from .core.engine import Engine, RequestOutput
 from .engine_factory import create_engine
 from .llm import LLM
 

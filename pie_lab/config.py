@@ -1,8 +1,13 @@
-"""Engine configuration: one frozen, validated dataclass. Every live knob has a field here."""
+"""Engine configuration: one frozen, validated dataclass. Every live knob has a field here.
+
+Each knob has one owner: its default is the field's, its range is in `FIELD_RANGES` (checked by
+`check_field`, the only range check of an engine setting), `check_live` is the only check of a
+change to a running engine, and `EngineConfig.host_blocks` the only default of the host pool.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace, asdict
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 from .errors import ConfigError, check_choice, check_float, check_int
 
@@ -10,6 +15,46 @@ POLICIES = ("none", "recompute", "pie", "vllm-swap", "flexgen")
 PREEMPTION_MODES = ("recompute", "swap")
 EXECUTORS = ("cpu", "cuda", "sim")
 DTYPES = ("float32", "float16", "bfloat16")
+LIVE_KNOBS = ("swap_budget_blocks", "prefetch_depth", "max_num_seqs", "max_num_batched_tokens",
+              "num_gpu_blocks", "link_bandwidth_gbps", "link_latency_us", "flexgen_fraction", "controller")
+
+# name: (type, lo, hi, lo_open); None = unbounded. Optional fields may also be None.
+FIELD_RANGES: dict[str, tuple] = {
+    "block_size": (int, 1, 1024, False),
+    "num_gpu_blocks": (int, 1, None, False),
+    "gpu_kv_limit_gb": (float, 0.0, 1e6, True),
+    "num_host_blocks": (int, 0, None, False),
+    "max_num_seqs": (int, 1, 65536, False),
+    "max_num_batched_tokens": (int, 1, None, False),
+    "max_model_len": (int, 1, None, False),
+    "swap_budget_blocks": (int, 0, None, False),
+    "prefetch_depth": (int, 1, 1024, False),
+    "flexgen_fraction": (float, 0.0, 1.0, False),
+    "link_bandwidth_gbps": (float, 0.0, 1e5, True),
+    "link_latency_us": (float, 0.0, 1e6, False),
+    "seed": (int, 0, None, False),
+}
+
+
+def check_field(name: str, value: Any, hi: float | None = None) -> Any:
+    """`value` within FIELD_RANGES[name]; `hi` narrows the top (an engine's pool capacity)."""
+    kind, lo, top, lo_open = FIELD_RANGES[name]
+    hi = top if hi is None else hi
+    if kind is int:
+        return check_int(name, value, lo, hi)
+    return check_float(name, value, lo, hi, lo_open=lo_open)
+
+
+def check_live(changes: Mapping[str, Any], extra: Sequence[str] = ()) -> None:
+    """A change to a running engine names only live knobs (or `extra`, a runner's own knobs)."""
+    allowed = (*LIVE_KNOBS, *extra)
+    names = set(changes) - set(allowed)
+    unknown = sorted(names - {f.name for f in fields(EngineConfig)})
+    if unknown:
+        raise ConfigError(f"unknown knob(s) {', '.join(unknown)}; live knobs: {', '.join(allowed)}")
+    if names:
+        raise ConfigError(f"engine.{', engine.'.join(sorted(names))} cannot change while running; live knobs: "
+                          f"{', '.join(allowed)} (build a new engine for the rest)")
 
 
 @dataclass(frozen=True)
@@ -71,31 +116,15 @@ class EngineConfig:
     controller: ControllerConfig = field(default_factory=ControllerConfig)
 
     def __post_init__(self):
-        check_int("block_size", self.block_size, 1, 1024)
-        if self.num_gpu_blocks is not None:
-            check_int("num_gpu_blocks", self.num_gpu_blocks, 1)
-        if self.gpu_kv_limit_gb is not None:
-            check_float("gpu_kv_limit_gb", self.gpu_kv_limit_gb, 0.0, 1e6, lo_open=True)
-        if self.num_host_blocks is not None:
-            check_int("num_host_blocks", self.num_host_blocks, 0)
-        check_int("max_num_seqs", self.max_num_seqs, 1, 65536)
-        check_int("max_num_batched_tokens", self.max_num_batched_tokens, 1)
-        if self.max_model_len is not None:
-            check_int("max_model_len", self.max_model_len, 1)
+        for name in FIELD_RANGES:
+            if getattr(self, name) is not None:
+                check_field(name, getattr(self, name))
         if not isinstance(self.chunked_prefill, bool):
             raise ConfigError(f"chunked_prefill must be true or false, got {self.chunked_prefill!r}")
         check_choice("policy", self.policy, POLICIES)
         if self.preemption_mode is not None:
             check_choice("preemption_mode", self.preemption_mode, PREEMPTION_MODES)
-        check_int("swap_budget_blocks", self.swap_budget_blocks, 0)
-        check_int("prefetch_depth", self.prefetch_depth, 1, 1024)
-        check_float("flexgen_fraction", self.flexgen_fraction, 0.0, 1.0)
-        if self.link_bandwidth_gbps is not None:
-            check_float("link_bandwidth_gbps", self.link_bandwidth_gbps, 0.0, 1e5, lo_open=True)
-        if self.link_latency_us is not None:
-            check_float("link_latency_us", self.link_latency_us, 0.0, 1e6)
         check_choice("dtype", self.dtype, DTYPES)
-        check_int("seed", self.seed, 0)
         if isinstance(self.controller, dict):
             object.__setattr__(self, "controller", ControllerConfig(**self.controller))
         if not isinstance(self.controller, ControllerConfig):
@@ -106,6 +135,15 @@ class EngineConfig:
         """Preempted sequences go to the host swap space (when it has room) instead of being recomputed."""
         mode = self.preemption_mode or ("swap" if self.policy == "vllm-swap" else "recompute")
         return mode == "swap"
+
+    def host_blocks(self, gpu_blocks: int | None) -> int | None:
+        """The host pool: num_host_blocks, else none where nothing ever goes to the host, else twice
+        the GPU pool (at least the swap budget); None while the GPU pool's size is unknown."""
+        if self.num_host_blocks is not None:
+            return self.num_host_blocks
+        if self.policy in ("none", "recompute") and not self.swap_preemption:
+            return 0
+        return None if gpu_blocks is None else max(2 * gpu_blocks, self.swap_budget_blocks)
 
     def replace(self, **changes: Any) -> "EngineConfig":
         return replace(self, **changes)

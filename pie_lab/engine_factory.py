@@ -27,8 +27,8 @@ def create_engine(model: Any, executor: str = "cpu", config: EngineConfig | None
 
 
 def pool_sizes(config: EngineConfig, ex: Executor) -> tuple[int, int]:
-    """(GPU blocks, host blocks): the config's numbers, else from gpu_kv_limit_gb, else the
-    executor's default for the GPU and twice the GPU (at least the swap budget) for the host."""
+    """(GPU blocks, host blocks): GPU from num_gpu_blocks, else gpu_kv_limit_gb, else the
+    executor's default; host from `EngineConfig.host_blocks`."""
     block_bytes = ex.spec.kv_block_bytes(config.block_size, config.dtype)
     if config.num_gpu_blocks is not None:
         gpu = config.num_gpu_blocks
@@ -39,8 +39,4 @@ def pool_sizes(config: EngineConfig, ex: Executor) -> tuple[int, int]:
                               f"({block_bytes} bytes each); allowed: >= {block_bytes / 2**30:.3g}")
     else:
         gpu = ex.default_num_gpu_blocks(config)
-    host = config.num_host_blocks
-    if host is None:
-        host = 0 if config.policy in ("none", "recompute") and not config.swap_preemption \
-            else max(2 * gpu, config.swap_budget_blocks)
-    return gpu, host
+    return gpu, config.host_blocks(gpu)

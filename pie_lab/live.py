@@ -15,7 +15,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from .core.engine import Engine, LIVE_KNOBS, RequestOutput
+from .config import check_live
+from .core.engine import Engine, RequestOutput
 from .errors import ConfigError, EngineError, check_float
 from .sampling import SamplingParams
 from .sources import RequestSource
@@ -130,10 +131,7 @@ class LiveRunner:
     def set(self, **knobs: Any) -> None:
         """Change live knobs: validated now, applied between iterations."""
         self._raise_if_failed()
-        unknown = set(knobs) - set(LIVE_KNOBS) - set(RUNNER_KNOBS)
-        if unknown:
-            raise ConfigError(f"unknown knob(s) {', '.join(sorted(unknown))}; live knobs: "
-                              f"{', '.join(LIVE_KNOBS + RUNNER_KNOBS)}")
+        check_live(knobs, extra=RUNNER_KNOBS)
         rate = knobs.pop("request_rate", None)
         if rate is not None:
             check_float("request_rate", rate, 0.0, 1e6)

@@ -80,11 +80,15 @@ def test_a_manual_budget_becomes_the_controllers_starting_point():
     measure(eng, 0, 60)
     eng.update(swap_budget_blocks=5)
     eng.step()
-    assert eng.controller.state.budget == 5
+    assert eng.config.swap_budget_blocks == 5
     measure(eng, 0, 120)
     assert eng.config.swap_budget_blocks > 5                   # it grows again from there
-    knobs = eng.metrics.events_df().query("kind == 'knob'")
+    events = eng.metrics.events_df()
+    knobs = events.query("kind == 'knob'")
     assert (knobs["swap_budget_blocks"] == 5).any()
+    set_at = knobs[knobs["swap_budget_blocks"] == 5]["step"].iloc[-1]
+    decisions = events.query("kind == 'controller'")
+    assert decisions[decisions["step"] >= set_at]["old_budget"].iloc[0] == 5   # its first decision starts at 5
 
 
 def test_controller_off_leaves_the_budget_alone():

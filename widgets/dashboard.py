@@ -24,7 +24,7 @@ from .panels import History, LatencyPanel, MemoryPanel, OverlapTimeline
 from .workload import WorkloadSource, engine_capacity
 
 CPU_DEFAULTS = dict(policy="pie", num_gpu_blocks=64, num_host_blocks=256, swap_budget_blocks=16,
-                    prefetch_depth=2, link_bandwidth_gbps=0.5)
+                    link_bandwidth_gbps=0.5)
 SIM_DEFAULTS = dict(policy="pie", controller=ControllerConfig(enabled=True))
 CPU_MAX_PARAMS = 300e6          # larger models belong on the sim executor (or cuda)
 

@@ -24,7 +24,7 @@ REPROBE_AFTER_HOLDS = 8     # converged decisions before the controller looks ab
 
 @dataclass
 class ControllerState:
-    budget: int
+    """What the controller learnt; the budget itself is the engine config's swap_budget_blocks."""
     last_safe: int = 0
     ceiling: int | None = None
     ref_batch: int = 0
@@ -35,24 +35,29 @@ class ControllerState:
 
 class AdaptiveController:
     def __init__(self, config: ControllerConfig, layer_block_bytes: int, num_layers: int,
-                 max_budget: int, budget: int = 0):
+                 host_capacity: int):
         self.config = config
         self.layer_block_bytes = layer_block_bytes
         self.num_layers = num_layers
-        self.max_budget = max_budget if config.max_budget_blocks is None else min(max_budget, config.max_budget_blocks)
-        self.state = ControllerState(budget)
+        self.host_capacity = host_capacity
+        self.state = ControllerState()
         self._window: list[IterationRecord] = []
         self._skip = config.warmup_iterations
+
+    @property
+    def max_budget(self) -> int:
+        cap = self.config.max_budget_blocks
+        return self.host_capacity if cap is None else min(self.host_capacity, cap)
 
     @property
     def enabled(self) -> bool:
         return self.config.enabled
 
-    def on_config(self, engine_config, manual: bool) -> None:
+    def on_config(self, config: ControllerConfig, manual: bool) -> None:
         """A user changed the controller settings or set the budget by hand: start again from there."""
-        self.config = engine_config.controller
+        self.config = config
         if manual:
-            self.state = ControllerState(engine_config.swap_budget_blocks, last_safe=0)
+            self.state = ControllerState()
         self._window, self._skip = [], SETTLE_ITERATIONS
 
     def observe(self, engine, rec: IterationRecord) -> None:
@@ -65,9 +70,8 @@ class AdaptiveController:
         if len(self._window) < self.config.window:
             return
         window, self._window = self._window, []
-        new, rule, inputs = self.decide(window, engine.eligible_host_blocks())
-        old = self.state.budget
-        self.state.budget = new
+        old = engine.config.swap_budget_blocks
+        new, rule, inputs = self.decide(window, engine.eligible_host_blocks(), old)
         self.state.decisions += 1
         engine.metrics.add_event(rec.end, "controller", step=rec.step, old_budget=old, new_budget=new,
                                  rule=rule, **inputs)
@@ -75,9 +79,8 @@ class AdaptiveController:
             engine.set_budget(new)
             self._skip = SETTLE_ITERATIONS
 
-    def decide(self, window: list[IterationRecord], eligible: int) -> tuple[int, str, dict]:
-        c, s = self.config, self.state
-        b = s.budget
+    def decide(self, window: list[IterationRecord], eligible: int, budget: int) -> tuple[int, str, dict]:
+        c, s, b = self.config, self.state, budget
         duration = sum(r.duration for r in window)
         stall = sum(r.stall for r in window)
         overhead = stall / duration if duration > 0 else 0.0

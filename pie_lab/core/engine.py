@@ -12,18 +12,15 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Sequence as Seq
 
-from ..config import EngineConfig
-from ..errors import ConfigError, check_int
+from ..config import EngineConfig, check_field, check_live
+from ..errors import ConfigError
 from ..sampling import SamplingParams
 from .block_manager import BlockManager
 from .metrics import IterationRecord, Metrics, request_record
 from .plan import SeqWork, StepOutput, StepPlan
-from .scheduler import Limits, Schedule, Scheduler
+from .scheduler import Schedule, Scheduler
 from .sequence import Sequence
 from .swap_planner import SwapPlanner
-
-LIVE_KNOBS = ("swap_budget_blocks", "prefetch_depth", "max_num_seqs", "max_num_batched_tokens",
-              "num_gpu_blocks", "link_bandwidth_gbps", "link_latency_us", "flexgen_fraction", "controller")
 
 
 @dataclass(frozen=True)
@@ -53,11 +50,9 @@ class Engine:
         eos = self.spec.hf_config.get("eos_token_id")
         self.eos_ids = frozenset(eos if isinstance(eos, (list, tuple)) else ([] if eos is None else [eos]))
         self.blocks = BlockManager(config.block_size, num_gpu_blocks, num_host_blocks)
-        self.scheduler = Scheduler(self.blocks, Limits(config.max_num_seqs, config.max_num_batched_tokens,
-                                                       config.chunked_prefill),
-                                   swap_preemption=config.swap_preemption)
-        self.planner = SwapPlanner(self.blocks, self.spec.num_layers, config.policy, config.swap_budget_blocks,
-                                   config.prefetch_depth, config.flexgen_fraction)
+        # the config is the one owner of every knob: scheduler and planner read it at each use
+        self.scheduler = Scheduler(self.blocks, lambda: self.config)
+        self.planner = SwapPlanner(self.blocks, self.spec.num_layers, lambda: self.config)
         self.metrics = Metrics()
         self.controller = None
         if config.policy == "pie":
@@ -102,13 +97,13 @@ class Engine:
         if len(prompt) >= self.max_model_len:
             raise ConfigError(f"prompt of {len(prompt)} tokens does not fit the context window: "
                               f"allowed at most {self.max_model_len - 1} tokens (max_model_len={self.max_model_len})")
-        if not self.config.chunked_prefill and len(prompt) > self.scheduler.limits.max_num_batched_tokens:
+        if not self.config.chunked_prefill and len(prompt) > self.config.max_num_batched_tokens:
             raise ConfigError(f"prompt of {len(prompt)} tokens exceeds max_num_batched_tokens="
-                              f"{self.scheduler.limits.max_num_batched_tokens}; allowed: <= that, "
+                              f"{self.config.max_num_batched_tokens}; allowed: <= that, "
                               "or enable chunked_prefill")
         total = min(len(prompt) + sampling.max_tokens, self.max_model_len)
         need = -(-total // self.config.block_size)
-        room = self.blocks.gpu.limit + (self.planner.budget if self.config.policy == "pie" else 0)
+        room = self.blocks.gpu.limit + (self.config.swap_budget_blocks if self.config.policy == "pie" else 0)
         if need > room:
             raise ConfigError(f"request needs up to {need} KV blocks ({total} tokens) but the engine holds "
                               f"{room}; allowed: prompt + max_tokens <= {room * self.config.block_size} tokens")
@@ -157,14 +152,11 @@ class Engine:
     # -- live knobs -------------------------------------------------------------------------
     def update(self, **changes: Any) -> EngineConfig:
         """Validate now, apply before the next step. Returns the config that will apply."""
-        unknown = set(changes) - set(LIVE_KNOBS)
-        if unknown:
-            raise ConfigError(f"{', '.join(sorted(unknown))} cannot change while running; live knobs: "
-                              f"{', '.join(LIVE_KNOBS)}")
+        check_live(changes)
         if "num_gpu_blocks" in changes:
-            check_int("num_gpu_blocks", changes["num_gpu_blocks"], 1, self.blocks.gpu.capacity)
+            check_field("num_gpu_blocks", changes["num_gpu_blocks"], hi=self.gpu_capacity)
         if "swap_budget_blocks" in changes:
-            check_int("swap_budget_blocks", changes["swap_budget_blocks"], 0, self.blocks.host.capacity)
+            check_field("swap_budget_blocks", changes["swap_budget_blocks"], hi=self.host_capacity)
         with self._lock:
             merged = {**self._pending, **changes}
             new = self.config.replace(**merged)          # validates every field
@@ -180,17 +172,13 @@ class Engine:
             self.scheduler.add(seq)
         if not changes:
             return
-        self.config = self.config.replace(**changes)
-        c = self.config
-        self.scheduler.limits = Limits(c.max_num_seqs, c.max_num_batched_tokens, c.chunked_prefill)
-        self.planner.budget, self.planner.depth = c.swap_budget_blocks, c.prefetch_depth
-        self.planner.fraction = c.flexgen_fraction
+        self.config = c = self.config.replace(**changes)
         if "num_gpu_blocks" in changes:
             self.blocks.gpu.limit = c.num_gpu_blocks
         if "link_bandwidth_gbps" in changes or "link_latency_us" in changes:
             self.executor.set_link(c.link_bandwidth_gbps, c.link_latency_us)
         if self.controller is not None and ("controller" in changes or "swap_budget_blocks" in changes):
-            self.controller.on_config(c, manual="swap_budget_blocks" in changes)
+            self.controller.on_config(c.controller, manual="swap_budget_blocks" in changes)
         self.metrics.add_event(self.clock.now(), "knob", step=self._step_id,
                                **{k: (v if not hasattr(v, "__dataclass_fields__") else str(v)) for k, v in changes.items()})
 
@@ -234,8 +222,8 @@ class Engine:
         rec = IterationRecord.build(
             plan, out.timing, start, end, gpu_blocks_used=self.blocks.gpu.num_used,
             host_blocks_used=self.blocks.host.num_used, gpu_blocks_limit=self.blocks.gpu.limit,
-            staging_blocks=self.blocks.gpu.reserved, swap_budget=self.planner.budget,
-            prefetch_depth=self.planner.depth, preempted=len(sched.preempted),
+            staging_blocks=self.blocks.gpu.reserved, swap_budget=self.config.swap_budget_blocks,
+            prefetch_depth=self.config.prefetch_depth, preempted=len(sched.preempted),
             swap_space_blocks=sum(s.host_count for s in self.scheduler.swapped),
             swapped_out=len(sched.swapped_out), waiting=len(self.scheduler.waiting))
         self.metrics.add_iteration(rec, out.timing)
@@ -352,13 +340,11 @@ class Engine:
         from .controller import AdaptiveController
         self.controller = AdaptiveController(
             self.config.controller, self.block_bytes // self.spec.num_layers,
-            self.spec.num_layers, self.blocks.host.capacity, self.config.swap_budget_blocks)
+            self.spec.num_layers, self.host_capacity)
 
     def set_budget(self, budget: int) -> None:
         """Between iterations, on the engine thread: the controller's own change of the budget."""
-        budget = max(0, min(budget, self.blocks.host.capacity))
-        self.config = self.config.replace(swap_budget_blocks=budget)
-        self.planner.budget = budget
+        self.config = self.config.replace(swap_budget_blocks=max(0, min(budget, self.host_capacity)))
 
     def eligible_host_blocks(self) -> int:
         """Full blocks of the running batch: the most that could be host-resident now."""

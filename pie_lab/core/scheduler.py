@@ -7,17 +7,12 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Callable
 
+from ..config import EngineConfig
 from ..errors import EngineError
 from .block_manager import BlockManager
 from .sequence import Sequence, SeqStatus
-
-
-@dataclass
-class Limits:
-    max_num_seqs: int
-    max_num_batched_tokens: int
-    chunked_prefill: bool
 
 
 @dataclass
@@ -34,16 +29,20 @@ class Schedule:
 
 
 class Scheduler:
-    def __init__(self, blocks: BlockManager, limits: Limits, swap_preemption: bool = False):
+    def __init__(self, blocks: BlockManager, config: Callable[[], EngineConfig]):
         self.blocks = blocks
-        self.limits = limits
-        self.swap_preemption = swap_preemption     # vllm-swap: preempt into the host swap space
+        self._config = config                      # the engine's current config (the knobs' owner)
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self.swapped: deque[Sequence] = deque()
 
     def add(self, seq: Sequence) -> None:
         self.waiting.append(seq)
+
+    @property
+    def config(self) -> EngineConfig:
+        """The engine's config now: max_num_seqs, max_num_batched_tokens, chunked_prefill, preemption."""
+        return self._config()
 
     def has_unfinished(self) -> bool:
         return bool(self.waiting or self.running or self.swapped)
@@ -52,13 +51,13 @@ class Scheduler:
         remaining = seq.num_tokens - seq.num_computed_tokens
         if remaining <= budget:
             return remaining
-        return budget if self.limits.chunked_prefill else 0
+        return budget if self.config.chunked_prefill else 0
 
     # -- preemption -----------------------------------------------------------------------
     def preempt(self, seq: Sequence, sched: Schedule) -> None:
         self.running.remove(seq)
         seq.num_preemptions += 1
-        if self.swap_preemption and self.blocks.can_swap_out(seq):
+        if self.config.swap_preemption and self.blocks.can_swap_out(seq):
             sched.swap_out.extend(self.blocks.swap_out(seq))
             seq.status = SeqStatus.SWAPPED
             seq.num_swaps += 1
@@ -81,7 +80,7 @@ class Scheduler:
     def shed_excess(self, sched: Schedule) -> None:
         """After a knob change: fewer running sequences or fewer GPU blocks than in use."""
         gpu = self.blocks.gpu
-        while self.running and (len(self.running) > self.limits.max_num_seqs
+        while self.running and (len(self.running) > self.config.max_num_seqs
                                 or gpu.num_used > gpu.limit - gpu.reserved):
             self.preempt(self.running[-1], sched)
 
@@ -89,7 +88,7 @@ class Scheduler:
     def schedule(self, sched: Schedule | None = None) -> Schedule:
         sched = sched or Schedule()
         self.shed_excess(sched)
-        budget = self.limits.max_num_batched_tokens
+        budget = self.config.max_num_batched_tokens
         queue = list(self.running)
         while queue:
             seq = queue.pop(0)
@@ -120,7 +119,7 @@ class Scheduler:
         return sched
 
     def _swap_in(self, sched: Schedule, budget: int) -> int:
-        while self.swapped and len(self.running) < self.limits.max_num_seqs and budget > 0:
+        while self.swapped and len(self.running) < self.config.max_num_seqs and budget > 0:
             seq = self.swapped[0]
             n = self._tokens_for(seq, budget)
             if n == 0 or not self.blocks.can_swap_in(seq, self.blocks.blocks_needed(seq, n)):
@@ -135,7 +134,7 @@ class Scheduler:
         return budget
 
     def _admit(self, sched: Schedule, budget: int) -> None:
-        while self.waiting and len(self.running) < self.limits.max_num_seqs and budget > 0:
+        while self.waiting and len(self.running) < self.config.max_num_seqs and budget > 0:
             seq = self.waiting[0]
             n = self._tokens_for(seq, budget)
             if n == 0 or not self.blocks.can_allocate(self.blocks.blocks_needed(seq, n)):

@@ -9,6 +9,9 @@ layer into a staging ring of `depth` slots; the ring's memory is withheld from t
 from __future__ import annotations
 
 import math
+from typing import Callable
+
+from ..config import EngineConfig
 
 from .block_manager import BlockManager
 from .plan import StreamPlan
@@ -17,14 +20,26 @@ from .sequence import Sequence
 
 
 class SwapPlanner:
-    def __init__(self, blocks: BlockManager, num_layers: int, policy: str, budget: int = 0,
-                 depth: int = 2, fraction: float = 0.0):
+    def __init__(self, blocks: BlockManager, num_layers: int, config: Callable[[], EngineConfig]):
         self.blocks = blocks
         self.num_layers = num_layers
-        self.policy = policy
-        self.budget = budget
-        self.depth = depth
-        self.fraction = fraction
+        self._config = config                  # the engine's current config (the knobs' owner)
+
+    @property
+    def policy(self) -> str:
+        return self._config().policy
+
+    @property
+    def budget(self) -> int:
+        return self._config().swap_budget_blocks
+
+    @property
+    def depth(self) -> int:
+        return self._config().prefetch_depth
+
+    @property
+    def fraction(self) -> float:
+        return self._config().flexgen_fraction
 
     @property
     def active(self) -> bool:

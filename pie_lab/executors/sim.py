@@ -13,7 +13,7 @@ import numpy as np
 
 from ..config import EngineConfig
 from ..core.plan import StepOutput, StepPlan
-from ..errors import ConfigError, EngineError, check_float, check_int
+from ..errors import ConfigError, EngineError
 from ..model_spec import spec_from_model
 from ..sim.cost_model import CostModel, Prefetch
 from ..sim.hardware import Hardware, resolve_hardware
@@ -79,8 +79,7 @@ class SimExecutor:
         return int(free // block)
 
     def initialize(self, num_gpu_blocks: int, num_host_blocks: int) -> None:
-        self.num_gpu_blocks = check_int("num_gpu_blocks", num_gpu_blocks, 1)
-        self.num_host_blocks = check_int("num_host_blocks", num_host_blocks, 0)
+        self.num_gpu_blocks, self.num_host_blocks = num_gpu_blocks, num_host_blocks
 
     # -- running -------------------------------------------------------------------------------
     def execute(self, plan: StepPlan) -> StepOutput:
@@ -155,8 +154,6 @@ class SimExecutor:
                 self.hardware.link_latency_us if cm.link_latency_us is None else cm.link_latency_us)
 
     def set_link(self, bandwidth_gbps: float, latency_us: float) -> None:
-        check_float("link_bandwidth_gbps", bandwidth_gbps, 0.0, 1e5, lo_open=True)
-        check_float("link_latency_us", latency_us, 0.0, 1e6)
         self.cost_model = self.cost_model.with_link(bandwidth_gbps, latency_us)
 
     def recover(self) -> None:

@@ -79,8 +79,7 @@ def _policy(rc, s, n: Notes, cb: dict) -> None:
         n.add("exact", "engine.policy", "cpu_offload_space", 0.0,
               "0 makes an evicted request drop its KV and prefill again later (recompute)")
     elif e.policy == "vllm-swap":
-        host = e.num_host_blocks if e.num_host_blocks is not None else (
-            None if s.gpu_blocks is None else max(2 * s.gpu_blocks, e.swap_budget_blocks))
+        host = e.host_blocks(s.gpu_blocks)
         if host is not None:
             cb["cpu_offload_space"] = sig(host * s.block_bytes / GiB)
         n.add("approximate", "engine.policy", "cpu_offload_space", cb.get("cpu_offload_space"),

@@ -68,8 +68,7 @@ def _policy(rc, s, n: Notes, flags: dict) -> None:
     if e.policy in ("none", "recompute"):
         n.add("exact", "engine.policy", "", e.policy, "vLLM V1 preempts by recompute, as pie_lab does here")
     elif e.policy == "vllm-swap":
-        host = e.num_host_blocks if e.num_host_blocks is not None else (
-            None if s.gpu_blocks is None else max(2 * s.gpu_blocks, e.swap_budget_blocks))
+        host = e.host_blocks(s.gpu_blocks)
         if host is None:
             n.add("unsupported", "engine.num_host_blocks", "--swap-space", None,
                   "the swap space size is unknown: set num_host_blocks or num_gpu_blocks")

@@ -13,7 +13,8 @@ from dataclasses import dataclass, replace
 
 from .overlap import schedule_layers
 from ..core.plan import LayerTiming, StepPlan, StepTiming, StreamPlan, coalesce
-from ..errors import check_choice, check_float, check_int
+from ..config import check_field
+from ..errors import check_choice
 from ..model_spec import DTYPE_BYTES, ModelSpec
 from .hardware import Hardware
 
@@ -60,11 +61,9 @@ class CostModel:
 
     def __post_init__(self):
         check_choice("dtype", self.dtype, DTYPE_BYTES)
-        check_int("block_size", self.block_size, 1, 1024)
-        if self.link_bandwidth_gbps is not None:
-            check_float("link_bandwidth_gbps", self.link_bandwidth_gbps, 0.0, 1e5, lo_open=True)
-        if self.link_latency_us is not None:
-            check_float("link_latency_us", self.link_latency_us, 0.0, 1e6)
+        for name in ("block_size", "link_bandwidth_gbps", "link_latency_us"):
+            if getattr(self, name) is not None:
+                check_field(name, getattr(self, name))
         s, hw, db = self.spec, self.hardware, DTYPE_BYTES[self.dtype]
         h, kv = s.hidden_size, s.num_kv_heads * s.head_dim
         layer_params = 2 * h * h + 2 * h * kv + (2 if s.is_opt else 3) * h * s.intermediate_size
