@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from pie_lab import ConfigError, Engine, EngineConfig, LLM, SamplingParams, create_engine
+from pie_lab import ConfigError, EngineConfig, LLM, SamplingParams, create_engine
 from pie_lab.live import LiveRunner
 from pie_lab.sources import ListSource
 from pie_lab.workloads import Request
