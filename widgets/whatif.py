@@ -43,7 +43,7 @@ class Knob:
 def _log_slider(label: str, lo: float, hi: float, fmt: str = ".1f") -> Callable[[float], W.ValueWidget]:
     return lambda v: W.FloatLogSlider(value=v, base=10, min=math.log10(lo), max=math.log10(hi), step=0.02,
                                       description=label, readout_format=fmt, continuous_update=False,
-                                      style={"description_width": "150px"}, layout=W.Layout(width="460px"))
+                                      style={"description_width": "150px"}, layout=W.Layout(width="520px"))
 
 
 KNOBS = (
@@ -83,7 +83,8 @@ class WhatIfExplorer:
         self.box = W.VBox([
             W.HTML("<b>What if:</b> move a slider; the sim runs each policy on a small workload "
                    f"({self.point.num_requests} requests) and the charts follow."),
-            W.HBox([W.VBox([self.preset] + list(self.knobs.values())), self.status]),
+            W.HBox([W.VBox([self.preset] + list(self.knobs.values()), layout=W.Layout(min_width="540px")),
+                    self.status]),
             W.HBox([self.ratio_chart, self.bound_chart]),
         ], _dom_classes=["pie-whatif"])
         self.update()
@@ -187,9 +188,9 @@ def ratio_chart(df: pd.DataFrame, explored: list[dict], point: WhatIfPoint) -> a
     now = (bars + one).properties(width=260, height=160, title=f"this point vs {REFERENCE}")
     hist = pd.DataFrame(explored)
     marks = pd.DataFrame([{"link_gbps": m.gbps, "preset": m.label} for m in LINK_MARKS])
-    x = alt.X("link_gbps:Q", scale=alt.Scale(type="log", domain=[5, 2000]), title="link GB/s (log)")
+    x = alt.X("link_gbps:Q", scale=alt.Scale(type="log", domain=[5, 2000], nice=False), title="link GB/s (log)")
     pts = alt.Chart(hist).mark_point(filled=True, size=60).encode(
-        x=x, y=alt.Y("throughput_ratio:Q", title=f"throughput x {REFERENCE}"), color="policy:N",
+        x=x, y=alt.Y("throughput_ratio:Q", title=f"throughput x {REFERENCE}", scale=alt.Scale(zero=False)), color="policy:N",
         shape="model:N", tooltip=list(hist.columns))
     rules = alt.Chart(marks).mark_rule(strokeDash=[2, 2], color="gray").encode(x="link_gbps:Q", tooltip=["preset", "link_gbps"])
     cur = alt.Chart(pd.DataFrame({"link_gbps": [point.link_gbps]})).mark_rule(color="black").encode(x="link_gbps:Q")
@@ -202,7 +203,7 @@ def bound_chart(point: WhatIfPoint, batch: int, context: int, demand: int) -> al
     the run streamed per step (horizontal), the presets' links (dashed) and this point's link (solid)."""
     curve = bound_curve(point, batch, context)
     ms = float(curve["layer_ms"].iloc[0])
-    x = alt.X("link_gbps:Q", scale=alt.Scale(type="log", domain=[5, 2000]), title="link GB/s (log)")
+    x = alt.X("link_gbps:Q", scale=alt.Scale(type="log", domain=[5, 2000], nice=False), title="link GB/s (log)")
     line = alt.Chart(curve).mark_line().encode(
         x=x, y=alt.Y("hidden_blocks:Q", scale=alt.Scale(type="log"), title="host KV blocks hidden per step (log)"),
         tooltip=[alt.Tooltip("link_gbps:Q", format=".1f"), alt.Tooltip("hidden_blocks:Q", format=".0f")])
