@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     engine = argparse.ArgumentParser(add_help=False)
     g = engine.add_argument_group("engine")
     g.add_argument("--config", metavar="FILE", help="a run config (.yaml/.yml/.json) giving model, executor and engine")
+    g.add_argument("--scenario", metavar="NAME", help="a named scenario from data/scenarios.yaml (model, executor, "
+                                                      "engine, workload, policies; other options override it), "
+                                                      "e.g. memory-bound-gh200, memory-bound-pcie, no-pressure-gh200")
     g.add_argument("--model", help="named shape (e.g. opt-tiny, opt-13b) or checkpoint folder; overrides the config "
                                    "(default without --config: opt-tiny)")
     g.add_argument("--executor", choices=EXECUTORS, help="cpu (real model, emulated link), sim (cost model, "
@@ -66,13 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "(repeatable; values are read as YAML)")
     work = argparse.ArgumentParser(add_help=False)
     g = work.add_argument_group("workload")
-    g.add_argument("--workload", default="alpaca", metavar="sharegpt|alpaca|FILE",
+    g.add_argument("--workload", metavar="sharegpt|alpaca|FILE",
                    help="a generator fitted to ShareGPT or Alpaca statistics, a .jsonl request file, or a "
-                        "ShareGPT/Alpaca .json dataset (default: alpaca)")
-    g.add_argument("--num-requests", type=int, default=32, help="requests to generate or read (default: 32)")
+                        "ShareGPT/Alpaca .json dataset (default: the scenario's, else alpaca)")
+    g.add_argument("--num-requests", type=int, help="requests to generate or read (default: the scenario's, else 32)")
     g.add_argument("--rate", type=float, default=None, help="Poisson arrivals at this many requests/s "
-                                                           "(default: all at once, or a file's own times)")
-    g.add_argument("--seed", type=int, default=0, help="seed for lengths, prompt ids and arrivals (default: 0)")
+                                                           "(default: the scenario's, else all at once, or a "
+                                                           "file's own times)")
+    g.add_argument("--seed", type=int, help="seed for lengths, prompt ids and arrivals (default: the scenario's, else 0)")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     s = sub.add_parser("run", parents=[engine, work], help="run a workload on a config and report its metrics",
@@ -105,7 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("bench", parents=[engine, work], help="compare policies on one workload (or sweep a grid)",
                        description="Run the same workload through several policies. Several rates or hardware "
                                    "presets, --workers or --ray make it a sweep over the grid.")
-    s.add_argument("--policies", default="none,pie", help=f"comma-separated, from {', '.join(POLICIES)} (default: none,pie)")
+    s.add_argument("--policies", help=f"comma-separated, from {', '.join(POLICIES)} (default: a scenario's own "
+                                      "entries, else none,pie); without --config/--model/--executor/--scenario "
+                                      "the default scenario runs")
     s.add_argument("--budgets", default=None, help="comma-separated swap budgets (blocks) for policy pie")
     s.add_argument("--rates", default=None, help="comma-separated request rates (sweep); overrides --rate")
     s.add_argument("--hardware", default=None, help="comma-separated hardware presets (sweep; matters on sim)")
@@ -130,11 +136,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # -- helpers -------------------------------------------------------------------------------------
-def run_config(args):
+def scenario_of(args):
+    if not getattr(args, "scenario", None):
+        return None
+    from .bench.scenarios import load_scenario
+    return load_scenario(args.scenario)
+
+
+def run_config(args, entry: str | None = None):
+    """Model, executor and engine from --scenario (with its policy `entry`), --config, then --model,
+    --executor and --set on top."""
     from .config_io import RunConfig, load_run_config, parse_run_config
-    rc = load_run_config(args.config) if args.config else RunConfig(args.model or "opt-tiny", args.executor or "cpu")
+    sc = scenario_of(args)
+    if sc is not None and args.config:
+        raise ConfigError("--scenario and --config both give the engine: use one")
+    if sc is not None:
+        rc = RunConfig(sc.model, sc.executor)
+    else:
+        rc = load_run_config(args.config) if args.config else RunConfig(args.model or "opt-tiny", args.executor or "cpu")
     d = rc.to_dict()
     d["model"], d["executor"] = args.model or d["model"], args.executor or d["executor"]
+    if sc is not None:
+        merge(d["engine"], sc.engine)
+        if entry is not None:
+            merge(d["engine"], sc.entries([entry])[0], skip=("label",))
     for item in args.set:
         key, eq, text = item.partition("=")
         if not eq or not key:
@@ -152,14 +177,29 @@ def run_config(args):
     return rc
 
 
+def merge(into: dict, changes, skip=()) -> None:
+    for k, v in changes.items():
+        if k in skip:
+            continue
+        if isinstance(v, dict) and isinstance(into.get(k), dict):
+            merge(into[k], v)
+        else:
+            into[k] = v
+
+
 def workload(args, model: str):
     return spec_of(args).build(spec_from_model(model))
 
 
 def spec_of(args, **changes):
+    """The workload: the scenario's (if any), with --workload, --num-requests, --rate, --seed on top."""
     from dataclasses import replace
     from .bench.sweep import WorkloadSpec
-    return replace(WorkloadSpec(args.workload, args.num_requests, args.rate, args.seed), **changes)
+    sc = scenario_of(args)
+    base = sc.workload if sc is not None else WorkloadSpec("alpaca", 32, None, 0)
+    given = dict(kind=args.workload, num_requests=args.num_requests, rate=args.rate,
+                 seed=args.seed if args.seed is not None else None)
+    return replace(base, **{k: v for k, v in given.items() if v is not None}, **changes)
 
 
 def check_out(path: str | None, option: str = "--out", suffixes=(".csv", ".json")) -> None:
@@ -191,7 +231,9 @@ def csv_list(text: str | None, kind, name: str) -> list:
 def cmd_run(args) -> int:
     from .bench.harness import run_benchmark
     check_out(args.out)
-    rc = run_config(args)
+    rc = run_config(args, entry="pie" if args.scenario else None)      # a scenario's "pie" entry
+    if args.scenario:
+        print(scenario_of(args).describe(spec_of(args)))
     res = run_benchmark(rc.model, rc.executor, [dict(rc.engine.to_dict(), label=rc.engine.policy)],
                         workload(args, rc.model), progress=not args.no_progress)
     show(res.df)
@@ -205,7 +247,7 @@ def cmd_tune(args) -> int:
     from .tune import tune
     config_format(args.out)                          # a bad suffix fails before the run, not after
     check_out(args.events, "--events", (".csv",))
-    rc = run_config(args)
+    rc = run_config(args, entry="pie" if args.scenario else None)
     res = tune(rc, workload(args, rc.model), stable_decisions=args.stable_decisions,
                workload_description=spec_of(args).describe(), progress=not args.no_progress)
     res.save(args.out, args.events)
@@ -235,8 +277,14 @@ def cmd_bench(args) -> int:
     from .bench.sweep import SweepSpec, run_sweep
     check_out(args.out)
     check_out(args.chart, "--chart", (".html", ".json", ".png", ".svg"))
+    if not (args.scenario or args.config or args.model or args.executor):
+        from .bench.scenarios import default_scenario
+        args.scenario = default_scenario()
+    sc = scenario_of(args)
+    if sc is not None:
+        print(sc.describe(spec_of(args)))
     rc = run_config(args)
-    policies = csv_list(args.policies, str, "policies")
+    policies = csv_list(args.policies, str, "policies") or (list(sc.policies) if sc else ["none", "pie"])
     budgets = csv_list(args.budgets, int, "budgets")
     rates = csv_list(args.rates, float, "rates") or [args.rate]
     hardware = csv_list(args.hardware, str, "hardware") or [rc.engine.hardware]
@@ -249,7 +297,8 @@ def cmd_bench(args) -> int:
                         address=None if args.ray in (None, "") else args.ray, progress=progress)
     else:
         entries = [e for p in policies for e in ([dict(policy=p, swap_budget_blocks=b, label=f"pie({b})")
-                                                   for b in budgets] if p == "pie" and budgets else [p])]
+                                                   for b in budgets] if p == "pie" and budgets else
+                                                  sc.entries([p]) if sc and p in sc.policies else [p])]
         opts = {**rc.engine.to_dict(), "hardware": hardware[0]}
         opts.pop("policy")
         res = run_benchmark(rc.model, rc.executor, entries, spec_of(args, rate=rates[0]).build(spec_from_model(rc.model)), opts,
@@ -258,8 +307,13 @@ def cmd_bench(args) -> int:
     if args.out:
         write_table(res.df, args.out)
     if args.chart:
-        res.chart().save(args.chart)
+        save_chart(res.chart(), args.chart)
     return 0
+
+
+def save_chart(chart, path: str) -> None:
+    """.html carries the Vega JavaScript inline (it opens with no network), via vl-convert."""
+    chart.save(path, inline=True) if path.lower().endswith(".html") else chart.save(path)
 
 
 def cmd_lab(args) -> int:

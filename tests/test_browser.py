@@ -1,11 +1,13 @@
-"""Drive notebook 01 in a real browser: JupyterLab + Playwright + Debian's chromium.
+"""Every notebook in a real browser: JupyterLab + Playwright + Debian's chromium, no network.
 
-Starts JupyterLab on a free localhost port over a temporary copy of the notebooks, runs all cells
-through `window.jupyterapp`, waits for the widgets and the Vega views, types a new swap budget into
-the slider's readout, and checks that the engine's budget changed as the dashboard's readout (and
-its last-knob-event line) report it. No JavaScript errors are allowed on the console. A screenshot
-of the dashboard is saved (to docs/screenshot_dashboard.png with PIE_LAB_UPDATE_SCREENSHOT=1,
-else beside the test's JupyterLab files, so a test run leaves the repository clean).
+One JupyterLab on a free localhost port over a temporary copy of the notebooks. Notebook 01: run all
+cells through `window.jupyterapp`, wait for the widgets and the Vega views, type a new swap budget
+into the slider's readout, and check that the engine's budget changed as the dashboard's readout
+(and its last-knob-event line) report it. Notebooks 02-06 run in short mode (SHORT = True injected
+after the parameters cell); each must finish with no error output, no "Error loading script" (a
+chart that wanted a CDN), no broken widget and no console error. Screenshots of the dashboard,
+notebook 02 and the what-if explorer are saved (to docs/ with PIE_LAB_UPDATE_SCREENSHOT=1, else
+beside the test's JupyterLab files, so a test run leaves the repository clean).
 
 Needs `pip install playwright` (never `playwright install`: it downloads browsers) and
 `apt-get install chromium`; skipped with a message otherwise.
@@ -29,6 +31,11 @@ ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("PIE_LAB_CHROMIUM", "/usr/bin/chromium")
 DOCS_SCREENSHOT = ROOT / "docs" / "screenshot_dashboard.png"
 NEW_BUDGET = 40
+NOTEBOOKS = sorted(p.name for p in (ROOT / "notebooks").glob("0[1-9]_*.ipynb"))
+SHORT_PARAMS = {"SHORT": True, "DURATION_S": 30}
+# notebook -> (element to screenshot, file name under docs/ when PIE_LAB_UPDATE_SCREENSHOT=1)
+SCREENSHOTS = {"02_transparent_swapping.ipynb": (".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell:has(.vega-embed)", "screenshot_02_transparent_swapping.png"),
+               "06_what_if.ipynb": (".pie-whatif", "screenshot_whatif.png")}
 
 pytestmark = pytest.mark.browser
 
@@ -52,23 +59,29 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _prepare_notebooks(dst: Path) -> None:
+def _inject(path: Path, values: dict) -> None:
+    """A cell after the parameters-tagged one overriding its values (papermill's convention)."""
     import nbformat
+    nb = nbformat.read(path, as_version=4)
+    idx = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
+    cell = nbformat.v4.new_code_cell("\n".join(f"{k} = {v!r}" for k, v in values.items()),
+                                     metadata={"tags": ["injected-parameters"]})
+    cell["id"] = "injected-parameters"
+    nb.cells.insert(idx + 1, cell)
+    nbformat.write(nb, path)
+
+
+def _prepare_notebooks(dst: Path) -> None:
     dst.mkdir()
     for p in (ROOT / "notebooks").glob("*.ipynb"):
         shutil.copy(p, dst / p.name)
-    nb_path = dst / "01_quickstart.ipynb"
-    nb = nbformat.read(nb_path, as_version=4)
-    idx = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
-    cell = nbformat.v4.new_code_cell("DURATION_S = 180", metadata={"tags": ["injected-parameters"]})
-    cell["id"] = "injected-parameters"
-    nb.cells.insert(idx + 1, cell)
-    nbformat.write(nb, nb_path)
+        _inject(dst / p.name, {"DURATION_S": 180} if p.name.startswith("01_") else SHORT_PARAMS)
 
 
-@pytest.fixture
-def lab(tmp_path):
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
     _requirements()
+    tmp_path = tmp_path_factory.mktemp("lab")
     root = tmp_path / "notebooks"
     _prepare_notebooks(root)
     port, token = _free_port(), secrets.token_hex(16)
@@ -129,11 +142,9 @@ ALL_RUN = """() => {
 }"""
 
 
-def test_dashboard_in_jupyterlab(lab):
+@pytest.fixture(scope="module")
+def browser(lab):
     from playwright.sync_api import sync_playwright
-
-    console_errors: list[str] = []
-    console_all: list[str] = []
     with sync_playwright() as pw:
         ctx = pw.chromium.launch_persistent_context(
             str(lab["tmp"] / "chromium-profile"), executable_path=CHROMIUM, headless=True,
@@ -141,20 +152,82 @@ def test_dashboard_in_jupyterlab(lab):
                   "--no-first-run", "--disable-dev-shm-usage"],
             viewport={"width": 1600, "height": 1700})
         try:
-            page = ctx.pages[0] if ctx.pages else ctx.new_page()
-            page.on("console", lambda m: (console_all.append(f"{m.type}: {m.text}"),
-                                          console_errors.append(m.text) if m.type == "error" else None))
-            page.on("pageerror", lambda e: console_errors.append(f"pageerror: {e}"))
-            try:
-                _drive(page, lab)
-            except Exception:
-                page.screenshot(path=str(lab["tmp"] / "failure.png"), full_page=True)
-                print("browser console:\n" + "\n".join(console_all[-80:]))
-                print("screenshot of the failure:", lab["tmp"] / "failure.png")
-                raise
+            yield ctx
         finally:
             ctx.close()
+
+
+def _open(browser, lab, drive) -> None:
+    """A fresh page; `drive(page)` runs; console errors fail the test; the kernel is shut down after."""
+    console_errors: list[str] = []
+    console_all: list[str] = []
+    page = browser.new_page()
+    page.on("console", lambda m: (console_all.append(f"{m.type}: {m.text}"),
+                                  console_errors.append(m.text) if m.type == "error" else None))
+    page.on("pageerror", lambda e: console_errors.append(f"pageerror: {e}"))
+    try:
+        drive(page)
+    except Exception:
+        page.screenshot(path=str(lab["tmp"] / "failure.png"), full_page=True)
+        print("browser console:\n" + "\n".join(console_all[-80:]))
+        print("screenshot of the failure:", lab["tmp"] / "failure.png")
+        raise
+    finally:
+        try:
+            page.evaluate("() => window.jupyterapp.shell.currentWidget.sessionContext.shutdown()")
+        except Exception:
+            pass
+        page.close()
     assert not console_errors, "JavaScript errors on the console:\n" + "\n".join(console_errors)
+
+
+def _shot_path(lab, name: str) -> Path:
+    return ROOT / "docs" / name if os.environ.get("PIE_LAB_UPDATE_SCREENSHOT") else lab["tmp"] / name
+
+
+def test_dashboard_in_jupyterlab(lab, browser):
+    _open(browser, lab, lambda page: _drive(page, lab))
+
+
+ERROR_OUTPUTS = """() => {
+  const w = window.jupyterapp.shell.currentWidget;
+  const found = [];
+  for (const c of w.content.widgets) {
+    if (c.model.type !== 'code') continue;
+    const outs = c.model.outputs.toJSON();
+    for (const o of outs) {
+      if (o.output_type === 'error') found.push(o.ename + ': ' + o.evalue);
+    }
+  }
+  return found;
+}"""
+
+
+@pytest.mark.parametrize("name", [n for n in NOTEBOOKS if not n.startswith("01_")])
+def test_notebook_short_in_jupyterlab(lab, browser, name):
+    def drive(page):
+        page.goto(f"{lab['url']}/lab/tree/{name}?reset&token={lab['token']}")      # reset: only this notebook
+        page.wait_for_function(KERNEL_IDLE, timeout=120_000)
+        page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+        page.wait_for_function(ALL_RUN, timeout=300_000, polling=1000)
+        assert page.evaluate(ERROR_OUTPUTS) == [], f"{name}: error outputs"
+        page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .vega-embed :is(svg, canvas)").first.wait_for(
+            state="attached", timeout=60_000)
+        time.sleep(3.0)                                   # the other charts finish drawing
+        panel = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
+        text = panel.inner_text()
+        assert "Error loading script" not in text, f"{name}: a chart tried to load a script from the network"
+        assert panel.locator(".jupyter-widgets-error-widget").count() == 0, f"{name}: a widget failed to render"
+        if name in SCREENSHOTS:
+            selector, file = SCREENSHOTS[name]
+            page.evaluate("() => { const s = window.jupyterapp.shell; if (!s.leftCollapsed) s.collapseLeft(); }")
+            shot = _shot_path(lab, file)
+            target = page.locator(selector).first
+            target.evaluate("el => el.scrollIntoView({block: 'start'})")
+            time.sleep(1.0)
+            (target if selector.startswith(".pie-") else panel).screenshot(path=str(shot))
+            assert shot.stat().st_size > 10_000
+    _open(browser, lab, drive)
 
 
 def _drive(page, lab) -> None:
@@ -190,7 +263,7 @@ def _drive(page, lab) -> None:
     assert "rejected" not in errors_text and "engine error" not in errors_text, errors_text
     page.evaluate("() => { const s = window.jupyterapp.shell; if (!s.leftCollapsed) s.collapseLeft(); }")
     time.sleep(2.0)                                  # a redraw or two with the new budget
-    shot = DOCS_SCREENSHOT if os.environ.get("PIE_LAB_UPDATE_SCREENSHOT") else lab["tmp"] / "dashboard.png"
+    shot = _shot_path(lab, DOCS_SCREENSHOT.name)
     dash = page.locator(".pie-dashboard")
     dash.scroll_into_view_if_needed()
     dash.screenshot(path=str(shot))

@@ -14,9 +14,9 @@ nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS = sorted((ROOT / "notebooks").glob("0[1-5]_*.ipynb"))
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("0[1-6]_*.ipynb"))
 EXPECTED = ["01_quickstart", "02_transparent_swapping", "03_adaptive_controller", "04_paper_at_scale",
-            "05_tune_and_export"]
+            "05_tune_and_export", "06_what_if"]
 
 
 def inject_parameters(nb, **values):

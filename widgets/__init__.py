@@ -15,9 +15,10 @@ from .charts import (iteration_frame, latency_chart, memory_chart, timeline_char
 from .controls import ControlPanel, ErrorArea, parse_assignments
 from .dashboard import CPU_DEFAULTS, SIM_DEFAULTS, Dashboard, Refresher
 from .panels import LatencyPanel, MemoryPanel, OverlapTimeline, enable_offline
+from .whatif import WhatIfExplorer
 from .workload import WORKLOADS, WorkloadSource, engine_capacity
 
 __all__ = ["Dashboard", "ControlPanel", "OverlapTimeline", "LatencyPanel", "MemoryPanel", "ErrorArea", "Refresher",
            "WorkloadSource", "WORKLOADS", "engine_capacity", "enable_offline", "parse_assignments",
            "timeline_frame", "timeline_chart", "transparency_frame", "transparency_chart", "iteration_frame",
-           "latency_chart", "memory_chart", "CPU_DEFAULTS", "SIM_DEFAULTS"]
+           "latency_chart", "memory_chart", "CPU_DEFAULTS", "SIM_DEFAULTS", "WhatIfExplorer"]

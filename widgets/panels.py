@@ -20,11 +20,13 @@ _offline_done = False
 
 
 def enable_offline() -> None:
-    """JupyterChart imports vega from a CDN unless told otherwise: call before creating any chart."""
+    """JupyterChart imports vega from a CDN unless told otherwise: call before creating any chart.
+    Static charts a cell returns render through the same offline JupyterChart (vega inline)."""
     global _offline_done
     with _offline_lock:
         if not _offline_done:
             alt.JupyterChart.enable_offline()
+            alt.renderers.enable("jupyter", offline=True)
             _offline_done = True
 
 

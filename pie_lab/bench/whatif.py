@@ -1,0 +1,153 @@
+"""What-if points for the explorer: a hardware preset with its link and HBM bandwidth changed, a KV
+space, a model and a workload, run through the sim for a few policies (small request counts), plus
+the analytic transparency bound: the host KV blocks a link hides behind one step's layer compute,
+link bandwidth x layer compute time / bytes per block and layer.
+
+    p = WhatIfPoint(model="opt-30b", link_gbps=55.5)
+    run_point(p).df                  # one row per policy, ratios to the reference policy
+    bound_curve(p, batch=64, context=600)
+"""
+from __future__ import annotations
+
+import functools
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from ..errors import check_choice, check_float, check_int
+from ..model_spec import NAMED_SHAPES, named_spec
+from ..sim.hardware import load_preset
+from .harness import BenchResult, run_benchmark
+from .sweep import GENERATORS
+
+# label -> engine options; add a policy here (or pass `policies=`) and the explorer charts it
+POLICIES: dict[str, dict[str, Any]] = {
+    "vllm-swap": {"policy": "vllm-swap"},
+    "pie": {"policy": "pie", "controller": {"enabled": True}},
+}
+REFERENCE = "vllm-swap"            # ratios are taken against this policy
+RATIOS = {"throughput_ratio": "tokens_per_s", "e2e_p50_ratio": "e2e_p50_s", "ttft_p50_ratio": "ttft_p50_s",
+          "tpot_p50_ratio": "tpot_p50_s"}
+
+
+@dataclass(frozen=True)
+class LinkMark:
+    label: str
+    gbps: float
+    source: str
+
+
+# Host-to-device links worth marking on a bandwidth axis. Only figures with a source.
+LINK_MARKS = (
+    LinkMark("H200 / H100 PCIe gen5 (measured)", 55.5,
+             "measured on H200 2026-11-26, pie-design.md section 4 (pinned, 1 GiB copies); data/hardware_presets.yaml"),
+    LinkMark("GH200 C2C measured H2D", 344.0,
+             "~342-346 GB/s host-to-device as reported in issue 11 (re-measured Grace Hopper copies); "
+             "not re-measured here"),
+    LinkMark("GH200 C2C spec", 450.0, "NVIDIA GH200 datasheet: NVLink-C2C 900 GB/s bidirectional, 450 per direction"),
+)
+
+
+@dataclass(frozen=True)
+class WhatIfPoint:
+    """One setting of the explorer. `kv_gib`: GPU memory left for the KV cache."""
+
+    model: str = "opt-30b"
+    base_hardware: str = "GH200"
+    link_gbps: float = 450.0
+    hbm_gbps: float = 3600.0
+    kv_gib: float = 8.2
+    workload: str = "sharegpt"
+    rate: float = 20.0
+    num_requests: int = 32           # small: a slider change should answer within ~2 s
+    dtype: str = "float16"
+    max_num_seqs: int = 128
+    seed: int = 0
+
+    def __post_init__(self):
+        check_choice("model", self.model, NAMED_SHAPES)
+        check_float("link_gbps", self.link_gbps, 0.01, 1e5)
+        check_float("hbm_gbps", self.hbm_gbps, 1.0, 1e5)
+        check_float("kv_gib", self.kv_gib, 0.01, 1e4)
+        check_choice("workload", self.workload, GENERATORS)
+        check_float("rate", self.rate, 0.0, 1e6, lo_open=True)
+        check_int("num_requests", self.num_requests, 1, 100_000)
+        check_int("max_num_seqs", self.max_num_seqs, 1, 65536)
+
+    @property
+    def block_bytes(self) -> int:
+        return named_spec(self.model).kv_block_bytes(16, self.dtype)
+
+    @property
+    def num_gpu_blocks(self) -> int:
+        return max(1, int(self.kv_gib * 2**30 // self.block_bytes))
+
+    def hardware(self):
+        """The base preset with this point's HBM and link bandwidth."""
+        hw = load_preset(self.base_hardware)
+        return replace(hw, name=f"{hw.name}-whatif", hbm_gbps=self.hbm_gbps,
+                       hbm_gbps_peak=max(hw.hbm_gbps_peak, self.hbm_gbps), h2d_gbps=self.link_gbps,
+                       d2h_gbps=self.link_gbps, description=f"{hw.description}; what-if link and HBM")
+
+    def engine_options(self, hardware_path: str) -> dict:
+        return dict(hardware=hardware_path, dtype=self.dtype, num_gpu_blocks=self.num_gpu_blocks,
+                    num_host_blocks=8 * self.num_gpu_blocks, max_num_seqs=self.max_num_seqs,
+                    link_bandwidth_gbps=self.link_gbps)
+
+
+def run_point(point: WhatIfPoint, policies: Mapping[str, Mapping[str, Any]] | None = None) -> BenchResult:
+    """The point's workload through each policy in the sim; `df` gains `<metric>_ratio` columns
+    against the reference policy (throughput: higher is better; latencies: lower is better)."""
+    pols = dict(policies or POLICIES)
+    return _run_cached(point, tuple((k, _freeze(v)) for k, v in pols.items()))
+
+
+@functools.lru_cache(maxsize=64)
+def _run_cached(point: WhatIfPoint, frozen: tuple) -> BenchResult:
+    from ..workloads import alpaca_like, sharegpt_like
+    entries = [dict(_thaw(opts), label=label) for label, opts in frozen]
+    gen = sharegpt_like if point.workload == "sharegpt" else alpaca_like
+    reqs = gen(point.num_requests, seed=point.seed, rate=point.rate, vocab_size=named_spec(point.model).vocab_size,
+               max_model_len=min(2048, named_spec(point.model).max_position_embeddings))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "whatif.yaml"
+        point.hardware().to_yaml(path)
+        res = run_benchmark(point.model, "sim", entries, reqs, point.engine_options(str(path)), progress=False)
+    df = res.df
+    ref = df[df["policy"] == REFERENCE]
+    for name, col in RATIOS.items():
+        df[name] = df[col] / ref[col].iloc[0] if len(ref) else float("nan")
+    return BenchResult(df, res.requests, res.iterations, {**res.meta, "point": point})
+
+
+def _freeze(v):
+    return tuple(sorted((k, _freeze(x)) for k, x in v.items())) if isinstance(v, Mapping) else v
+
+
+def _thaw(v):
+    return {k: _thaw(x) for k, x in v} if isinstance(v, tuple) else v
+
+
+def layer_ms(point: WhatIfPoint, batch: int, context: int) -> float:
+    """Milliseconds one decoder layer computes for a decode step of `batch` sequences at `context` tokens."""
+    from ..sim.cost_model import CostModel, StepShape
+    check_int("batch", batch, 1)
+    check_int("context", context, 1)
+    cm = CostModel(named_spec(point.model), point.hardware(), point.dtype, 16)
+    return cm.layer_time(StepShape.decode(batch, context)) * 1e3
+
+
+def hidden_blocks(point: WhatIfPoint, batch: int, context: int, link_gbps: float | None = None) -> float:
+    """The transparency bound: host KV blocks one step can stream with no stall (link x layer time)."""
+    return float(bound_curve(point, batch, context, [link_gbps or point.link_gbps])["hidden_blocks"].iloc[0])
+
+
+def bound_curve(point: WhatIfPoint, batch: int, context: int, bandwidths=None):
+    """The transparency bound over a range of link bandwidths (GB/s): blocks hidden per step."""
+    import numpy as np
+    import pandas as pd
+    bandwidths = np.geomspace(5, 2000, 40) if bandwidths is None else np.asarray(bandwidths, float)
+    ms = layer_ms(point, batch, context)
+    per_layer = point.block_bytes / named_spec(point.model).num_layers
+    return pd.DataFrame({"link_gbps": bandwidths, "layer_ms": ms, "hidden_blocks": bandwidths * 1e9 * ms * 1e-3 / per_layer})

@@ -1,0 +1,222 @@
+"""What-if explorer: sliders for the link, HBM bandwidth, GPU KV memory, model, workload and rate
+drive the sim (`pie_lab.bench.whatif`), and charts show each policy against vllm-swap, and the
+transparency bound (link bandwidth x layer compute time, in KV blocks per step) with the preset
+links marked.
+
+    from widgets.whatif import WhatIfExplorer
+    ex = WhatIfExplorer()            # shows the default point once computed
+    ex                               # in a notebook cell
+    ex.set(link_gbps=55.5)           # what a slider does; returns when the charts are redrawn
+
+To add a policy: pass `policies={**POLICIES, "hybrid": {...}}`. To add a slider: one `Knob` in
+`KNOBS` (or `knobs=`), named after a `WhatIfPoint` field.
+"""
+from __future__ import annotations
+
+import html
+import math
+import time
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Mapping
+
+import altair as alt
+import ipywidgets as W
+import pandas as pd
+
+from pie_lab import NAMED_SHAPES, PieLabError
+from pie_lab.bench import LINK_MARKS, POLICIES, RATIOS, REFERENCE, WhatIfPoint, bound_curve, run_point
+from pie_lab.sim.hardware import list_presets, load_preset
+
+from .panels import enable_offline
+
+MODELS = [m for m in ("opt-13b", "opt-30b", "opt-66b", "llama-2-7b", "llama-3.1-8b") if m in NAMED_SHAPES]
+
+
+@dataclass(frozen=True)
+class Knob:
+    """One control: the WhatIfPoint field it sets and how to build its widget."""
+
+    field: str
+    make: Callable[[Any], W.ValueWidget]
+
+
+def _log_slider(label: str, lo: float, hi: float, fmt: str = ".1f") -> Callable[[float], W.ValueWidget]:
+    return lambda v: W.FloatLogSlider(value=v, base=10, min=math.log10(lo), max=math.log10(hi), step=0.02,
+                                      description=label, readout_format=fmt, continuous_update=False,
+                                      style={"description_width": "150px"}, layout=W.Layout(width="520px"))
+
+
+KNOBS = (
+    Knob("link_gbps", _log_slider("link GB/s (H2D)", 5, 2000)),
+    Knob("hbm_gbps", _log_slider("HBM GB/s", 500, 10000, ".0f")),
+    Knob("kv_gib", _log_slider("GPU KV memory GiB", 1, 64)),
+    Knob("rate", _log_slider("rate req/s", 1, 100)),
+    Knob("model", lambda v: W.Dropdown(options=MODELS, value=v, description="model",
+                                       style={"description_width": "150px"})),
+    Knob("workload", lambda v: W.Dropdown(options=["sharegpt", "alpaca"], value=v, description="workload",
+                                          style={"description_width": "150px"})),
+)
+
+
+class WhatIfExplorer:
+    def __init__(self, point: WhatIfPoint | None = None, policies: Mapping[str, Mapping[str, Any]] | None = None,
+                 knobs: tuple[Knob, ...] = KNOBS):
+        enable_offline()
+        self.point = point or WhatIfPoint()
+        self.policies = dict(policies or POLICIES)
+        self.knobs = {k.field: k.make(getattr(self.point, k.field)) for k in knobs}
+        presets = list_presets()
+        self.preset = W.Dropdown(options=presets, value=self.point.base_hardware, description="hardware preset",
+                                 style={"description_width": "150px"})
+        self.status = W.HTML(layout=W.Layout(width="100%"), _dom_classes=["pie-whatif-status"])
+        self.explored: list[dict] = []         # every point computed: the ratio chart's history
+        self.result = None
+        self.seconds = self.cpu_seconds = float("nan")
+        self.ratio_chart = alt.JupyterChart(alt.Chart(pd.DataFrame({"x": []})).mark_point(),
+                                            embed_options={"actions": False})
+        self.bound_chart = alt.JupyterChart(alt.Chart(pd.DataFrame({"x": []})).mark_point(),
+                                            embed_options={"actions": False})
+        self.syncing = False                   # True while code moves a control: no second run
+        for name, w in self.knobs.items():
+            w.observe(lambda ch, name=name: self.syncing or self.set(**{name: ch["new"]}), names="value")
+        self.preset.observe(lambda ch: self.use_preset(ch["new"]), names="value")
+        self.box = W.VBox([
+            W.HTML("<b>What if:</b> move a slider; the sim runs each policy on a small workload "
+                   f"({self.point.num_requests} requests) and the charts follow."),
+            W.HBox([W.VBox([self.preset] + list(self.knobs.values()), layout=W.Layout(min_width="540px")),
+                    self.status]),
+            W.HBox([self.ratio_chart, self.bound_chart]),
+        ], _dom_classes=["pie-whatif"])
+        self.update()
+
+    # -- driving it ----------------------------------------------------------------------------
+    def set(self, **changes) -> None:
+        """Change fields of the point (as the sliders do) and recompute; bad values are shown, not raised."""
+        try:
+            point = replace(self.point, **changes)
+        except PieLabError as exc:
+            self.status.value = f"<span style='color:#b00'>refused: {html.escape(str(exc))}</span>"
+            return
+        self.point = point
+        self.syncing = True                    # keep the controls in step with code changes
+        try:
+            for name, value in changes.items():
+                if name in self.knobs:
+                    self.knobs[name].value = value
+        finally:
+            self.syncing = False
+        self.update()
+
+    def use_preset(self, name: str) -> None:
+        """A preset's own link and HBM bandwidth (sliders follow)."""
+        hw = load_preset(name)
+        self.point = replace(self.point, base_hardware=name)
+        self.set(link_gbps=hw.h2d_gbps, hbm_gbps=hw.hbm_gbps)
+
+    def update(self) -> None:
+        t0, c0 = time.perf_counter(), time.process_time()
+        try:
+            res = run_point(self.point, self.policies)
+        except PieLabError as exc:
+            self.status.value = f"<span style='color:#b00'>{html.escape(str(exc))}</span>"
+            return
+        self.seconds, self.cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
+        self.result = res
+        df = res.df
+        for row in df.to_dict("records"):
+            if row["policy"] != REFERENCE:
+                self.explored.append({"link_gbps": self.point.link_gbps, "policy": row["policy"],
+                                      "model": self.point.model, "throughput_ratio": row["throughput_ratio"]})
+        batch, context = self.decode_shape()
+        self.ratio_chart.chart = ratio_chart(df, self.explored, self.point)
+        self.bound_chart.chart = bound_chart(self.point, batch, context, self.host_demand())
+        self.status.value = self.summary(df, batch, context)
+
+    # -- what the charts read ------------------------------------------------------------------
+    def streaming_policy(self) -> str:
+        """The policy whose steps the bound describes: the first one that is not the reference."""
+        return next((p for p in self.policies if p != REFERENCE), REFERENCE)
+
+    def _decode_steps(self) -> pd.DataFrame:
+        it = self.result.iterations
+        d = it[(it["policy"] == self.streaming_policy()) & (it["prefill_tokens"] == 0) & (it["batch_size"] > 0)]
+        return d if len(d) else it[it["batch_size"] > 0]
+
+    def decode_shape(self) -> tuple[int, int]:
+        """Mean decode batch and context per sequence of the streaming policy: the bound's step shape."""
+        d = self._decode_steps()
+        batch = max(1, int(round(d["batch_size"].mean())))
+        context = max(1, int(round((d["context_tokens"] / d["batch_size"]).mean())))
+        return batch, context
+
+    def host_demand(self) -> int:
+        """Host blocks the streaming policy streamed per decode step (mean): what the link had to carry."""
+        return int(round(self._decode_steps()["streamed_blocks"].mean()))
+
+    def summary(self, df: pd.DataFrame, batch: int, context: int) -> str:
+        p = self.point
+        rows = "".join(f"<tr><td>{html.escape(r['policy'])}</td><td>{r['tokens_per_s']:,.0f}</td>"
+                       f"<td>{r['throughput_ratio']:.2f}x</td><td>{r['e2e_p50_ratio']:.2f}x</td>"
+                       f"<td>{r['preemptions']}</td><td>{r['final_swap_budget']}</td></tr>"
+                       for r in df.to_dict("records"))
+        return (f"<div style='font-size:12px'>{html.escape(p.model)} on {html.escape(p.base_hardware)} with link "
+                f"{p.link_gbps:.1f} GB/s, HBM {p.hbm_gbps:,.0f} GB/s, {p.kv_gib:.1f} GiB KV "
+                f"({p.num_gpu_blocks} blocks); {p.num_requests} {p.workload} requests at {p.rate:.1f} req/s.<br>"
+                f"<table><tr><th>policy</th><th>tok/s</th><th>vs {REFERENCE}</th><th>e2e p50 ratio</th>"
+                f"<th>preemptions</th><th>final budget</th></tr>{rows}</table>"
+                f"decode step: batch {batch}, context {context} tokens; answered in "
+                f"<span class='pie-whatif-seconds'>{self.seconds:.2f}</span> s wall, {self.cpu_seconds:.2f} s CPU "
+                f"(the sim's times are virtual)</div>")
+
+    def _ipython_display_(self):
+        from IPython.display import display
+        display(self.box)
+
+
+def ratio_chart(df: pd.DataFrame, explored: list[dict], point: WhatIfPoint) -> alt.Chart:
+    """Left: this point's ratios per policy (1.0 = as good as the reference). Right: every explored
+    point's throughput ratio against the link bandwidth, with the preset links marked."""
+    names = {"throughput_ratio": "throughput (higher better)", "e2e_p50_ratio": "e2e p50 (lower better)",
+             "ttft_p50_ratio": "TTFT p50 (lower better)", "tpot_p50_ratio": "TPOT p50 (lower better)"}
+    rows = df[df["policy"] != REFERENCE]
+    long = rows.melt(id_vars=["policy"], value_vars=list(RATIOS), var_name="metric", value_name="ratio")
+    long["metric"] = long["metric"].map(names)
+    bars = alt.Chart(long).mark_bar().encode(
+        y=alt.Y("metric:N", title=None, sort=list(names.values())), x=alt.X("ratio:Q", title=f"x {REFERENCE}"),
+        yOffset="policy:N", color=alt.Color("policy:N"), tooltip=["policy", "metric", alt.Tooltip("ratio:Q", format=".3f")])
+    one = alt.Chart(pd.DataFrame({"ratio": [1.0]})).mark_rule(strokeDash=[4, 3], color="black").encode(x="ratio:Q")
+    now = (bars + one).properties(width=260, height=160, title=f"this point vs {REFERENCE}")
+    hist = pd.DataFrame(explored)
+    marks = pd.DataFrame([{"link_gbps": m.gbps, "preset": m.label} for m in LINK_MARKS])
+    x = alt.X("link_gbps:Q", scale=alt.Scale(type="log", domain=[5, 2000], nice=False), title="link GB/s (log)")
+    pts = alt.Chart(hist).mark_point(filled=True, size=60).encode(
+        x=x, y=alt.Y("throughput_ratio:Q", title=f"throughput x {REFERENCE}", scale=alt.Scale(zero=False)), color="policy:N",
+        shape="model:N", tooltip=list(hist.columns))
+    rules = alt.Chart(marks).mark_rule(strokeDash=[2, 2], color="gray").encode(x="link_gbps:Q", tooltip=["preset", "link_gbps"])
+    cur = alt.Chart(pd.DataFrame({"link_gbps": [point.link_gbps]})).mark_rule(color="black").encode(x="link_gbps:Q")
+    explored_chart = (rules + cur + pts).properties(width=300, height=160, title="explored points")
+    return alt.hconcat(now, explored_chart)
+
+
+def bound_chart(point: WhatIfPoint, batch: int, context: int, demand: int) -> alt.Chart:
+    """Blocks the link can hide behind one step's layer compute, against link bandwidth; the blocks
+    the run streamed per step (horizontal), the presets' links (dashed) and this point's link (solid)."""
+    curve = bound_curve(point, batch, context)
+    ms = float(curve["layer_ms"].iloc[0])
+    x = alt.X("link_gbps:Q", scale=alt.Scale(type="log", domain=[5, 2000], nice=False), title="link GB/s (log)")
+    line = alt.Chart(curve).mark_line().encode(
+        x=x, y=alt.Y("hidden_blocks:Q", scale=alt.Scale(type="log"), title="host KV blocks hidden per step (log)"),
+        tooltip=[alt.Tooltip("link_gbps:Q", format=".1f"), alt.Tooltip("hidden_blocks:Q", format=".0f")])
+    marks = pd.DataFrame([{"link_gbps": m.gbps, "preset": m.label, "source": m.source} for m in LINK_MARKS])
+    rules = alt.Chart(marks).mark_rule(strokeDash=[2, 2], color="gray").encode(x="link_gbps:Q",
+                                                                               tooltip=["preset", "link_gbps", "source"])
+    labels = alt.Chart(marks).mark_text(angle=270, align="left", dx=4, dy=-4, fontSize=9, color="gray").encode(
+        x="link_gbps:Q", y=alt.value(150), text="preset:N")
+    cur = alt.Chart(pd.DataFrame({"link_gbps": [point.link_gbps]})).mark_rule(color="black").encode(x="link_gbps:Q")
+    layers = [line, rules, labels, cur]
+    if demand > 0:
+        layers.append(alt.Chart(pd.DataFrame({"blocks": [demand]})).mark_rule(color="#d62728").encode(
+            y="blocks:Q", tooltip=[alt.Tooltip("blocks:Q", title="blocks streamed per step (mean)")]))
+    return alt.layer(*layers).properties(
+        width=360, height=200,
+        title=f"transparency bound: link x {ms:.3f} ms layer compute (batch {batch}, context {context})")
