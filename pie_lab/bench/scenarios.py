@@ -50,8 +50,8 @@ class Scenario:
             progress: bool = False) -> BenchResult:
         """Run the scenario's policies (or a subset) on its workload (optionally with fewer requests)."""
         spec = self.workload if num_requests is None else replace(self.workload, num_requests=num_requests)
-        from ..config_io import model_spec
-        res = run_benchmark(self.model, self.executor, self.entries(labels), spec.build(model_spec(self.model)),
+        from ..model_spec import spec_from_model
+        res = run_benchmark(self.model, self.executor, self.entries(labels), spec.build(spec_from_model(self.model)),
                             self.engine, progress=progress)
         return BenchResult(res.df.assign(scenario=self.name), res.requests.assign(scenario=self.name),
                            res.iterations.assign(scenario=self.name), {**res.meta, "scenario": self.name})
