@@ -1,7 +1,9 @@
-"""The offline entry point: `LLM(model, executor, **engine_options).generate(prompts, params)`."""
+"""The offline entry point: `LLM(model, executor, **engine_options).generate(prompts, params)`,
+and `LLM.chat(conversations, params)` through the checkpoint's chat template."""
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from dataclasses import replace
+from typing import Any, Iterable, Mapping, Sequence
 
 from .config import EngineConfig
 from .core.engine import RequestOutput
@@ -26,11 +28,15 @@ class LLM:
     def config(self) -> EngineConfig:
         return self.engine.config
 
+    def _need_tokenizer(self, what: str) -> None:
+        if self.tokenizer is None:
+            raise ConfigError(f"{what} need the checkpoint's tokenizer, and this model has none "
+                              "(named shapes have random weights and no tokenizer): pass token-id lists, "
+                              "or use a real model such as 'smollm2-135m'")
+
     def encode(self, prompt: str | Sequence[int]) -> list[int]:
         if isinstance(prompt, str):
-            if self.tokenizer is None:
-                raise ConfigError("string prompts need the checkpoint's tokenizer, and this model has none "
-                                  "(named shapes have random weights and no tokenizer): pass token-id lists")
+            self._need_tokenizer("string prompts")
             return list(self.tokenizer.encode(prompt))
         return list(prompt)
 
@@ -74,10 +80,48 @@ class LLM:
             raise
         return [outputs[i] for i in ids]
 
+    def chat(self, conversations: Sequence[Mapping[str, str]] | Iterable[Sequence[Mapping[str, str]]],
+             sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
+             use_tqdm: bool = False) -> list[RequestOutput]:
+        """One conversation (a list of {"role", "content"} messages) or a list of them -> one answer each.
+
+        Applies the chat template with the assistant's turn opened, and stops at its end-of-turn token.
+        """
+        self._need_tokenizer("chat conversations")
+        if getattr(self.tokenizer, "chat_template", None) is None:
+            raise ConfigError("this checkpoint's tokenizer has no chat template: use generate() with plain text")
+        conversations = list(conversations)
+        if conversations and isinstance(conversations[0], Mapping):
+            conversations = [conversations]
+        for i, conv in enumerate(conversations):
+            bad = [m for m in conv if not isinstance(m, Mapping) or not {"role", "content"} <= set(m)]
+            if bad or not conv:
+                raise ConfigError(f"conversation {i} must be a non-empty list of {{'role', 'content'}} messages; "
+                                  f"got {bad[0] if bad else conv!r}")
+        prompts = [self.tokenizer.encode(self.tokenizer.apply_chat_template(list(conv), tokenize=False,
+                                                                            add_generation_prompt=True),
+                                         add_special_tokens=False) for conv in conversations]
+        stops = self.end_of_turn_ids()
+        if sampling_params is None or isinstance(sampling_params, SamplingParams):
+            sampling_params = [sampling_params or SamplingParams()] * len(prompts)
+        params = [replace(sp, stop_token_ids=tuple(dict.fromkeys((*sp.stop_token_ids, *stops))))
+                  for sp in sampling_params]
+        return self.generate(prompts, params, use_tqdm=use_tqdm)
+
+    def end_of_turn_ids(self) -> tuple[int, ...]:
+        """The special token the chat template writes right after an assistant's message (and EOS)."""
+        tok, marker = self.tokenizer, "pie_lab_answer"
+        text = tok.apply_chat_template([{"role": "user", "content": "q"}, {"role": "assistant", "content": marker}],
+                                       tokenize=False)
+        after = tok.encode(text[text.index(marker) + len(marker):], add_special_tokens=False)[:1]
+        ids = [t for t in after if t in set(tok.all_special_ids) | set(tok.added_tokens_decoder)]
+        if tok.eos_token_id is not None:
+            ids.append(tok.eos_token_id)
+        return tuple(dict.fromkeys(ids))
+
     def _with_text(self, out: RequestOutput) -> RequestOutput:
         if self.tokenizer is None:
             return out
-        from dataclasses import replace
         return replace(out, text=self.tokenizer.decode(out.token_ids, skip_special_tokens=True))
 
     def close(self) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field, asdict
+from dataclasses import replace, dataclass, field, asdict
 from typing import Any, Mapping
 
 from .errors import ConfigError, check_int
@@ -145,8 +145,9 @@ NAMED_SHAPES: dict[str, dict] = {
 
 def named_spec(name: str) -> ModelSpec:
     if name not in NAMED_SHAPES:
-        raise ConfigError(f"unknown model name {name!r}; named shapes: {', '.join(NAMED_SHAPES)} "
-                          "(or pass a local checkpoint folder)")
+        from .model.gguf import REAL_MODELS
+        raise ConfigError(f"unknown model name {name!r}; named shapes: {', '.join(NAMED_SHAPES)}; real models: "
+                          f"{', '.join(REAL_MODELS)} (or pass a local checkpoint folder or .gguf file)")
     return ModelSpec.from_hf_config(NAMED_SHAPES[name], name=name)
 
 
@@ -156,15 +157,19 @@ def spec_from_model(model: Any) -> ModelSpec:
     if isinstance(model, ModelSpec):
         return model
     if isinstance(model, (str, os.PathLike)):
-        path = os.fspath(model)
+        from .model.gguf import resolve
+        path = os.fspath(resolve(model))            # a real model's name or a .gguf: its converted folder
         if path in NAMED_SHAPES or not (os.sep in path or os.path.exists(path)):
             return named_spec(path)         # a bare name: a named shape, or an error listing them
         cfg = os.path.join(path, "config.json")
         if os.path.isfile(cfg):
-            return ModelSpec.from_config_file(cfg)
+            spec = ModelSpec.from_config_file(cfg)
+            return replace(spec, name=model) if path != os.fspath(model) and isinstance(model, str) \
+                and os.sep not in model else spec
         raise ConfigError(f"model {path!r} is neither a named shape ({', '.join(NAMED_SHAPES)}) "
                           "nor a folder with a config.json")
     if hasattr(model, "config"):
         return ModelSpec.from_hf_config(model.config)
-    raise ConfigError(f"model must be a named shape ({', '.join(NAMED_SHAPES)}), a checkpoint folder, "
-                      f"a transformers PreTrainedModel or a ModelSpec; got {type(model).__name__}")
+    raise ConfigError(f"model must be a named shape ({', '.join(NAMED_SHAPES)}), a real model (smollm2-135m), "
+                      f"a checkpoint folder or .gguf file, a transformers PreTrainedModel or a ModelSpec; "
+                      f"got {type(model).__name__}")

@@ -1,7 +1,8 @@
-"""Build a paged decoder from a named shape, a local checkpoint folder, a transformers model or a
-ModelSpec. Never downloads: a name is either a named shape or an existing folder.
+"""Build a paged decoder from a named shape, a named real model (smollm2-135m), a local checkpoint
+folder or .gguf file, a transformers model or a ModelSpec. Never downloads.
 
-The shape alone (no torch) is `pie_lab.model_spec.spec_from_model`.
+The shape alone (no torch) is `pie_lab.model_spec.spec_from_model`. Checkpoint weights and tokenizers
+are cached per process: a second load of the same folder is fast.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 from ..config import DTYPES
 from ..errors import ConfigError, check_choice
 from ..model_spec import ModelSpec, spec_from_model
+from . import gguf
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 
@@ -88,28 +90,45 @@ def check_checkpoint(path: str) -> ModelSpec:
     return spec
 
 
+_CHECKPOINTS: dict[tuple, tuple] = {}       # (folder, its files' mtimes) -> (state dict on the CPU, tokenizer)
+
+
+def _read_checkpoint(path: str) -> tuple[dict, Any]:
+    """-> (state dict, tokenizer or None) of a checkpoint folder, cached for this process."""
+    import torch
+    files = _checkpoint_files(path)
+    key = (os.path.realpath(path), tuple(os.stat(f).st_mtime_ns for f in files))
+    if key not in _CHECKPOINTS:
+        state: dict = {}
+        for f in files:
+            if f.endswith(".safetensors"):
+                from safetensors.torch import load_file
+                state.update(load_file(f, device="cpu"))
+            else:
+                state.update(torch.load(f, map_location="cpu", weights_only=True, mmap=True))
+        tokenizer = None
+        if any(os.path.exists(os.path.join(path, t)) for t in TOKENIZER_FILES):
+            from transformers import AutoTokenizer
+            tokenizer = AutoTokenizer.from_pretrained(path)
+        _CHECKPOINTS.clear()                  # keep one checkpoint: weights can be large
+        _CHECKPOINTS[key] = (state, tokenizer)
+    return _CHECKPOINTS[key]
+
+
 def load_model(model: Any, dtype: str = "float32", device: Any = "cpu", seed: int = 0):
     """-> (PagedDecoder, tokenizer or None). Random weights (seeded) for named shapes and ModelSpecs."""
     import torch
     torch_dtype = _torch_dtype(dtype)
     device = torch.device(device)
+    if isinstance(model, (str, os.PathLike)):
+        model = gguf.resolve(model)
     spec = spec_from_model(model)
     net = _build(spec, dtype)
     loaded: set = set()
     tokenizer = None
     if isinstance(model, (str, os.PathLike)) and os.path.isdir(os.fspath(model)):
-        path = os.fspath(model)
-        for f in _checkpoint_files(path):
-            if f.endswith(".safetensors"):
-                from safetensors.torch import load_file
-                shard = load_file(f, device="cpu")
-            else:
-                shard = torch.load(f, map_location="cpu", weights_only=True, mmap=True)
-            _assign(net, shard, torch_dtype, device, loaded)
-            del shard
-        if any(os.path.exists(os.path.join(path, t)) for t in TOKENIZER_FILES):
-            from transformers import AutoTokenizer
-            tokenizer = AutoTokenizer.from_pretrained(path)
+        state, tokenizer = _read_checkpoint(os.fspath(model))
+        _assign(net, state, torch_dtype, device, loaded)     # shares the cached tensors (read-only)
     elif hasattr(model, "config") and hasattr(model, "state_dict"):
         # shares the caller's tensors when dtype and device already match
         _assign(net, model.state_dict(), torch_dtype, device, loaded)
