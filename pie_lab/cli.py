@@ -294,7 +294,7 @@ def cmd_bench(args) -> int:
     rc = run_config(args)
     policies = csv_list(args.policies, str, "policies") or (list(sc.policies) if sc else ["none", "pie"])
     budgets = csv_list(args.budgets, int, "budgets")
-    rates = csv_list(args.rates, float, "rates") or [args.rate]
+    rates = csv_list(args.rates, float, "rates") or [spec_of(args).rate]        # --rate, else the scenario's
     hardware = csv_list(args.hardware, str, "hardware") or [rc.engine.hardware]
     progress = not args.no_progress
     if len(rates) > 1 or len(hardware) > 1 or args.workers or args.ray:
