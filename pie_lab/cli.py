@@ -59,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--config", metavar="FILE", help="a run config (.yaml/.yml/.json) giving model, executor and engine")
     g.add_argument("--scenario", metavar="NAME", help="a named scenario from data/scenarios.yaml (model, executor, "
                                                       "engine, workload, policies; other options override it), "
-                                                      "e.g. memory-bound-gh200, memory-bound-pcie, no-pressure-gh200")
+                                                      "e.g. memory-bound-gh200, memory-bound-pcie, no-pressure-gh200; "
+                                                      "run and bench use the default one (memory-bound-gh200) when "
+                                                      "no --config, --model or --executor is given")
     g.add_argument("--model", help="named shape (e.g. opt-tiny, opt-13b) or checkpoint folder; overrides the config "
                                    "(default without --config: opt-tiny)")
     g.add_argument("--executor", choices=EXECUTORS, help="cpu (real model, emulated link), sim (cost model, "
@@ -141,6 +143,13 @@ def scenario_of(args):
         return None
     from .bench.scenarios import load_scenario
     return load_scenario(args.scenario)
+
+
+def default_to_scenario(args) -> None:
+    """Nothing says what to run (no --scenario, --config, --model, --executor): the default scenario."""
+    if not (args.scenario or args.config or args.model or args.executor):
+        from .bench.scenarios import default_scenario
+        args.scenario = default_scenario()
 
 
 def run_config(args, entry: str | None = None):
@@ -231,6 +240,7 @@ def csv_list(text: str | None, kind, name: str) -> list:
 def cmd_run(args) -> int:
     from .bench.harness import run_benchmark
     check_out(args.out)
+    default_to_scenario(args)
     rc = run_config(args, entry="pie" if args.scenario else None)      # a scenario's "pie" entry
     if args.scenario:
         print(scenario_of(args).describe(spec_of(args)))
@@ -277,16 +287,14 @@ def cmd_bench(args) -> int:
     from .bench.sweep import SweepSpec, run_sweep
     check_out(args.out)
     check_out(args.chart, "--chart", (".html", ".json", ".png", ".svg"))
-    if not (args.scenario or args.config or args.model or args.executor):
-        from .bench.scenarios import default_scenario
-        args.scenario = default_scenario()
+    default_to_scenario(args)
     sc = scenario_of(args)
     if sc is not None:
         print(sc.describe(spec_of(args)))
     rc = run_config(args)
     policies = csv_list(args.policies, str, "policies") or (list(sc.policies) if sc else ["none", "pie"])
     budgets = csv_list(args.budgets, int, "budgets")
-    rates = csv_list(args.rates, float, "rates") or [args.rate]
+    rates = csv_list(args.rates, float, "rates") or [spec_of(args).rate]        # --rate, else the scenario's
     hardware = csv_list(args.hardware, str, "hardware") or [rc.engine.hardware]
     progress = not args.no_progress
     if len(rates) > 1 or len(hardware) > 1 or args.workers or args.ray:

@@ -203,6 +203,18 @@ ERROR_OUTPUTS = """() => {
 }"""
 
 
+def _check_clean(page, name: str):
+    """No error output, a drawn chart, no chart that wanted the network, no broken widget."""
+    assert page.evaluate(ERROR_OUTPUTS) == [], f"{name}: error outputs"
+    page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .vega-embed :is(svg, canvas)").first.wait_for(
+        state="attached", timeout=60_000)
+    time.sleep(3.0)                                   # the other charts finish drawing
+    panel = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
+    assert "Error loading script" not in panel.inner_text(), f"{name}: a chart tried to load a script from the network"
+    assert panel.locator(".jupyter-widgets-error-widget").count() == 0, f"{name}: a widget failed to render"
+    return panel
+
+
 @pytest.mark.parametrize("name", [n for n in NOTEBOOKS if not n.startswith("01_")])
 def test_notebook_short_in_jupyterlab(lab, browser, name):
     def drive(page):
@@ -210,14 +222,7 @@ def test_notebook_short_in_jupyterlab(lab, browser, name):
         page.wait_for_function(KERNEL_IDLE, timeout=120_000)
         page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
         page.wait_for_function(ALL_RUN, timeout=300_000, polling=1000)
-        assert page.evaluate(ERROR_OUTPUTS) == [], f"{name}: error outputs"
-        page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .vega-embed :is(svg, canvas)").first.wait_for(
-            state="attached", timeout=60_000)
-        time.sleep(3.0)                                   # the other charts finish drawing
-        panel = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
-        text = panel.inner_text()
-        assert "Error loading script" not in text, f"{name}: a chart tried to load a script from the network"
-        assert panel.locator(".jupyter-widgets-error-widget").count() == 0, f"{name}: a widget failed to render"
+        panel = _check_clean(page, name)
         if name in SCREENSHOTS:
             selector, file = SCREENSHOTS[name]
             page.evaluate("() => { const s = window.jupyterapp.shell; if (!s.leftCollapsed) s.collapseLeft(); }")
@@ -231,7 +236,7 @@ def test_notebook_short_in_jupyterlab(lab, browser, name):
 
 
 def _drive(page, lab) -> None:
-    page.goto(f"{lab['url']}/lab/tree/01_quickstart.ipynb?token={lab['token']}")
+    page.goto(f"{lab['url']}/lab/tree/01_quickstart.ipynb?reset&token={lab['token']}")
     page.wait_for_function(KERNEL_IDLE, timeout=120_000)
     page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
 
@@ -241,7 +246,8 @@ def _drive(page, lab) -> None:
         state="attached", timeout=60_000)
     page.locator(".pie-latency .vega-embed svg, .pie-latency .vega-embed canvas").first.wait_for(
         state="attached", timeout=60_000)
-    page.wait_for_function(ALL_RUN, timeout=120_000)            # widget messages flow while idle
+    page.wait_for_function(ALL_RUN, timeout=180_000)            # widget messages flow while idle
+    _check_clean(page, "01_quickstart.ipynb")
     budget = page.locator(".pie-budget")
     page.wait_for_function("() => (document.querySelector('.pie-budget') || {}).innerText"
                            "?.includes('32 blocks')", timeout=30_000)   # set by a code cell

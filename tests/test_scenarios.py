@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import pandas as pd
 import pytest
 
 from pie_lab import ConfigError
@@ -34,10 +35,12 @@ def test_scenarios_show_where_the_host_tier_pays():
 
 def test_cli_scenario_on_bench_and_run(capsys, tmp_path):
     assert main(["bench", "--scenario", "memory-bound-pcie", "--num-requests", "6", "--no-progress",
-                 "--policies", "vllm-swap,pie", "--chart", str(tmp_path / "c.html")]) == 0
+                 "--policies", "vllm-swap,pie", "--chart", str(tmp_path / "c.html"), "--out", str(tmp_path / "b.json")]) == 0
     out = capsys.readouterr().out
     assert "scenario memory-bound-pcie" in out and "why:" in out and "6 sharegpt requests" in out
     assert "vllm-swap" in out and "recompute" not in out
+    same = load_scenario("memory-bound-pcie").run(6, labels=["vllm-swap", "pie"]).df   # the scenario's rate and all
+    assert pd.read_json(tmp_path / "b.json")["tokens_per_s"].tolist() == pytest.approx(same["tokens_per_s"].tolist())
     html = (tmp_path / "c.html").read_text()
     assert "cdn.jsdelivr" not in html and len(html) > 100_000           # vega inline: opens offline
     assert main(["run", "--scenario", "memory-bound-gh200", "--num-requests", "4", "--no-progress",
