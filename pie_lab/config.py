@@ -11,12 +11,13 @@ from typing import Any, Mapping, Sequence
 
 from .errors import ConfigError, check_choice, check_float, check_int
 
-POLICIES = ("none", "recompute", "pie", "vllm-swap", "flexgen")
+POLICIES = ("none", "recompute", "pie", "vllm-swap", "flexgen", "hybrid")
 PREEMPTION_MODES = ("recompute", "swap")
 EXECUTORS = ("cpu", "cuda", "sim")
 DTYPES = ("float32", "float16", "bfloat16")
 LIVE_KNOBS = ("swap_budget_blocks", "prefetch_depth", "max_num_seqs", "max_num_batched_tokens",
-              "num_gpu_blocks", "link_bandwidth_gbps", "link_latency_us", "flexgen_fraction", "controller")
+              "num_gpu_blocks", "link_bandwidth_gbps", "link_latency_us", "flexgen_fraction", "controller",
+              "host_compute_blocks", "host_attention_gbps")
 
 # name: (type, lo, hi, lo_open); None = unbounded. Optional fields may also be None.
 FIELD_RANGES: dict[str, tuple] = {
@@ -30,6 +31,8 @@ FIELD_RANGES: dict[str, tuple] = {
     "swap_budget_blocks": (int, 0, None, False),
     "prefetch_depth": (int, 1, 1024, False),
     "flexgen_fraction": (float, 0.0, 1.0, False),
+    "host_compute_blocks": (int, 0, None, False),
+    "host_attention_gbps": (float, 0.0, 1e5, True),
     "link_bandwidth_gbps": (float, 0.0, 1e5, True),
     "link_latency_us": (float, 0.0, 1e6, False),
     "seed": (int, 0, None, False),
@@ -59,7 +62,10 @@ def check_live(changes: Mapping[str, Any], extra: Sequence[str] = ()) -> None:
 
 @dataclass(frozen=True)
 class ControllerConfig:
-    """Adaptive expansion: grow the swap budget while stalls stay under `target_overhead`."""
+    """Adaptive expansion: grow the swap budget while stalls stay under `target_overhead`.
+
+    Policy hybrid: the same rules size the host-computed share from the device's waits for the
+    host's attention partials (`target_overhead` applies to each share on its own)."""
 
     enabled: bool = False
     target_overhead: float = 0.03     # allowed stall time / iteration time
@@ -92,7 +98,12 @@ class EngineConfig:
     num_gpu_blocks: KV blocks in the device tier. None: derived from gpu_kv_limit_gb, else the
     executor's default (cuda: free memory after weights; cpu/sim: enough for the batch limits).
     num_host_blocks: capacity of the host tier (swap budget and vllm-swap space share it).
-    swap_budget_blocks: host-resident KV blocks of running sequences (policy "pie").
+    swap_budget_blocks: host-resident KV blocks of running sequences streamed to the device each
+    layer (policies "pie" and "hybrid").
+    host_compute_blocks: policy "hybrid": host-resident blocks of running sequences whose decode
+    attention the host CPU computes over host memory, merged with the device's by log-sum-exp.
+    host_attention_gbps: the host's attention rate over host KV (GB of KV per second); None: the
+    executor's own (sim: the hardware preset's cores and memory; cpu: a paced default).
     """
 
     block_size: int = 16
@@ -108,6 +119,8 @@ class EngineConfig:
     swap_budget_blocks: int = 0
     prefetch_depth: int = 2            # staging slots; 1 serialises copy and compute
     flexgen_fraction: float = 0.0
+    host_compute_blocks: int = 0
+    host_attention_gbps: float | None = None
     link_bandwidth_gbps: float | None = None   # None: the executor's own (sim: the hardware preset)
     link_latency_us: float | None = None
     dtype: str = "float32"
@@ -138,12 +151,13 @@ class EngineConfig:
 
     def host_blocks(self, gpu_blocks: int | None) -> int | None:
         """The host pool: num_host_blocks, else none where nothing ever goes to the host, else twice
-        the GPU pool (at least the swap budget); None while the GPU pool's size is unknown."""
+        the GPU pool (at least the swap budget, with hybrid's host-computed share); None while the
+        GPU pool's size is unknown."""
         if self.num_host_blocks is not None:
             return self.num_host_blocks
         if self.policy in ("none", "recompute") and not self.swap_preemption:
             return 0
-        return None if gpu_blocks is None else max(2 * gpu_blocks, self.swap_budget_blocks)
+        return None if gpu_blocks is None else max(2 * gpu_blocks, self.swap_budget_blocks + self.host_compute_blocks)
 
     def replace(self, **changes: Any) -> "EngineConfig":
         return replace(self, **changes)

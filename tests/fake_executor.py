@@ -55,7 +55,13 @@ class FakeExecutor:
                 b = w.block_table[p // bs]
                 assert b >= 0, f"new token of seq {w.seq_id} at {p} would be written to a host block"
                 self.pool[b, p % bs] = t
-            ctx = np.array([(self.pool[b] if b >= 0 else staging[~b])[p % bs]
+            hc = w.host_computed            # hybrid: these leading host blocks are read in host memory
+            assert all(b < 0 for b in w.block_table[:hc]), f"seq {w.seq_id}: host-computed entry on the GPU"
+            assert hc == 0 or len(w.token_ids) == 1, f"seq {w.seq_id}: host-computed blocks in a prefill chunk"
+            if plan.stream and hc:
+                assert not set(~b for b in w.block_table[:hc]) & set(plan.stream.host_blocks), \
+                    f"seq {w.seq_id}: a host-computed block is also streamed"
+            ctx = np.array([(self.host[~b] if p // bs < hc else self.pool[b] if b >= 0 else staging[~b])[p % bs]
                             for p in range(w.context_len) for b in [w.block_table[p // bs]]])
             if w.sample:
                 weights = np.arange(1, len(ctx) + 1, dtype=np.int64)

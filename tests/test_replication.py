@@ -73,3 +73,13 @@ def test_cli_writes_the_markdown(report, tmp_path, monkeypatch):
     text = out.read_text()
     assert text.startswith("# Replicating Pie")
     assert f"--out {out}" in text
+
+
+def test_hybrid_rows_carry_the_bound_that_limits_them(report):
+    md = rp.render(report, "python benchmarks/replicate_paper.py --mode tiny")
+    assert "## Beyond Pie: hybrid" in md
+    section = md.split("## Beyond Pie: hybrid")[1].split("\n## ")[0]
+    for preset in PRESETS:
+        assert f"| {preset} | opt-30b | alpaca |" in section
+    assert "| GH200 | opt-30b | alpaca |" in section and "host memory bandwidth |" in section   # C2C drains LPDDR5X
+    assert "| H200 | opt-30b | alpaca |" in section and "| link |" in section

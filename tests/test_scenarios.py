@@ -71,9 +71,12 @@ def test_explorer_answers_a_change():
     from widgets.whatif import WhatIfExplorer
     ex = WhatIfExplorer(WhatIfPoint(num_requests=6, rate=50.0, kv_gib=2.0))
     ex.knobs["link_gbps"].value = 55.5                            # what the slider does
-    assert ex.point.link_gbps == 55.5 and len(ex.explored) == 2
+    assert ex.point.link_gbps == 55.5 and len(ex.explored) == 2 * (len(ex.policies) - 1)
+    ex.knobs["host_gbps"].value = 20.0                            # the host-bandwidth slider (policy hybrid)
+    assert ex.point.host_gbps == 20.0 and "hybrid" in set(ex.result.df["policy"])
     assert ex.bound_chart.chart.to_dict()["layer"]
     ex.set(kv_gib=-1.0)
     assert "refused" in ex.status.value and ex.point.kv_gib == 2.0
     ex.use_preset("H200")
     assert ex.point.base_hardware == "H200" and ex.knobs["link_gbps"].value == 55.5
+    assert ex.knobs["host_gbps"].value == pytest.approx(65.6)

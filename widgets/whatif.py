@@ -1,5 +1,5 @@
-"""What-if explorer: sliders for the link, HBM bandwidth, GPU KV memory, model, workload and rate
-drive the sim (`pie_lab.bench.whatif`), and charts show each policy against vllm-swap, and the
+"""What-if explorer: sliders for the link, HBM and host attention bandwidth, GPU KV memory, model,
+workload and rate drive the sim (`pie_lab.bench.whatif`), and charts show each policy against vllm-swap, and the
 transparency bound (link bandwidth x layer compute time, in KV blocks per step) with the preset
 links marked.
 
@@ -24,7 +24,8 @@ import ipywidgets as W
 import pandas as pd
 
 from pie_lab import NAMED_SHAPES, PieLabError
-from pie_lab.bench import LINK_MARKS, POLICIES, RATIOS, REFERENCE, WhatIfPoint, bound_curve, run_point
+from pie_lab.bench import (LINK_MARKS, POLICIES, RATIOS, REFERENCE, WhatIfPoint, bound_curve, hybrid_limits,
+                           run_point)
 from pie_lab.sim.hardware import list_presets, load_preset
 
 from .panels import enable_offline
@@ -49,6 +50,7 @@ def _log_slider(label: str, lo: float, hi: float, fmt: str = ".1f") -> Callable[
 KNOBS = (
     Knob("link_gbps", _log_slider("link GB/s (H2D)", 5, 2000)),
     Knob("hbm_gbps", _log_slider("HBM GB/s", 500, 10000, ".0f")),
+    Knob("host_gbps", _log_slider("host attention GB/s", 5, 1000)),
     Knob("kv_gib", _log_slider("GPU KV memory GiB", 1, 64)),
     Knob("rate", _log_slider("rate req/s", 1, 100)),
     Knob("model", lambda v: W.Dropdown(options=MODELS, value=v, description="model",
@@ -108,10 +110,10 @@ class WhatIfExplorer:
         self.update()
 
     def use_preset(self, name: str) -> None:
-        """A preset's own link and HBM bandwidth (sliders follow)."""
+        """A preset's own link, HBM and host attention bandwidth (sliders follow)."""
         hw = load_preset(name)
         self.point = replace(self.point, base_hardware=name)
-        self.set(link_gbps=hw.h2d_gbps, hbm_gbps=hw.hbm_gbps)
+        self.set(link_gbps=hw.h2d_gbps, hbm_gbps=hw.hbm_gbps, host_gbps=hw.host_attention_gbps)
 
     def update(self) -> None:
         t0, c0 = time.perf_counter(), time.process_time()
@@ -160,13 +162,21 @@ class WhatIfExplorer:
                        f"<td>{r['preemptions']}</td><td>{r['final_swap_budget']}</td></tr>"
                        for r in df.to_dict("records"))
         return (f"<div style='font-size:12px'>{html.escape(p.model)} on {html.escape(p.base_hardware)} with link "
-                f"{p.link_gbps:.1f} GB/s, HBM {p.hbm_gbps:,.0f} GB/s, {p.kv_gib:.1f} GiB KV "
+                f"{p.link_gbps:.1f} GB/s, HBM {p.hbm_gbps:,.0f} GB/s, host attention {p.host_gbps:.0f} GB/s, "
+                f"{p.kv_gib:.1f} GiB KV "
                 f"({p.num_gpu_blocks} blocks); {p.num_requests} {p.workload} requests at {p.rate:.1f} req/s.<br>"
                 f"<table><tr><th>policy</th><th>tok/s</th><th>vs {REFERENCE}</th><th>e2e p50 ratio</th>"
                 f"<th>preemptions</th><th>final budget</th></tr>{rows}</table>"
-                f"decode step: batch {batch}, context {context} tokens; answered in "
+                f"decode step: batch {batch}, context {context} tokens; {self.hybrid_line(batch, context)} answered in "
                 f"<span class='pie-whatif-seconds'>{self.seconds:.2f}</span> s wall, {self.cpu_seconds:.2f} s CPU "
                 f"(the sim's times are virtual)</div>")
+
+    def hybrid_line(self, batch: int, context: int) -> str:
+        """Policy hybrid's bound at this decode shape: what the link and the host can add per step."""
+        b = hybrid_limits(self.point, batch, context)
+        return (f"host-resident KV per step without a stall: link {b['stream_gb']:.2f} GB, host attention "
+                f"{b['host_gb']:.2f} GB, host DRAM cap {b['dram_gb']:.2f} GB (device reads {b['device_kv_gb']:.2f} GB): "
+                f"hybrid is limited by {html.escape(b['limit'])};")
 
     def _ipython_display_(self):
         from IPython.display import display

@@ -66,7 +66,9 @@ def run_cell(task: dict) -> pd.DataFrame:
             "kv_bound": float((it.loc[queued, "batch_size"] < max_seqs).mean()) if queued.any() else 0.0,
             "stall_share": row["stall_share"], "preemptions": row["preemptions"],
             "peak_host_blocks": row["peak_host_blocks"],
-            "median_budget": float(it["swap_budget"].median()) if label.startswith("pie") else 0.0,
+            "median_budget": float(it["swap_budget"].median()) if label.startswith("pie") or label == "hybrid" else 0.0,
+            "median_host_budget": float(it["host_compute_budget"].median()),
+            "host_wait_share": float(it["host_wait"].sum() / it["duration"].sum()) if len(it) else 0.0,
             "iterations": row["iterations"], "duration_s": row["duration_s"],
         })
     return pd.DataFrame(rows)

@@ -13,6 +13,7 @@ from pie_lab.sim.hardware import load_preset
 from .claims import pivot
 from .experiment import Report
 from .findings import findings
+from .hybrid import hybrid_section
 from .settings import ENGINE, MAX_MODEL_LEN, MEMORY_FLOOR, MEMORY_TOLERANCE, MODES, POLICY_ORDER, SEED
 from .setups import cell_requests
 
@@ -57,6 +58,7 @@ def render(report: Report, command: str) -> str:
     if MODES[report.mode].memory_steps:
         out.append(_memory_section(report))
     out.append(_flexgen_section(report))
+    out.append(hybrid_section(report))
     out.append(findings(report))
     return "\n".join(out)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 PAPER = {"throughput": 1.9, "latency": 2.0, "memory": 1.67, "flexgen": 9.4}
-POLICY_ORDER = ("recompute", "vllm-swap", "flexgen", "pie", "pie-fixed")
+POLICY_ORDER = ("recompute", "vllm-swap", "flexgen", "pie", "pie-fixed", "hybrid")
 # vLLM V0's defaults where a knob has one: max_num_seqs 256, max_num_batched_tokens
 # max(max_model_len, 2048) = 2048 for OPT (2048 positions), block size 16; fp16 as in the paper.
 ENGINE = dict(dtype="float16", block_size=16, max_num_seqs=256, max_num_batched_tokens=2048, prefetch_depth=2)

@@ -9,6 +9,7 @@ from pie_lab import ControllerConfig, named_spec
 from pie_lab.sim.cost_model import CostModel, StepShape
 from pie_lab.sim.flexgen_search import DEFAULT_BATCH_SIZES, DEFAULT_FRACTIONS, evaluate, flexgen_search
 from pie_lab.sim.hardware import load_preset
+from pie_lab.sim.host_cost import hybrid_bound
 from pie_lab.workloads import alpaca_like, sharegpt_like
 
 from .settings import ENGINE, GPU_MEMORY_HEADROOM, MAX_MODEL_LEN, POLICY_ORDER, SEED, Mode
@@ -68,6 +69,7 @@ def setup_for(preset: str, model: str, kind: str, mode: Mode) -> dict:
                         dtype=ENGINE["dtype"], block_size=ENGINE["block_size"], gpu_kv_limit_gb=gpu_kv / 2**30)
     trace = flexgen_on_trace(spec, hw, work, gpu_kv)
     link = link_limited_budget(model, preset, gpu_blocks, ctx)
+    bound = hybrid_bound(cm, max(1, round(link["batch"])), max(1, round(ctx)))
     return {"preset": preset, "model": model, "workload": kind, "window_s": mode.window_s[kind],
             "min_requests": mode.min_requests, "calibration_requests": mode.calibration_requests,
             "input_mean": stats["input_mean"], "output_mean": stats["output_mean"], "running_context": ctx,
@@ -79,7 +81,7 @@ def setup_for(preset: str, model: str, kind: str, mode: Mode) -> dict:
             "flexgen_trace_batch": trace["batch_size"], "flexgen_trace_fraction": trace["fractions"],
             "fixed_budget": link["budget_blocks"], "layer_compute_ms": link["layer_compute_ms"],
             "hidden_gb_per_step": link["hidden_gb_per_step"], "transparent_share": link["share"],
-            "model_batch": link["batch"]}
+            "model_batch": link["batch"], **{f"bound_{k}": v for k, v in bound.items()}}
 
 
 def flexgen_on_trace(spec, hw, work, gpu_kv_bytes: float) -> dict:
@@ -126,5 +128,6 @@ def policy_cases(setup: dict, gpu_blocks: int | None = None, only: tuple[str, ..
                     "max_num_seqs": setup["flexgen_batch"], **g},
         "pie": {"label": "pie", "policy": "pie", "controller": ControllerConfig(enabled=True), **g},
         "pie-fixed": {"label": "pie-fixed", "policy": "pie", "swap_budget_blocks": budget, **g},
+        "hybrid": {"label": "hybrid", "policy": "hybrid", "controller": ControllerConfig(enabled=True), **g},
     }
     return [cases[p] for p in only]

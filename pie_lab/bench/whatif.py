@@ -25,6 +25,7 @@ from .sweep import GENERATORS
 POLICIES: dict[str, dict[str, Any]] = {
     "vllm-swap": {"policy": "vllm-swap"},
     "pie": {"policy": "pie", "controller": {"enabled": True}},
+    "hybrid": {"policy": "hybrid", "controller": {"enabled": True}},
 }
 REFERENCE = "vllm-swap"            # ratios are taken against this policy
 RATIOS = {"throughput_ratio": "tokens_per_s", "e2e_p50_ratio": "e2e_p50_s", "ttft_p50_ratio": "ttft_p50_s",
@@ -57,6 +58,7 @@ class WhatIfPoint:
     base_hardware: str = "GH200"
     link_gbps: float = 450.0
     hbm_gbps: float = 3600.0
+    host_gbps: float = 295.2         # the host CPU's attention rate over host KV (policy hybrid); GH200's preset
     kv_gib: float = 8.2
     workload: str = "sharegpt"
     rate: float = 20.0
@@ -69,6 +71,7 @@ class WhatIfPoint:
         check_choice("model", self.model, NAMED_SHAPES)
         check_float("link_gbps", self.link_gbps, 0.01, 1e5)
         check_float("hbm_gbps", self.hbm_gbps, 1.0, 1e5)
+        check_float("host_gbps", self.host_gbps, 0.01, 1e5)
         check_float("kv_gib", self.kv_gib, 0.01, 1e4)
         check_choice("workload", self.workload, GENERATORS)
         check_float("rate", self.rate, 0.0, 1e6, lo_open=True)
@@ -84,16 +87,18 @@ class WhatIfPoint:
         return max(1, int(self.kv_gib * 2**30 // self.block_bytes))
 
     def hardware(self):
-        """The base preset with this point's HBM and link bandwidth."""
+        """The base preset with this point's HBM, link and host attention bandwidth (host memory
+        raised to the host rate where it would cap it)."""
         hw = load_preset(self.base_hardware)
         return replace(hw, name=f"{hw.name}-whatif", hbm_gbps=self.hbm_gbps,
                        hbm_gbps_peak=max(hw.hbm_gbps_peak, self.hbm_gbps), h2d_gbps=self.link_gbps,
-                       d2h_gbps=self.link_gbps, description=f"{hw.description}; what-if link and HBM")
+                       d2h_gbps=self.link_gbps, host_memory_gbps=max(hw.host_memory_gbps, self.host_gbps),
+                       description=f"{hw.description}; what-if link, HBM and host")
 
     def engine_options(self, hardware_path: str) -> dict:
         return dict(hardware=hardware_path, dtype=self.dtype, num_gpu_blocks=self.num_gpu_blocks,
                     num_host_blocks=8 * self.num_gpu_blocks, max_num_seqs=self.max_num_seqs,
-                    link_bandwidth_gbps=self.link_gbps)
+                    link_bandwidth_gbps=self.link_gbps, host_attention_gbps=self.host_gbps)
 
 
 def run_point(point: WhatIfPoint, policies: Mapping[str, Mapping[str, Any]] | None = None) -> BenchResult:
@@ -136,6 +141,17 @@ def layer_ms(point: WhatIfPoint, batch: int, context: int) -> float:
     check_int("context", context, 1)
     cm = CostModel(named_spec(point.model), point.hardware(), point.dtype, 16)
     return cm.layer_time(StepShape.decode(batch, context)) * 1e3
+
+
+def hybrid_limits(point: WhatIfPoint, batch: int, context: int) -> dict:
+    """Policy hybrid's bound at this point (`pie_lab.sim.host_cost.hybrid_bound`): GB of host-resident
+    KV per decode step the link and the host's attention serve without a stall, and what limits it."""
+    from ..sim.cost_model import CostModel
+    from ..sim.host_cost import hybrid_bound
+    check_int("batch", batch, 1)
+    check_int("context", context, 1)
+    cm = CostModel(named_spec(point.model), point.hardware(), point.dtype, 16, host_attention_gbps=point.host_gbps)
+    return hybrid_bound(cm, batch, context)
 
 
 def hidden_blocks(point: WhatIfPoint, batch: int, context: int, link_gbps: float | None = None) -> float:

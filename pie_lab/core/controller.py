@@ -8,7 +8,13 @@ Each decision looks at a window of iterations run at the current budget:
   there is no prediction yet, by bisection when a ceiling is known;
 - in between: hold (hysteresis against oscillation).
 The batch changing (size or context by > 30%) forgets the ceiling so the budget can follow.
-Every decision is an event with its inputs and the rule that fired. Imports no torch.
+Policy hybrid runs the same rules a second time, on their own state, for the host-computed share:
+its stall is the device's wait for the host's attention partials, its target the smaller of
+`target_overhead` and the capacity the share adds (host-computed / eligible blocks: a wait longer
+than that costs more than it gains), and its predicted limit the share whose host attention takes
+one device layer time (per-layer device time x measured host attention rate / bytes per block).
+The streamed share keeps the link rule above.
+Every decision is an event with its inputs, the share it sized and the rule that fired. Imports no torch.
 """
 from __future__ import annotations
 
@@ -20,6 +26,25 @@ from .metrics import IterationRecord
 
 SETTLE_ITERATIONS = 1       # iterations after a change that carry its one-off copies; not judged
 REPROBE_AFTER_HOLDS = 8     # converged decisions before the controller looks above its ceiling again
+
+
+@dataclass(frozen=True)
+class Share:
+    """What one budget is judged by: its knob, its stall, and the per-step bytes and busy time of
+    its resource (link copies, or host attention), read from an iteration record."""
+
+    name: str
+    knob: str
+    stall: str
+    bytes: str
+    busy: str
+    limit: str                   # what its predicted limit is called in the rules
+
+
+STREAM = Share("stream", "swap_budget_blocks", stall="stall", bytes="stream_bytes", busy="copy_time",
+               limit="predicted link limit")
+HOST = Share("host", "host_compute_blocks", stall="host_wait", bytes="host_bytes", busy="host_time",
+             limit="share fitted to the device's window")
 
 
 @dataclass
@@ -35,12 +60,13 @@ class ControllerState:
 
 class AdaptiveController:
     def __init__(self, config: ControllerConfig, layer_block_bytes: int, num_layers: int,
-                 host_capacity: int):
+                 host_capacity: int, host_share: bool = False):
         self.config = config
         self.layer_block_bytes = layer_block_bytes
         self.num_layers = num_layers
         self.host_capacity = host_capacity
         self.state = ControllerState()
+        self.host_state = ControllerState() if host_share else None     # policy hybrid
         self._window: list[IterationRecord] = []
         self._skip = config.warmup_iterations
 
@@ -58,6 +84,8 @@ class AdaptiveController:
         self.config = config
         if manual:
             self.state = ControllerState()
+            if self.host_state is not None:
+                self.host_state = ControllerState()
         self._window, self._skip = [], SETTLE_ITERATIONS
 
     def observe(self, engine, rec: IterationRecord) -> None:
@@ -70,49 +98,77 @@ class AdaptiveController:
         if len(self._window) < self.config.window:
             return
         window, self._window = self._window, []
-        old = engine.config.swap_budget_blocks
-        new, rule, inputs = self.decide(window, engine.eligible_host_blocks(), old)
-        self.state.decisions += 1
-        engine.metrics.add_event(rec.end, "controller", step=rec.step, old_budget=old, new_budget=new,
-                                 rule=rule, **inputs)
-        if new != old:
-            engine.set_budget(new)
+        eligible = engine.eligible_host_blocks()
+        shares = [(STREAM, self.state)] + ([(HOST, self.host_state)] if self.host_state is not None else [])
+        changed = False
+        for share, state in shares:
+            old = getattr(engine.config, share.knob)
+            new, rule, inputs = self.decide(window, eligible, old, share, state)
+            state.decisions += 1
+            event = dict(share=share.name) if self.host_state is not None else {}
+            engine.metrics.add_event(rec.end, "controller", step=rec.step, old_budget=old, new_budget=new,
+                                     rule=rule, **event, **inputs)
+            if new != old:
+                engine.set_budget(new, share.knob)
+                changed = True
+        if changed:
             self._skip = SETTLE_ITERATIONS
 
-    def decide(self, window: list[IterationRecord], eligible: int, budget: int) -> tuple[int, str, dict]:
-        c, s, b = self.config, self.state, budget
+    def decide(self, window: list[IterationRecord], eligible: int, budget: int, share: Share = STREAM,
+               state: ControllerState | None = None) -> tuple[int, str, dict]:
+        c, s, b = self.config, state or self.state, budget
         duration = sum(r.duration for r in window)
-        stall = sum(r.stall for r in window)
+        stall = sum(getattr(r, share.stall) for r in window)
         overhead = stall / duration if duration > 0 else 0.0
         batch = sum(r.batch_size for r in window) / len(window)
         context = sum(r.context_tokens for r in window) / len(window)
-        predicted = self._predict(window)
-        inputs = dict(overhead=overhead, target=c.target_overhead, stall=stall, duration=duration,
+        predicted = self._predict(window, share)
+        target, limit = c.target_overhead, None
+        if share is HOST:
+            # the host's attention must stay under the device's layer time: a cap, not a goal (it
+            # overlaps only the device's attention, so the waits decide below that)
+            limit, predicted = predicted, self._fit_host(window)
+            if b > 0 and eligible > 0:
+                # a host block adds one block of capacity, about b / eligible of the batch's KV; waiting
+                # longer than that for the host's partials costs more throughput than the share adds
+                target = min(target, b / eligible)
+        inputs = dict(overhead=overhead, target=target, stall=stall, duration=duration,
                       batch=batch, context_tokens=context, eligible=eligible, predicted=predicted,
                       last_safe=s.last_safe, ceiling=s.ceiling)
+        if share is HOST:
+            inputs["layer_time_limit"] = limit
         if s.ref_batch and (abs(batch - s.ref_batch) > 0.3 * s.ref_batch
                             or abs(context - s.ref_context) > 0.3 * max(s.ref_context, 1)):
             s.ceiling = None
             s.last_safe = min(s.last_safe, b)
         s.ref_batch, s.ref_context = batch, context
 
-        if overhead > c.target_overhead:
+        if overhead > target:
             s.ceiling, s.holds = b, 0
             new = s.last_safe if s.last_safe < b else int(b * c.backoff_factor)
             if predicted is not None and new < predicted < b:
                 new = predicted
+            elif share is HOST and predicted is not None and predicted < new:
+                new = predicted                      # what would have fitted the device's window
             return max(0, new), "backoff: overhead above target", inputs
         s.last_safe = b
-        if overhead > c.hysteresis * c.target_overhead:
+        if share is HOST and predicted is not None and predicted < b and stall > 0:
+            # a wait for the host buys nothing: follow the window down as the batch changes
+            return predicted, "trim: to the share fitted to the device's window", inputs
+        if overhead > c.hysteresis * target:
             return b, "hold: overhead within the hysteresis band", inputs
         step = max(c.min_step_blocks, eligible // 16)
         cap = min(self.max_budget, max(b, math.ceil(eligible * 1.1) + step))
+        if limit is not None:
+            if b >= limit:
+                return b, "hold: host attention time at the device's layer time", inputs
+            cap = min(cap, limit)
         if b >= cap:
             return b, "hold: budget covers every block the batch can place on the host", inputs
         if predicted is not None and predicted <= b:
             s.holds += 1
             if s.holds < REPROBE_AFTER_HOLDS:
-                return b, "hold: at the predicted link limit", inputs
+                return b, f"hold: at the {share.limit}", inputs
             s.holds = 0
             return min(cap, b + c.min_step_blocks), "probe: re-test the budget above", inputs
         if s.ceiling is not None:
@@ -130,18 +186,34 @@ class AdaptiveController:
         s.holds = 0
         if predicted is not None and predicted > b:
             return min(cap, max(b + c.min_step_blocks, min(predicted, 4 * max(b, step)))), \
-                "grow: toward the predicted link limit", inputs
+                f"grow: toward the {share.limit}", inputs
+        if share is HOST:                  # nothing measured yet: a small share tells the window
+            return min(cap, max(b + c.min_step_blocks, math.ceil(b * c.grow_factor))), \
+                "grow: probe the host share", inputs
         return min(cap, max(b + step, math.ceil(b * c.grow_factor))), "grow: headroom under the target", inputs
 
-    def _predict(self, window: list[IterationRecord]) -> int | None:
-        """Host blocks per step whose per-layer copy equals the per-layer compute time.
+    def _predict(self, window: list[IterationRecord], share: Share = STREAM) -> int | None:
+        """Host blocks per step whose per-layer copy (or host attention) takes the per-layer
+        device time, the device's own waits for the host's partials left out.
 
         Judged on decode-only iterations: a prefill-heavy step has far more compute per layer and
         would promise a budget that every following decode step stalls on.
         """
-        decode = [r for r in window if r.prefill_tokens == 0 and r.stream_bytes > 0 and r.copy_time > 0]
+        decode = [r for r in window if r.prefill_tokens == 0 and getattr(r, share.bytes) > 0
+                  and getattr(r, share.busy) > 0]
         if not decode:
             return None
-        rate = sum(r.stream_bytes for r in decode) / sum(r.copy_time for r in decode)   # bytes/s achieved
-        per_layer = sum(r.compute_time for r in decode) / len(decode) / self.num_layers  # compute s per layer
+        rate = sum(getattr(r, share.bytes) for r in decode) / sum(getattr(r, share.busy) for r in decode)  # bytes/s
+        per_layer = sum(r.compute_time - r.host_wait for r in decode) / len(decode) / self.num_layers
         return int(per_layer * rate / self.layer_block_bytes)
+
+    @staticmethod
+    def _fit_host(window: list[IterationRecord]) -> int | None:
+        """The host-computed share whose attention would just end at the merge: the measured share
+        scaled by the device's time before the merge (its window) over the host's busy time."""
+        decode = [r for r in window if r.prefill_tokens == 0 and r.host_time > 0]
+        if not decode:
+            return None
+        busy, room = sum(r.host_time for r in decode), sum(r.host_window for r in decode)
+        blocks = sum(r.host_computed_blocks for r in decode) / len(decode)
+        return int(blocks * room / busy)

@@ -55,7 +55,7 @@ class Engine:
         self.planner = SwapPlanner(self.blocks, self.spec.num_layers, lambda: self.config)
         self.metrics = Metrics()
         self.controller = None
-        if config.policy == "pie":
+        if config.policy in ("pie", "hybrid"):
             self.attach_controller()
         self._lock = threading.Lock()
         self._pending: dict[str, Any] = {}
@@ -103,7 +103,7 @@ class Engine:
                               "or enable chunked_prefill")
         total = min(len(prompt) + sampling.max_tokens, self.max_model_len)
         need = -(-total // self.config.block_size)
-        room = self.blocks.gpu.limit + (self.config.swap_budget_blocks if self.config.policy == "pie" else 0)
+        room = self.blocks.gpu.limit + (self.planner.total_budget if self.config.policy in ("pie", "hybrid") else 0)
         if need > room:
             raise ConfigError(f"request needs up to {need} KV blocks ({total} tokens) but the engine holds "
                               f"{room}; allowed: prompt + max_tokens <= {room * self.config.block_size} tokens")
@@ -155,8 +155,9 @@ class Engine:
         check_live(changes)
         if "num_gpu_blocks" in changes:
             check_field("num_gpu_blocks", changes["num_gpu_blocks"], hi=self.gpu_capacity)
-        if "swap_budget_blocks" in changes:
-            check_field("swap_budget_blocks", changes["swap_budget_blocks"], hi=self.host_capacity)
+        for knob in ("swap_budget_blocks", "host_compute_blocks"):
+            if knob in changes:
+                check_field(knob, changes[knob], hi=self.host_capacity)
         with self._lock:
             merged = {**self._pending, **changes}
             new = self.config.replace(**merged)          # validates every field
@@ -177,8 +178,11 @@ class Engine:
             self.blocks.gpu.limit = c.num_gpu_blocks
         if "link_bandwidth_gbps" in changes or "link_latency_us" in changes:
             self.executor.set_link(c.link_bandwidth_gbps, c.link_latency_us)
-        if self.controller is not None and ("controller" in changes or "swap_budget_blocks" in changes):
-            self.controller.on_config(c.controller, manual="swap_budget_blocks" in changes)
+        if "host_attention_gbps" in changes and hasattr(self.executor, "set_host_attention"):
+            self.executor.set_host_attention(c.host_attention_gbps)
+        manual = "swap_budget_blocks" in changes or "host_compute_blocks" in changes
+        if self.controller is not None and ("controller" in changes or manual):
+            self.controller.on_config(c.controller, manual=manual)
         self.metrics.add_event(self.clock.now(), "knob", step=self._step_id,
                                **{k: (v if not hasattr(v, "__dataclass_fields__") else str(v)) for k, v in changes.items()})
 
@@ -205,8 +209,9 @@ class Engine:
             self._count_progress(0)
             return aborted
         offload = self.planner.plan_offload(sched)
-        stream = self.planner.stream(sched, offload)
-        plan = self._build_plan(sched, offload, stream)
+        host_computed = self.planner.split(sched, offload)
+        stream = self.planner.stream(sched, offload, host_computed)
+        plan = self._build_plan(sched, offload, stream, host_computed)
         start = self.clock.now()
         for seq, _ in sched.work:
             if seq.first_scheduled_time is None:
@@ -223,6 +228,7 @@ class Engine:
             plan, out.timing, start, end, gpu_blocks_used=self.blocks.gpu.num_used,
             host_blocks_used=self.blocks.host.num_used, gpu_blocks_limit=self.blocks.gpu.limit,
             staging_blocks=self.blocks.gpu.reserved, swap_budget=self.config.swap_budget_blocks,
+            host_compute_budget=self.config.host_compute_blocks if self.config.policy == "hybrid" else 0,
             prefetch_depth=self.config.prefetch_depth, preempted=len(sched.preempted),
             swap_space_blocks=sum(s.host_count for s in self.scheduler.swapped),
             swapped_out=len(sched.swapped_out), waiting=len(self.scheduler.waiting))
@@ -280,7 +286,7 @@ class Engine:
         self.fault_count += 1
         self.metrics.add_event(self.clock.now(), "error", **fault)
 
-    def _build_plan(self, sched: Schedule, offload, stream) -> StepPlan:
+    def _build_plan(self, sched: Schedule, offload, stream, host_computed: dict[int, int]) -> StepPlan:
         fresh = {~h: g for g, h in offload}         # offloaded this step: still read from the GPU
         works = []
         for seq, n in sched.work:
@@ -291,7 +297,7 @@ class Engine:
             tokens = (seq.last_token,) if n == 1 and start == seq.num_tokens - 1 else \
                 tuple(seq.token_ids[start:start + n])
             works.append(SeqWork(seq.seq_id, tokens, start, tuple(table), start + n == seq.num_tokens,
-                                 seq.sampling, len(seq.output_token_ids)))
+                                 seq.sampling, len(seq.output_token_ids), host_computed.get(seq.seq_id, 0)))
         released, self._released = tuple(self._released), []
         return StepPlan(self._step_id, tuple(works), tuple(sched.swap_out), tuple(sched.swap_in),
                         tuple(offload), stream, released)
@@ -340,11 +346,12 @@ class Engine:
         from .controller import AdaptiveController
         self.controller = AdaptiveController(
             self.config.controller, self.block_bytes // self.spec.num_layers,
-            self.spec.num_layers, self.host_capacity)
+            self.spec.num_layers, self.host_capacity, host_share=self.config.policy == "hybrid")
 
-    def set_budget(self, budget: int) -> None:
-        """Between iterations, on the engine thread: the controller's own change of the budget."""
-        self.config = self.config.replace(swap_budget_blocks=max(0, min(budget, self.host_capacity)))
+    def set_budget(self, budget: int, knob: str = "swap_budget_blocks") -> None:
+        """Between iterations, on the engine thread: the controller's own change of a budget
+        (swap_budget_blocks, or policy hybrid's host_compute_blocks)."""
+        self.config = self.config.replace(**{knob: max(0, min(budget, self.host_capacity))})
 
     def eligible_host_blocks(self) -> int:
         """Full blocks of the running batch: the most that could be host-resident now."""

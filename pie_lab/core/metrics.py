@@ -13,7 +13,7 @@ from .sequence import Sequence
 
 
 LAYER_COLUMNS = ["step", "step_start", "layer", "compute_start", "compute_end", "copy_issue", "copy_start",
-                 "copy_end", "wait", "bytes", "copy_busy"]
+                 "copy_end", "wait", "bytes", "copy_busy", "host_start", "host_end", "host_wait", "host_bytes", "host_window"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,12 @@ class IterationRecord:
     context_tokens: int           # sum of the batch's context lengths
     waiting: int
     emulated_link: bool
+    host_compute_budget: int = 0   # hybrid: host-computed share allowed (blocks)
+    host_computed_blocks: int = 0  # hybrid: host-resident blocks attended on the host this step
+    host_time: float = 0.0         # hybrid: host attention time, summed over layers
+    host_wait: float = 0.0         # hybrid: device time waiting for the host's partials
+    host_bytes: int = 0            # hybrid: host KV attended on the host, all layers
+    host_window: float = 0.0       # hybrid: device time the host had per layer before the merge, summed
 
     @property
     def duration(self) -> float:
@@ -62,7 +68,10 @@ class IterationRecord:
                    blocking_copy_time=timing.blocking_copy_time, copy_time=copy,
                    compute_time=timing.compute_time, stall=stall, overlap_ratio=overlap,
                    context_tokens=sum(s.context_len for s in plan.seqs),
-                   emulated_link=timing.emulated_link, **state)
+                   emulated_link=timing.emulated_link, host_computed_blocks=plan.num_host_computed_blocks,
+                   host_time=timing.host_time, host_wait=timing.host_wait, host_bytes=timing.host_bytes,
+                   host_window=timing.host_window,
+                   **state)
 
 
 def request_record(seq: Sequence, request_id: Any) -> dict:

@@ -16,7 +16,9 @@ class SeqWork:
     """One sequence's share of a step: a prefill chunk or a single decode token.
 
     block_table entries: >= 0 a GPU pool block; < 0 host block ~v, staged this step at index ~v
-    of the layer's staging slot.
+    of the layer's staging slot. Policy hybrid: the first `host_computed` entries (host blocks,
+    never staged) are attended on the host over host memory; the device attends the rest, and
+    the two partial results are merged by log-sum-exp. Only decode tokens use it.
     """
 
     seq_id: int
@@ -26,6 +28,7 @@ class SeqWork:
     sample: bool                    # sample a token from the last position of this chunk
     sampling: SamplingParams
     num_generated: int              # output tokens so far (sampler offsets, stop checks)
+    host_computed: int = 0          # leading block-table entries whose attention runs on the host
 
     @property
     def context_len(self) -> int:
@@ -138,6 +141,11 @@ class StepPlan:
     def num_streamed_blocks(self) -> int:
         return self.stream.num_blocks if self.stream else 0
 
+    @property
+    def num_host_computed_blocks(self) -> int:
+        """Host-resident blocks attended on the host this step (policy hybrid), every layer."""
+        return sum(s.host_computed for s in self.seqs)
+
 
 NAN = math.nan
 
@@ -155,6 +163,15 @@ class LayerTiming:
     wait: float = 0.0            # time compute waited for this layer's copy (the stall)
     bytes: int = 0
     copy_busy: float = NAN       # link time when the copy ran in parts (prefetch + appended tail)
+    host_start: float = NAN      # hybrid: the host's share of this layer's attention (queries out,
+    host_end: float = NAN        # attention over host KV, partials back), NaN when it had none
+    host_wait: float = 0.0       # time the device waited for the host's partials before the merge
+    host_bytes: int = 0          # host KV the host attended for this layer
+    host_window: float = 0.0     # device time from handing the queries over to reaching the merge
+
+    @property
+    def host_time(self) -> float:
+        return 0.0 if math.isnan(self.host_start) else self.host_end - self.host_start
 
     @property
     def copy_time(self) -> float:
@@ -187,6 +204,22 @@ class StepTiming:
     @property
     def compute_time(self) -> float:
         return sum(l.compute_end - l.compute_start for l in self.layers)
+
+    @property
+    def host_wait(self) -> float:
+        return sum(l.host_wait for l in self.layers)
+
+    @property
+    def host_time(self) -> float:
+        return sum(l.host_time for l in self.layers)
+
+    @property
+    def host_bytes(self) -> int:
+        return sum(l.host_bytes for l in self.layers)
+
+    @property
+    def host_window(self) -> float:
+        return sum(l.host_window for l in self.layers)
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,11 @@
 policy "pie": up to `budget` host-resident blocks across the running batch, filled eagerly with the
 oldest full blocks; when the budget shrinks, blocks come back to the GPU where there is room,
 otherwise their sequence is preempted (its preemption mode). policy "flexgen": a static fraction of every
-running sequence's full blocks. Every host block a scheduled sequence reads is streamed layer by
-layer into a staging ring of `depth` slots; the ring's memory is withheld from the GPU pool.
+running sequence's full blocks. policy "hybrid": as pie with `budget + host_budget` host-resident
+blocks, split each step: up to `host_budget` of them, the oldest blocks of decoding sequences, are
+attended on the host where they live (`host_computed`), the rest stream as in pie. Every other host
+block a scheduled sequence reads is streamed layer by layer into a staging ring of `depth` slots;
+the ring's memory is withheld from the GPU pool.
 """
 from __future__ import annotations
 
@@ -42,8 +45,17 @@ class SwapPlanner:
         return self._config().flexgen_fraction
 
     @property
+    def host_budget(self) -> int:
+        return self._config().host_compute_blocks
+
+    @property
     def active(self) -> bool:
-        return self.policy in ("pie", "flexgen")
+        return self.policy in ("pie", "flexgen", "hybrid")
+
+    @property
+    def total_budget(self) -> int:
+        """Host-resident blocks the running batch may hold (pie, hybrid)."""
+        return self.budget + (self.host_budget if self.policy == "hybrid" else 0)
 
     def staging_blocks(self, host_blocks: int) -> int:
         """GPU blocks' worth of memory for a ring of `depth` layer slots holding `host_blocks` blocks each."""
@@ -52,6 +64,8 @@ class SwapPlanner:
     def update_reserve(self, running) -> None:
         """The staging ring holds the running batch's host-resident blocks: withhold its memory."""
         resident = sum(s.num_host_blocks() for s in running) if self.active else 0
+        if self.policy == "hybrid":             # the host-computed share is never staged
+            resident -= min(resident, self.host_budget)
         self.blocks.gpu.reserved = self.staging_blocks(resident)
 
     def _target(self, seq: Sequence) -> int:
@@ -62,8 +76,8 @@ class SwapPlanner:
         if not self.active:
             return
         self.update_reserve(scheduler.running)
-        if self.policy == "pie":
-            over = sum(s.num_host_blocks() for s in scheduler.running) - self.budget
+        if self.policy in ("pie", "hybrid"):
+            over = sum(s.num_host_blocks() for s in scheduler.running) - self.total_budget
             for seq in reversed(list(scheduler.running)):
                 if over <= 0:
                     break
@@ -89,7 +103,8 @@ class SwapPlanner:
         if not self.active:
             return []
         moves: list[tuple[int, int]] = []
-        room = self.budget - sum(s.num_host_blocks() for s, _ in sched.work) if self.policy == "pie" else None
+        room = self.total_budget - sum(s.num_host_blocks() for s, _ in sched.work) \
+            if self.policy in ("pie", "hybrid") else None
         # With depth >= num_layers the staging ring costs what offloading saves: offload only
         # while the GPU has headroom, never in a way that starves the batch of blocks.
         headroom = None if self.depth < self.num_layers else self.blocks.gpu.num_free - len(sched.work) - 1
@@ -110,9 +125,33 @@ class SwapPlanner:
         self.update_reserve(s for s, _ in sched.work)
         return moves
 
-    def stream(self, sched: Schedule, offloaded: list[tuple[int, int]]) -> StreamPlan | None:
-        """Host blocks the step reads; blocks offloaded this step are still read from the GPU."""
+    def split(self, sched: Schedule, offloaded: list[tuple[int, int]]) -> dict[int, int]:
+        """hybrid: seq_id -> leading host blocks attended on the host this step, up to host_budget
+        over the batch, oldest first. Decode tokens only (a prefill chunk streams its context);
+        blocks offloaded this step are still read from the GPU, so they are never host-computed."""
+        if self.policy != "hybrid" or self.host_budget <= 0:
+            return {}
         fresh = {h for _, h in offloaded}
+        left, out = self.host_budget, {}
+        for seq, n in sched.work:
+            if left <= 0:
+                break
+            if n != 1 or seq.num_computed_tokens != seq.num_tokens - 1 or not seq.host_count:
+                continue
+            settled = next((i for i, b in enumerate(seq.block_table[:seq.host_count]) if ~b in fresh),
+                           seq.host_count)
+            k = min(left, settled)
+            if k:
+                out[seq.seq_id] = k
+                left -= k
+        return out
+
+    def stream(self, sched: Schedule, offloaded: list[tuple[int, int]],
+               host_computed: dict[int, int] | None = None) -> StreamPlan | None:
+        """Host blocks the step reads on the device; blocks offloaded this step are still read from
+        the GPU, and host-computed ones (hybrid) from host memory by the host."""
+        fresh = {h for _, h in offloaded}
+        hc = host_computed or {}
         staged = [~b for seq, _ in sched.work if seq.host_count
-                  for b in seq.block_table[:seq.host_count] if ~b not in fresh]
+                  for b in seq.block_table[hc.get(seq.seq_id, 0):seq.host_count] if ~b not in fresh]
         return StreamPlan.build(min(self.depth, self.num_layers), staged) if staged else None

@@ -21,6 +21,9 @@ from .torch_runner import TorchRunner
 # The emulated link's default: an H200's pinned host-to-device rate over PCIe gen5 (pie-design.md, section 4).
 DEFAULT_LINK_GBPS = 55.5
 DEFAULT_LINK_LATENCY_US = 10.0
+# Policy hybrid: the host's attention is paced like the link, by default to the H200 host's measured rate
+# (torch CPU decode attention over host KV, 16 threads: 61-73 GB/s; data/hardware_presets.yaml).
+DEFAULT_HOST_ATTENTION_GBPS = 65.6
 
 
 class CPUExecutor(TorchRunner):
@@ -37,6 +40,7 @@ class CPUExecutor(TorchRunner):
         self.threads = threads
         self._prefetched: dict[int, CopyJob] = {}     # next step's layers < depth, copied in this step's tail
         self._prefetch_plan = None                    # the StreamPlan those copies followed
+        self.host_rate = config.host_attention_gbps or DEFAULT_HOST_ATTENTION_GBPS
 
     @classmethod
     def load(cls, model: Any, config: EngineConfig, threads: int | None = None) -> "CPUExecutor":
@@ -112,6 +116,7 @@ class CPUExecutor(TorchRunner):
         if stream:
             self._prefetch_plan = stream
         self.ring_base = (self.ring_base + L) % stream.depth if stream else 0
+        layers = self.with_host_timings(batch, layers, t0)
         tokens = self.sample(plan, batch, hidden)
         if offload_job:
             offload_job.wait()
@@ -133,9 +138,13 @@ class CPUExecutor(TorchRunner):
                 pass
         self._prefetched, self._prefetch_plan = {}, None
 
+    def set_host_attention(self, gbps: float | None) -> None:
+        super().set_host_attention(gbps or DEFAULT_HOST_ATTENTION_GBPS)
+
     def close(self) -> None:
         self.h2d.close()
         self.d2h.close()
+        super().close()
 
 
 def _layer_timing(l: int, t0: float, c0: float, c1: float, wait: float, jobs: list[CopyJob]) -> LayerTiming:

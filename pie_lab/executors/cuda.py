@@ -7,6 +7,7 @@ host side blocks until the step's tokens are read back.
 """
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import torch
@@ -85,6 +86,7 @@ class CUDAExecutor(TorchRunner):
         compute = torch.cuda.current_stream(self.device)
         t0 = self._event()
         t0.record(compute)
+        wall0 = time.perf_counter()             # the host share's lane is timed on the host's clock
         self.sampler.release(plan.released_seq_ids)
         blocking_bytes = kv.copy_blocks(kv.pool, kv.host, kv.ranges(plan.swap_out))
         blocking_bytes += kv.copy_blocks(kv.host, kv.pool, kv.ranges(plan.swap_in))
@@ -159,5 +161,6 @@ class CUDAExecutor(TorchRunner):
                                           sum(p[3] for p in parts), busy))
             else:
                 layers.append(LayerTiming(l, cs, ce))
+        layers = self.with_host_timings(batch, layers, wall0)
         return StepOutput(tokens, StepTiming(ms(t_end), tuple(layers), ms(t_copied), blocking_bytes,
                                              offload_bytes, emulated_link=False))

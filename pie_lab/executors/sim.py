@@ -50,7 +50,7 @@ class SimExecutor:
         self.spec = spec_from_model(model)
         self.hardware = resolve_hardware(hardware, config.hardware)
         self.cost_model = CostModel(self.spec, self.hardware, config.dtype, config.block_size,
-                                    config.link_bandwidth_gbps, config.link_latency_us)
+                                    config.link_bandwidth_gbps, config.link_latency_us, config.host_attention_gbps)
         self.clock = VirtualClock()
         self.replay = replay
         eos = self.spec.hf_config.get("eos_token_id")
@@ -159,6 +159,10 @@ class SimExecutor:
     def recover(self) -> None:
         """After a failed step: nothing prefetched for the next step."""
         self._prefetch, self._last_stream = None, None
+
+    def set_host_attention(self, gbps: float | None) -> None:
+        """Policy hybrid: the host's attention rate (None: the preset's cores and memory)."""
+        self.cost_model = self.cost_model.with_host_attention(gbps)
 
     def close(self) -> None:
         self.closed = True

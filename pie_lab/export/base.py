@@ -161,10 +161,16 @@ def common_notes(rc: RunConfig, notes: Notes) -> None:
     e = rc.engine
     notes.add("unsupported", "engine.prefetch_depth", "", e.prefetch_depth,
               "no target streams host-resident KV into the GPU layer by layer during the forward pass")
-    if e.policy == "pie" or e.controller.enabled:
+    if e.policy in ("pie", "hybrid") or e.controller.enabled:
         notes.add("unsupported", "engine.controller", "", e.controller.enabled,
                   "no adaptive budget: the target's host-tier size is fixed at start; the current "
                   f"budget ({e.swap_budget_blocks} blocks) is exported")
+    if e.policy == "hybrid":
+        notes.add("unsupported", "engine.policy", "", "hybrid",
+                  "no target attends over host-resident KV on the host CPU and merges the partial results "
+                  "(NEO and FastDecode do; they are research systems, not these servers)")
+        notes.add("unsupported", "engine.host_compute_blocks", "", e.host_compute_blocks,
+                  "no host-computed share of running requests' KV")
     if e.policy == "flexgen":
         notes.add("unsupported", "engine.flexgen_fraction", "", e.flexgen_fraction,
                   "no static KV fraction on the host (weight offloading is a different thing)")

@@ -4,6 +4,11 @@ K/V of a layer live in `kv_layer` [G, 2, bs, kvh, hd] (K at 0, V at 1) and, for 
 blocks streamed in this step, in `staged` [S, 2, bs, kvh, hd]. A block-table entry v >= 0 reads
 pool block v, v < 0 reads staged position ~v. Both sources give bit-identical results: the gather
 only changes where the bytes come from.
+
+Policy hybrid splits a decode query's keys in two: the leading host-computed blocks, attended on
+the host over host memory (`attention_partial` on the host pool), and the rest, attended on the
+device (`device_decode_partial`). Each partial returns its output and log-sum-exp; `merge_partials`
+combines them exactly: softmax over the union of keys = the LSE-weighted sum of the two partials.
 """
 from __future__ import annotations
 
@@ -82,11 +87,20 @@ def _decode_attention(q: Tensor, kv_layer: Tensor, staged: Tensor | None, tables
 
 
 def paged_attention(q: Tensor, kv_layer: Tensor, staged: Tensor | None, batch: ForwardBatch,
-                    scale: float, window: int | None = None) -> Tensor:
+                    scale: float, window: int | None = None, layer: int | None = None) -> Tensor:
     """q: [T, nh, hd] -> [T, nh, hd]. This step's K/V must already be written (write_kv).
 
-    A query token at position p attends to context positions <= p (and > p - window).
+    A query token at position p attends to context positions <= p (and > p - window). With a
+    host share (policy hybrid) and the layer index, the host attends its blocks of layer `layer`.
     """
+    if batch.host_share is not None and layer is not None:
+        return batch.host_share.attend(layer, q, kv_layer, staged, batch, scale, window,
+                                       lambda q_: _paged_attention(q_, kv_layer, staged, batch, scale, window))
+    return _paged_attention(q, kv_layer, staged, batch, scale, window)
+
+
+def _paged_attention(q: Tensor, kv_layer: Tensor, staged: Tensor | None, batch: ForwardBatch,
+                     scale: float, window: int | None) -> Tensor:
     if batch.decode_only:
         if q.is_cuda and triton_attention.available() and (window is None or batch.max_context_len <= window):
             return triton_attention.decode_attention(q, kv_layer, staged, batch.block_tables,
@@ -112,3 +126,72 @@ def paged_attention(q: Tensor, kv_layer: Tensor, staged: Tensor | None, batch: F
                                            _mask(q_pos, nb * bs, window), scale)[0]
         start += n
     return out
+
+
+# -- partial attention with log-sum-exp (policy hybrid) ------------------------------------------
+def attention_partial(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: float) -> tuple[Tensor, Tensor]:
+    """q: [B, nh, hd]; k, v: [B, S, kvh, hd]; mask: [B, S] (True = attend) ->
+    out [B, nh, hd] (q's dtype) and lse [B, nh] (float32; -inf where a row attends to no key).
+
+    Computed in float32 whatever the cache dtype, so the merge loses nothing.
+    """
+    B, nh, hd = q.shape
+    kvh = k.shape[2]
+    g = nh // kvh
+    qg = q.float().view(B, kvh, g, hd)
+    scores = torch.einsum("bkgd,bskd->bkgs", qg, k.float()) * scale                  # [B, kvh, g, S]
+    scores = scores.masked_fill(~mask[:, None, None, :], float("-inf"))
+    lse = torch.logsumexp(scores, dim=-1)                                             # [B, kvh, g]
+    p = torch.exp(scores - lse.nan_to_num(neginf=0.0)[..., None])                     # 0 where masked
+    out = torch.einsum("bkgs,bskd->bkgd", p, v.float())
+    return out.reshape(B, nh, hd).to(q.dtype), lse.reshape(B, nh)
+
+
+def merge_partials(o1: Tensor, lse1: Tensor, o2: Tensor, lse2: Tensor) -> tuple[Tensor, Tensor]:
+    """Two partial attentions over disjoint key sets of the same queries -> attention over both.
+
+    o: [..., hd]; lse: [...] float32. A side with lse = -inf (no keys) contributes nothing.
+    """
+    m = torch.maximum(lse1, lse2)
+    m = m.masked_fill(torch.isinf(m), 0.0)
+    w1, w2 = torch.exp(lse1 - m), torch.exp(lse2 - m)                                # [...]
+    total = w1 + w2
+    out = (o1.float() * w1[..., None] + o2.float() * w2[..., None]) / total[..., None]
+    return out.to(o1.dtype), m + torch.log(total)
+
+
+def host_block_tables(tables: list[list[int]]) -> tuple[Tensor, Tensor]:
+    """Per sequence the host pool ids of its host-computed blocks -> ids [B, nb] padded with 0
+    and their valid-block counts [B]."""
+    nb = max((len(t) for t in tables), default=0)
+    ids = torch.tensor([t + [0] * (nb - len(t)) for t in tables], dtype=torch.long).view(len(tables), nb)
+    return ids, torch.tensor([len(t) for t in tables], dtype=torch.long)
+
+
+def host_decode_partial(q: Tensor, host_layer: Tensor, ids: Tensor, counts: Tensor, q_pos: Tensor,
+                        scale: float, window: int | None = None) -> tuple[Tensor, Tensor]:
+    """The host's share: q [B, nh, hd] over host pool blocks ids [B, nb] ([H, 2, bs, kvh, hd] pool),
+    the first counts[b] of them valid; q_pos [B] the query positions. -> out [B, nh, hd], lse [B, nh]."""
+    B, nb = ids.shape
+    _, _, bs, kvh, hd = host_layer.shape
+    k = host_layer[:, 0][ids].view(B, nb * bs, kvh, hd)
+    v = host_layer[:, 1][ids].view(B, nb * bs, kvh, hd)
+    mask = torch.arange(nb * bs, device=q.device) < (counts * bs)[:, None]           # [B, S]
+    if window is not None:
+        mask &= torch.arange(nb * bs, device=q.device) > (q_pos - window)[:, None]
+    return attention_partial(q, k, v, mask, scale)
+
+
+def device_decode_partial(q: Tensor, kv_layer: Tensor, staged: Tensor | None, tables: Tensor,
+                          context_lens: Tensor, key_start: Tensor, max_context: int, scale: float,
+                          window: int | None = None) -> tuple[Tensor, Tensor]:
+    """The device's share of a decode step: keys at positions >= key_start [B] (the host attends the
+    ones before; their table entries are never read). q: [B, nh, hd] -> out [B, nh, hd], lse [B, nh]."""
+    bs = kv_layer.shape[2]
+    nb = -(-max_context // bs)
+    tables = torch.where(torch.arange(tables.shape[1], device=tables.device) < (key_start // bs)[:, None],
+                         0, tables)[:, :nb]                                           # host-computed -> pool 0
+    k, v = _dense_kv(kv_layer, staged, tables)
+    mask = _mask((context_lens - 1)[:, None], nb * bs, window)[:, 0]                  # [B, S]
+    mask &= torch.arange(nb * bs, device=q.device) >= key_start[:, None]
+    return attention_partial(q, k, v, mask, scale)

@@ -30,6 +30,7 @@ class ForwardBatch:
     seq_ids: list[int]
     block_size: int
     decode_only: bool
+    host_share: object | None = None   # hybrid: the step's HostShare (executors/host_attention.py)
 
     @property
     def num_tokens(self) -> int:
@@ -80,7 +81,8 @@ def build_forward_batch(plan: StepPlan, block_size: int, device: torch.device | 
             logits_idx.append(qsl[-1] - 1)
         if n == 1:
             decode_seqs.append(i)
-        tables.extend(s.block_table)
+        tables.extend([0] * s.host_computed)       # attended on the host (hybrid): never read here
+        tables.extend(s.block_table[s.host_computed:])
         tables.extend([0] * (max_blocks - len(s.block_table)))
 
     B, T = len(plan.seqs), len(ids)

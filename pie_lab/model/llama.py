@@ -156,7 +156,7 @@ class LlamaForPagedLM(PagedDecoder):
         cos, sin = self._cos[batch.positions], self._sin[batch.positions]    # [T, hd/2]
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         write_kv(kv_layer, k, v, batch.slot_mapping)
-        o = paged_attention(q, kv_layer, staged, batch, self.scale, self.window)   # [T, nh, hd]
+        o = paged_attention(q, kv_layer, staged, batch, self.scale, self.window, layer=l)   # [T, nh, hd]
         hidden = hidden + attn.o_proj(o.reshape(T, nh * hd))
         return hidden + blk.mlp(blk.post_attention_layernorm(hidden))
 

@@ -76,7 +76,7 @@ class OPTForPagedLM(PagedDecoder):
         # transformers scales q before the product (scale 1.0 in attention); same order here
         q = (attn.q_proj(x) * self.scale).view(T, nh, hd)
         write_kv(kv_layer, attn.k_proj(x).view(T, nh, hd), attn.v_proj(x).view(T, nh, hd), batch.slot_mapping)
-        o = paged_attention(q, kv_layer, staged, batch, 1.0)             # [T, nh, hd]
+        o = paged_attention(q, kv_layer, staged, batch, 1.0, layer=l)    # [T, nh, hd]
         hidden = hidden + attn.out_proj(o.reshape(T, nh * hd))
         return hidden + blk.fc2(self.act(blk.fc1(blk.final_layer_norm(hidden))))
 

@@ -4,7 +4,8 @@ Per decoder layer: linear layers take max(2 * params * tokens / FLOP/s, weight b
 attention takes max(4 * heads * head_dim * (query, key) pairs / FLOP/s, KV bytes read / HBM);
 plus the KV write and a fixed per-layer overhead. Embedding and lm_head (sampled positions
 only) come on top. Copies cost a fixed latency per copy call plus bytes over the link.
-The streaming schedule itself is `pie_lab.sim.overlap.schedule_layers`.
+The streaming schedule itself is `pie_lab.sim.overlap.schedule_layers`. Policy hybrid: the
+device attends only the KV that is not host-computed; the host share's cost is `host_cost.py`.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from ..config import check_field
 from ..errors import check_choice
 from ..model_spec import DTYPE_BYTES, ModelSpec
 from .hardware import Hardware
+from .host_cost import HostAttentionCost
 
 
 @dataclass(frozen=True)
@@ -29,7 +31,8 @@ class StepShape:
     sampled: int = 0         # positions that go through lm_head
 
     @classmethod
-    def of(cls, plan: StepPlan) -> "StepShape":
+    def of(cls, plan: StepPlan, block_size: int = 16) -> "StepShape":
+        """The device's share: keys in host-computed blocks (hybrid) are attended by the host."""
         tokens = pairs = kv = sampled = 0
         for s in plan.seqs:
             q, p = len(s.token_ids), s.start_pos
@@ -37,6 +40,9 @@ class StepShape:
             kv += p + q
             pairs += q * p + q * (q + 1) // 2
             sampled += s.sample
+            if s.host_computed:                     # decode only: one query per host key
+                kv -= s.host_computed * block_size
+                pairs -= s.host_computed * block_size
         return cls(tokens, pairs, kv, sampled)
 
     @classmethod
@@ -58,6 +64,7 @@ class CostModel:
     block_size: int = 16
     link_bandwidth_gbps: float | None = None     # None: the preset's h2d_gbps / d2h_gbps
     link_latency_us: float | None = None         # None: the preset's link_latency_us
+    host_attention_gbps: float | None = None     # None: the preset's host cores and memory (hybrid)
 
     def __post_init__(self):
         check_choice("dtype", self.dtype, DTYPE_BYTES)
@@ -85,11 +92,20 @@ class CostModel:
             lm_head_bytes=s.vocab_size * h * db,
             embed_bytes_token=h * db,
         )
+        derived["qkv_share"] = (h * h + 2 * h * kv) / layer_params      # of the linear time, before attention
+        derived["host"] = HostAttentionCost(s, hw, self.dtype, self.block_size, self.host_attention_gbps)
         for k, v in derived.items():
             object.__setattr__(self, "_" + k, v)
 
     def with_link(self, bandwidth_gbps: float, latency_us: float) -> "CostModel":
         return replace(self, link_bandwidth_gbps=bandwidth_gbps, link_latency_us=latency_us)
+
+    def with_host_attention(self, gbps: float | None) -> "CostModel":
+        return replace(self, host_attention_gbps=gbps)
+
+    @property
+    def host(self) -> HostAttentionCost:
+        return self._host
 
     @property
     def layer_params(self) -> int:
@@ -108,11 +124,22 @@ class CostModel:
         """Seconds one decoder layer computes for a step of this shape (0 tokens: 0 s)."""
         if shape.tokens == 0:
             return 0.0
+        linear, attention, kv_write = self._roofline(shape)
+        return linear + attention + kv_write + self._layer_overhead
+
+    def _roofline(self, shape: StepShape) -> tuple[float, float, float]:
         linear = max(2.0 * self._layer_params * shape.tokens / self._flops, self._weight_bytes_layer / self._hbm)
         attention = max(self._attn_flops_pair * shape.attn_pairs / self._flops,
                         shape.kv_tokens * self._kv_bytes_token / self._hbm)
-        kv_write = shape.tokens * self._kv_bytes_token / self._hbm
-        return linear + attention + kv_write + self._layer_overhead
+        return linear, attention, shape.tokens * self._kv_bytes_token / self._hbm
+
+    def layer_parts(self, shape: StepShape) -> tuple[float, float]:
+        """(QKV projection, attention incl. the KV write) of one layer: hybrid's host share starts
+        after the first and overlaps the second."""
+        if shape.tokens == 0:
+            return 0.0, 0.0
+        linear, attention, kv_write = self._roofline(shape)
+        return linear * self._qkv_share, attention + kv_write
 
     def embed_time(self, shape: StepShape) -> float:
         return shape.tokens * self._embed_bytes_token / self._hbm
@@ -128,7 +155,7 @@ class CostModel:
         return self.embed_time(shape) + self.lm_head_time(shape)
 
     def layer_compute_times(self, plan: StepPlan) -> list[float]:
-        return [self.layer_time(StepShape.of(plan))] * self.spec.num_layers
+        return [self.layer_time(StepShape.of(plan, self.block_size))] * self.spec.num_layers
 
     # -- copies --------------------------------------------------------------------------------
     def copy_time(self, nbytes: int, calls: int = 1, direction: str = "h2d") -> float:
@@ -175,9 +202,14 @@ class CostModel:
         appended rest is copied at the step's start. A late prefetch holds layer 0 back (its stall)
         until every prefetched layer can start on time.
         """
-        shape = StepShape.of(plan)
+        shape = StepShape.of(plan, self.block_size)
         n = self.spec.num_layers
-        compute = [self.layer_time(shape)] * n
+        layer = self.layer_time(shape)
+        qkv, attention = self.layer_parts(shape)
+        host = None if not plan.num_host_computed_blocks else self._host.layer(
+            plan, qkv, attention, self._h2d, self._d2h, self._latency,
+            self.stream_layer_bytes(plan) / layer if layer > 0 else 0.0)
+        compute = [layer + (host.wait if host else 0.0)] * n
         stream = plan.stream
         depth = stream.depth if stream else 1
         pre = min(prestaged_layers, n) if stream and stream.num_blocks else 0
@@ -197,6 +229,11 @@ class CostModel:
                 layers[j] = prefetch.merge(layers[j], j)
         if delay > 0:
             layers[0] = replace(layers[0], wait=layers[0].wait + delay)
+        if host is not None:
+            layers = [replace(l, host_start=l.compute_start + host.start,
+                              host_end=l.compute_start + host.start + host.path,
+                              host_wait=host.wait, host_bytes=host.bytes, host_window=host.window)
+                      for l in layers]
         end = (layers[-1].compute_end if layers else start) + self.lm_head_time(shape)
         offload_time, async_bytes = self.offload_copy(plan)
         end = max(end, self._step_overhead + blocking + offload_time)

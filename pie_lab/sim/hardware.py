@@ -34,6 +34,7 @@ _FIGURES: dict[str, float] = {
     "h2d_gbps": 1e5, "d2h_gbps": 1e5,
     "link_latency_us": 1e6, "layer_overhead_us": 1e6, "step_overhead_us": 1e7,
     "host_memory_gbps": 1e5,
+    "host_cores": 1e4, "host_core_attention_gbps": 1e3,
 }
 _MAY_BE_ZERO = ("link_latency_us", "layer_overhead_us", "step_overhead_us")
 
@@ -55,6 +56,8 @@ class Hardware:
     layer_overhead_us: float      # fixed cost of one decoder layer (kernel launches, gaps)
     step_overhead_us: float       # fixed host-side cost of one engine step
     host_memory_gbps: float
+    host_cores: float             # CPU cores (threads) the host's attention may use (policy hybrid)
+    host_core_attention_gbps: float   # KV bytes/s one core's decode attention sustains over host memory
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     def __post_init__(self):
@@ -86,6 +89,11 @@ class Hardware:
     def matmul_flops(self, dtype: str) -> float:
         """Achievable matmul FLOP/s for a model dtype."""
         return (self.tflops_fp32 if dtype == "float32" else self.tflops_16bit) * 1e12
+
+    @property
+    def host_attention_gbps(self) -> float:
+        """The host's decode-attention rate over host KV: its cores, capped by host memory bandwidth."""
+        return min(self.host_cores * self.host_core_attention_gbps, self.host_memory_gbps)
 
     @property
     def hbm_bytes_per_s(self) -> float:

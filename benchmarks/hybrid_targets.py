@@ -1,0 +1,79 @@
+"""Issue 13's targets for policy hybrid on the sim executor, with the bound drawn next to each ratio.
+
+    python benchmarks/hybrid_targets.py [--quick] [--rate-factor 1.6]
+
+Setups: GH200 (opt-13b, opt-30b) and an A10G-class PCIe gen4 card with a DDR5 server host
+(llama-3.1-8b; opt-13b's fp16 weights do not fit its 24 GB), memory-bound ShareGPT-like traffic,
+and the H200 preset (PCIe gen5). Each runs vllm-swap, pie and hybrid (both with the adaptive
+controller) at `rate-factor` x vllm-swap's measured capacity, with the replication's machinery
+(`benchmarks/replication`: capacity calibration, steady tokens/s). Targets: hybrid >= 1.25x
+vllm-swap and above pie on GH200 and the A10G class; hybrid >= pie on the H200. Prints one row per
+setup: the ratios, the target met or not, and the bound (`pie_lab.sim.host_cost.hybrid_bound`).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import pandas as pd  # noqa: E402
+
+from benchmarks.replication.experiment import _calibrate, run_cell  # noqa: E402
+from benchmarks.replication.settings import MODES, Mode  # noqa: E402
+from benchmarks.replication.setups import policy_cases, setup_for  # noqa: E402
+
+SETUPS = (("GH200", "opt-13b", "sharegpt", 1.25), ("GH200", "opt-30b", "sharegpt", 1.25),
+          ("A10G", "llama-3.1-8b", "sharegpt", 1.25), ("H200", "opt-30b", "sharegpt", 0.0))
+
+
+def run(mode: Mode, factor: float, log=print) -> pd.DataFrame:
+    rows = []
+    for preset, model, work, want in SETUPS:
+        t0 = time.perf_counter()
+        setup = setup_for(preset, model, work, mode)
+        cap = _calibrate(setup)
+        rate = round(factor * cap, 3)
+        df = run_cell({"setup": setup, "rate": rate, "factor": factor,
+                       "cases": policy_cases(setup, None, ("vllm-swap", "pie", "hybrid"))}).set_index("policy")
+        tp = df["steady_tokens_per_s"]
+        hv, hp = tp["hybrid"] / tp["vllm-swap"], tp["hybrid"] / tp["pie"]
+        met = (hv >= want and hp > 1.0) if want else hp >= 1.0
+        rows.append({"preset": preset, "model": model, "workload": work, "rate": rate,
+                     "memory_bound": bool(df.loc["vllm-swap", "kv_bound"] > 0.5 or df.loc["vllm-swap", "preemptions"] > 0),
+                     "vllm": round(tp["vllm-swap"]), "pie": round(tp["pie"]), "hybrid": round(tp["hybrid"]),
+                     "hybrid/vllm": round(hv, 3), "hybrid/pie": round(hp, 3), "pie/vllm": round(tp["pie"] / tp["vllm-swap"], 3),
+                     "target": f">= {want}x vllm and > pie" if want else ">= pie", "met": met,
+                     "host_share": df.loc["hybrid", "median_host_budget"], "stream_share": df.loc["hybrid", "median_budget"],
+                     "host_wait": round(df.loc["hybrid", "host_wait_share"], 4),
+                     "device_kv_gb": round(setup["bound_device_kv_gb"], 2), "pie_gb": round(setup["bound_pie_gb"], 2),
+                     "hybrid_gb": round(setup["bound_hybrid_gb"], 2), "bound_ratio": round(
+                         (setup["bound_device_kv_gb"] + setup["bound_hybrid_gb"])
+                         / (setup["bound_device_kv_gb"] + setup["bound_pie_gb"]), 3),
+                     "limit": setup["bound_limit"]})
+        log(f"{preset} {model} {work}: {time.perf_counter() - t0:.0f} s")
+    return pd.DataFrame(rows)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="shorter windows (about a minute)")
+    ap.add_argument("--rate-factor", type=float, default=1.6, help="request rate / vllm-swap capacity (default 1.6)")
+    args = ap.parse_args(argv)
+    mode = MODES["quick" if args.quick else "full"]
+    df = run(mode, args.rate_factor, log=lambda m: print(m, file=sys.stderr, flush=True))
+    pd.set_option("display.width", 250)
+    print(df.to_string(index=False))
+    print(f"steady generated tokens/s at {args.rate_factor}x capacity, sim executor, mode {mode.name}; "
+          f"load average {os.getloadavg()[0]:.2f}. bound_ratio: (device KV + hybrid GB) / (device KV + pie GB), "
+          "the most extra capacity hybrid can have over pie per step.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

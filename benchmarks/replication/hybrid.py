@@ -1,0 +1,64 @@
+"""The replication's "beyond Pie" section: policy hybrid (attention over host-resident KV computed
+on the host CPU) next to pie and vllm-swap at the highest rate, with the bound that limits it."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+if TYPE_CHECKING:
+    from .experiment import Report
+
+BOUND_COLUMNS = [("bound_device_kv_gb", "device KV GB/step"), ("bound_pie_gb", "pie: link GB/step"),
+                 ("bound_host_gb", "host attention GB/step"), ("bound_dram_gb", "host DRAM cap GB/step"),
+                 ("bound_hybrid_gb", "hybrid GB/step"), ("bound_limit", "limited by")]
+
+
+def hybrid_rows(report: Report) -> pd.DataFrame:
+    r = report.results
+    top = r[r.rate_factor == r.rate_factor.max()]
+    rows = []
+    for x in report.setups.itertuples():
+        g = top[(top.preset == x.preset) & (top.model == x.model) & (top.workload == x.workload)].set_index("policy")
+        if "hybrid" not in g.index:
+            continue
+        tp = g["steady_tokens_per_s"]
+        v = g.loc["vllm-swap"]
+        rows.append({
+            "preset": x.preset, "model": x.model, "workload": x.workload,
+            "memory_bound": "yes" if v["kv_bound"] > 0.5 or v["preemptions"] > 0 else "no",
+            "vllm": tp["vllm-swap"], "pie": tp["pie"], "hybrid": tp["hybrid"],
+            "hybrid_vllm": f"{tp['hybrid'] / tp['vllm-swap']:.2f}x", "hybrid_pie": f"{tp['hybrid'] / tp['pie']:.2f}x",
+            "pie_budget": g.loc["pie", "median_budget"], "stream": g.loc["hybrid", "median_budget"],
+            "host": g.loc["hybrid", "median_host_budget"],
+            "waits": f"{100 * g.loc['hybrid', 'stall_share']:.1f}% / {100 * g.loc['hybrid', 'host_wait_share']:.1f}%",
+            **{c: getattr(x, c) for c, _ in BOUND_COLUMNS}})
+    return pd.DataFrame(rows)
+
+
+def hybrid_section(report: Report) -> str:
+    from .report import md_table
+    df = hybrid_rows(report)
+    if df.empty:
+        return ""
+    txt = ("## Beyond Pie: hybrid\n\n"
+           "`hybrid` (issue 13) splits the host-resident blocks of the batch in two: a streamed share (as pie) and "
+           "a host-computed share whose decode attention the host CPU computes over host memory, concurrently with "
+           "the device's attention over its own and streamed blocks; the two partial results are merged exactly "
+           "by log-sum-exp. The adaptive controller sizes both shares, each from its own waits (copy stalls; the "
+           "device's waits for the host's partials). The bound, per decode step of the modelled batch (columns "
+           "after `waits`): the link streams `link rate x layer time` of KV (pie's share); the host attends "
+           "`host attention rate x device attention time` (queries exist only after the QKV projection and the "
+           "next layer needs the merged output, so one batch leaves the host only the device's attention time); "
+           "both read host DRAM, which caps their sum. The host attention rate is the preset's `host_cores x "
+           "host_core_attention_gbps` (the H200 host measured 61-73 GB/s with 16 threads), capped by its memory "
+           "bandwidth. `device KV` is what the device itself reads per step, for scale: the host side adds "
+           "`hybrid GB / device KV` of capacity at most.\n\n"
+           "`waits`: hybrid's copy stall / host wait, share of its run time. `pie budget`, `stream`, `host`: "
+           "median host-resident blocks of pie, and of hybrid's streamed and host-computed shares.\n\n")
+    txt += md_table(df, [("preset", "preset"), ("model", "model"), ("workload", "workload"),
+                         ("memory_bound", "memory-bound"), ("vllm", "vllm-swap tok/s"), ("pie", "pie tok/s"),
+                         ("hybrid", "hybrid tok/s"), ("hybrid_vllm", "hybrid / vllm-swap"),
+                         ("hybrid_pie", "hybrid / pie"), ("pie_budget", "pie budget"), ("stream", "stream"),
+                         ("host", "host"), ("waits", "waits")] + BOUND_COLUMNS)
+    return txt

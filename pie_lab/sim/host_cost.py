@@ -1,0 +1,106 @@
+"""The cost of policy hybrid's host share in one decode layer: queries out, attention over host KV on
+the host CPU, partials back, against the device's own attention it overlaps with.
+
+Per layer, once the device has its queries (after the QKV projection) it copies the rows with a
+host share to the host (device-to-host), the host attends over their host-computed blocks at its
+attention rate, and the partial outputs and log-sum-exps come back (host-to-device); the device
+meanwhile attends over its own and streamed blocks. The merge waits for the later of the two: the
+device's wait is the host path minus the device's attention time. Host memory bandwidth is shared:
+the link's streaming reads and the host's attention draw on the same DRAM.
+The host and its queries are modelled one layer at a time: layer l + 1 needs layer l's output.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..core.plan import StepPlan
+from ..errors import check_float
+from ..model_spec import DTYPE_BYTES, ModelSpec
+from .hardware import Hardware
+
+PARTIAL_LSE_BYTES = 4            # float32 log-sum-exp per query head
+
+
+@dataclass(frozen=True)
+class HostLayer:
+    """One layer's host share (seconds relative to the layer's compute start)."""
+
+    start: float                 # queries leave the device (end of the QKV projection)
+    path: float                  # queries out + host attention + partials back
+    wait: float                  # the device's wait at the merge
+    window: float                # the device's attention time: what the host may take without a wait
+    bytes: int                   # host KV attended
+
+
+@dataclass(frozen=True)
+class HostAttentionCost:
+    spec: ModelSpec
+    hardware: Hardware
+    dtype: str
+    block_size: int
+    rate_gbps: float | None = None      # None: the preset's cores and memory (Hardware.host_attention_gbps)
+
+    def __post_init__(self):
+        if self.rate_gbps is not None:
+            check_float("host_attention_gbps", self.rate_gbps, 0.0, 1e5, lo_open=True)
+
+    @property
+    def rate(self) -> float:
+        """Host attention over host KV, bytes/s, when nothing else reads host memory."""
+        return (self.rate_gbps or self.hardware.host_attention_gbps) * 1e9
+
+    @property
+    def block_bytes_per_layer(self) -> int:
+        return self.spec.kv_block_bytes(self.block_size, self.dtype) // self.spec.num_layers
+
+    def attention_time(self, host_bytes: int, streamed_bytes_per_s: float = 0.0) -> float:
+        """Seconds the host attends `host_bytes` of KV while the link streams from host memory at
+        `streamed_bytes_per_s`: bounded by the cores' rate and by what DRAM has left."""
+        if host_bytes <= 0:
+            return 0.0
+        dram = self.hardware.host_memory_gbps * 1e9
+        left = max(dram - streamed_bytes_per_s, 0.05 * dram)
+        return host_bytes / min(self.rate, left)
+
+    def layer(self, plan: StepPlan, qkv_time: float, device_attention_time: float,
+              h2d_bytes_per_s: float, d2h_bytes_per_s: float, latency: float,
+              streamed_bytes_per_s: float = 0.0) -> HostLayer | None:
+        """The host share of one decode layer of `plan` (None when the plan has none)."""
+        blocks = plan.num_host_computed_blocks
+        if not blocks:
+            return None
+        rows = sum(1 for s in plan.seqs if s.host_computed)
+        s, db = self.spec, DTYPE_BYTES[self.dtype]
+        q_bytes = rows * s.num_heads * s.head_dim * db
+        partial_bytes = rows * s.num_heads * (s.head_dim * db + PARTIAL_LSE_BYTES)
+        nbytes = blocks * self.block_bytes_per_layer
+        path = (2 * latency + q_bytes / d2h_bytes_per_s + partial_bytes / h2d_bytes_per_s
+                + self.attention_time(nbytes, streamed_bytes_per_s))
+        return HostLayer(qkv_time, path, max(0.0, path - device_attention_time), device_attention_time, nbytes)
+
+
+def hybrid_bound(cm, batch: int, context: int) -> dict:
+    """Per decode step of `batch` sequences at `context` tokens: how much host-resident KV (GB, all
+    layers) each host path can serve without stalling the device, and which bound limits hybrid.
+
+    stream: the link over a whole device layer; host: the host's attention rate over the device's
+    attention time (the window one batch leaves it: queries exist only after the QKV projection and
+    the next layer needs the merged output); both read host DRAM, which caps their sum. `issue_host`
+    is the looser figure that lets the host overlap the whole layer (host rate x layer time).
+    `device` is the KV the device itself reads per step, for scale."""
+    from .cost_model import StepShape                    # cost_model imports this module
+    shape = StepShape.decode(max(1, batch), max(1, context))
+    n, hw = cm.spec.num_layers, cm.hardware
+    layer = cm.layer_time(shape)
+    _, window = cm.layer_parts(shape)
+    link = (cm.link_bandwidth_gbps or hw.h2d_gbps) * layer * n
+    host = cm.host.rate / 1e9 * window * n
+    dram = hw.host_memory_gbps * layer * n
+    extra = min(dram, link + host)
+    limit = "host memory bandwidth" if dram < link + host else \
+        "link" if link >= host else "host attention (cores)" if cm.host.rate / 1e9 < hw.host_memory_gbps \
+        else "host memory bandwidth"
+    device = shape.kv_tokens * cm.spec.kv_bytes_per_token_per_layer(cm.dtype) * n / 1e9
+    return {"layer_ms": layer * 1e3, "attention_ms": window * 1e3, "stream_gb": link,
+            "host_gb": host, "dram_gb": dram, "hybrid_gb": extra, "pie_gb": min(link, dram),
+            "issue_host_gb": cm.host.rate / 1e9 * layer * n, "device_kv_gb": device, "limit": limit}

@@ -1,0 +1,43 @@
+"""Policy hybrid on the cpu executor: the host share's attention runs on its own worker, paced to a
+host rate, merged by log-sum-exp; greedy tokens equal the no-swap run and transformers' generate."""
+import pytest
+
+from pie_lab import LLM, ControllerConfig, SamplingParams
+from test_generate_equivalence import generate, prompts, reference  # noqa: F401 (fixture)
+
+
+@pytest.mark.parametrize("options", [
+    dict(swap_budget_blocks=0, host_compute_blocks=20),                          # host-computed only
+    dict(swap_budget_blocks=8, host_compute_blocks=12),                          # both shares
+    dict(swap_budget_blocks=4, host_compute_blocks=100_000, num_host_blocks=2000),   # every full block
+    dict(swap_budget_blocks=6, host_compute_blocks=10, num_gpu_blocks=40, num_host_blocks=400,
+         preemption_mode="swap"),                                                # under memory pressure
+    dict(swap_budget_blocks=4, host_compute_blocks=12, chunked_prefill=True, max_num_batched_tokens=24),
+], ids=["host-only", "split", "all", "pressure", "chunked"])
+def test_hybrid_tokens_equal_transformers_generate(reference, options):  # noqa: F811
+    name, _, ps, refs = reference
+    options = {"num_gpu_blocks": 400, "link_bandwidth_gbps": 50.0, "host_attention_gbps": 50.0, **options}
+    toks, llm = generate(name, ps, policy="hybrid", **options)
+    assert toks == refs
+    it = llm.engine.metrics.iterations_df()
+    assert it["host_computed_blocks"].max() > 0 and (it["host_time"] > 0).any()
+    layers = llm.engine.metrics.layers_df()
+    lane = layers.dropna(subset=["host_start"])
+    assert len(lane) and (lane["host_end"] >= lane["host_start"]).all() and (lane["host_bytes"] > 0).all()
+
+
+def test_host_attention_is_paced_to_its_rate():
+    """At a slow host rate the device waits for the partials; the controller then shrinks the host
+    share (each decision an event naming its share and rule)."""
+    llm = LLM("opt-tiny", "cpu", block_size=4, max_num_seqs=16, policy="hybrid", num_gpu_blocks=400,
+              swap_budget_blocks=0, host_compute_blocks=40, host_attention_gbps=0.002,
+              controller=ControllerConfig(enabled=True, window=2, warmup_iterations=1))
+    llm.generate(prompts(8, seed=3), SamplingParams(max_tokens=24, ignore_eos=True))
+    it = llm.engine.metrics.iterations_df()
+    paced = it[it.host_bytes > 0]
+    # each layer's host path takes at least bytes / rate
+    assert (paced.host_time >= paced.host_bytes / 0.002e9 * 0.95).all()
+    assert paced.host_wait.sum() > 0
+    ev = llm.engine.metrics.events_df().query("kind == 'controller' and share == 'host'")
+    assert (ev.new_budget < ev.old_budget).any() and ev.rule.str.contains("backoff|trim").any()
+    llm.close()
