@@ -14,6 +14,7 @@ from typing import Any, Mapping
 import yaml
 
 from ..errors import ConfigError
+from ..model_spec import spec_from_model
 from ..sim.hardware import DATA_DIR
 from .harness import BenchResult, policy_cases, run_benchmark
 from .sweep import WorkloadSpec
@@ -50,8 +51,7 @@ class Scenario:
             progress: bool = False) -> BenchResult:
         """Run the scenario's policies (or a subset) on its workload (optionally with fewer requests)."""
         spec = self.workload if num_requests is None else replace(self.workload, num_requests=num_requests)
-        from ..config_io import model_spec
-        res = run_benchmark(self.model, self.executor, self.entries(labels), spec.build(model_spec(self.model)),
+        res = run_benchmark(self.model, self.executor, self.entries(labels), spec.build(spec_from_model(self.model)),
                             self.engine, progress=progress)
         return BenchResult(res.df.assign(scenario=self.name), res.requests.assign(scenario=self.name),
                            res.iterations.assign(scenario=self.name), {**res.meta, "scenario": self.name})

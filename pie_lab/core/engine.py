@@ -243,7 +243,7 @@ class Engine:
         head = (sch.waiting or sch.swapped or [None])[0]
         need = ""
         if head is not None:
-            n = self.blocks.blocks_needed(head, min(head.num_tokens, sch.limits.max_num_batched_tokens)) \
+            n = self.blocks.blocks_needed(head, min(head.num_tokens, self.config.max_num_batched_tokens)) \
                 + head.num_host_blocks()
             need = f"; the next request needs {n} GPU blocks"
         return (f"no token for {self.steps_without_token} steps: {len(sch.running)} running, {len(sch.waiting)} waiting, "
