@@ -101,7 +101,7 @@ def _filled(eng, ps):
 
 def test_runner_abort_and_cancel_queue():
     engine = create_engine("opt-13b", "sim", num_gpu_blocks=400, max_num_seqs=2, dtype="float16")
-    reqs = [Request(i, tuple(range(3, 40)), 64, 0.0) for i in range(10)]
+    reqs = [Request(i, tuple(range(3, 40)), 1500, 0.0) for i in range(10)]
     runner = LiveRunner(engine, ListSource(reqs))
     runner.pause()
     runner.start()
