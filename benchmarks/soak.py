@@ -111,8 +111,9 @@ def instrument(engine, source, inj: Injector, executor: str) -> None:
     if executor == "cpu":
         ex.model.layer = inj.wrap("layer", ex.model.layer)
         ex.kv.stage_layer = inj.wrap("copy", ex.kv.stage_layer)        # runs on the link thread
-        ex.h2d.duration = inj.wrap("copy_thread", ex.h2d.duration, exc=lambda: SystemExit("copy thread killed"),
-                                   only_thread="pie-link-h2d")
+        h2d = ex.streams.h2d
+        h2d.duration = inj.wrap("copy_thread", h2d.duration, exc=lambda: SystemExit("copy thread killed"),
+                                only_thread="pie-link-h2d")
     else:
         ex.execute = inj.wrap("execute", ex.execute)
     source.due = inj.wrap("source", source.due)

@@ -17,7 +17,11 @@ def create_engine(model: Any, executor: str = "cpu", config: EngineConfig | None
     """An engine for `model` (a named shape, a checkpoint folder, a PreTrainedModel or a ModelSpec)
     on executor "cpu", "cuda" or "sim"; `options` are EngineConfig fields when no config is given."""
     config = config or EngineConfig.from_options(**options)
-    ex = create_executor(executor, model, config)
+    return engine_on(create_executor(executor, model, config), config)
+
+
+def engine_on(ex: Executor, config: EngineConfig) -> Engine:
+    """An engine on an executor already built (`create_engine` loads one by name)."""
     gpu, host = pool_sizes(config, ex)
     ex.initialize(gpu, host)
     bandwidth, latency = ex.link

@@ -182,7 +182,7 @@ def test_a_dying_copy_thread_gives_a_bounded_wait_and_a_clear_error(monkeypatch)
     ps = prompts(6)
     ref = reference_tokens("cpu", ps, **CPU)
     engine = create_engine("opt-tiny", "cpu", **CPU)
-    link = engine.executor.h2d
+    link = engine.executor.streams.h2d
     real = link.duration
     calls = [0]
 

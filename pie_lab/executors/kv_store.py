@@ -59,15 +59,19 @@ class KVStore:
     def ranges(self, mapping) -> tuple[CopyRange, ...]:
         return coalesce(list(mapping))
 
+    def nbytes(self, ranges, layers: int = 1) -> int:
+        """Bytes `ranges` cover in `layers` layers."""
+        return sum(r.count for r in ranges) * self.layer_block_bytes * layers
+
     def copy_blocks(self, src: torch.Tensor, dst: torch.Tensor, ranges, non_blocking: bool = False) -> int:
         """All layers: dst[:, r.dst + i] = src[:, r.src + i]. Returns bytes moved."""
         for r in ranges:
             dst[:, r.dst:r.dst + r.count].copy_(src[:, r.src:r.src + r.count], non_blocking=non_blocking)
-        return sum(r.count for r in ranges) * self.layer_block_bytes * self.spec.num_layers
+        return self.nbytes(ranges, self.spec.num_layers)
 
     def stage_layer(self, layer: int, slot: int, ranges, non_blocking: bool = False) -> int:
         """Layer `layer`'s host blocks into staging slot `slot`, one copy per range. Returns bytes."""
         for r in ranges:
             self.staging[slot, r.dst:r.dst + r.count].copy_(self.host[layer, r.src:r.src + r.count],
                                                             non_blocking=non_blocking)
-        return sum(r.count for r in ranges) * self.layer_block_bytes
+        return self.nbytes(ranges)

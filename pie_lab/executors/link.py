@@ -2,7 +2,8 @@
 
 Each job's copy really happens (bytes move between tensors); the worker then sleeps until
 latency + bytes / bandwidth has passed since the job started, so overlap and stalls behave as on
-a real link. Timestamps are time.perf_counter() seconds. A wait never hangs: a copy thread that
+a real link. Timestamps are time.perf_counter() seconds. `EmulatedStreams` puts two links (h2d, d2h)
+behind the streaming loop's `Streams` operations. A wait never hangs: a copy thread that
 died, or a copy that does not land within its bound, raises EngineError.
 """
 from __future__ import annotations
@@ -12,6 +13,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable
+
+import torch
 
 from ..errors import EngineError
 
@@ -104,6 +107,72 @@ class EmulatedLink:
             self._jobs.put(None)
             self._thread.join(timeout=5)
             self._thread = None
+
+
+class EmulatedStreams:
+    """The streaming loop's `Streams` on the CPU: compute is the calling thread (marks are
+    perf_counter times), copies run on two emulated links, h2d and d2h, paced to one bandwidth."""
+    emulated = True
+
+    def __init__(self, bandwidth_gbps: float, latency_us: float):
+        self.h2d = EmulatedLink(bandwidth_gbps, latency_us, "h2d")
+        self.d2h = EmulatedLink(bandwidth_gbps, latency_us, "d2h")
+
+    def set(self, bandwidth_gbps: float, latency_us: float) -> None:
+        self.h2d.set(bandwidth_gbps, latency_us)
+        self.d2h.set(bandwidth_gbps, latency_us)
+
+    def mark(self) -> float:
+        return time.perf_counter()
+
+    def seconds(self, a: float, b: float) -> float:
+        return b - a
+
+    def blocking(self, run: Callable[[], int]) -> int:
+        start = time.perf_counter()
+        nbytes = run()
+        sleep_until(start + self.h2d.duration(nbytes))
+        return nbytes
+
+    def offload(self, run: Callable[[], object], nbytes: int) -> CopyJob:
+        return self.d2h.submit(_inference(run), nbytes)
+
+    def fence(self) -> None:
+        """Compute ran to completion on this thread: nothing to order."""
+
+    def stage(self, run: Callable[[], object], nbytes: int, after: float | None) -> CopyJob:
+        # `after` has passed: compute runs on this thread, so the slot's reader is done
+        return self.h2d.submit(_inference(run), nbytes)
+
+    def wait(self, copies) -> None:
+        for job in copies:
+            job.wait()
+
+    def drain(self) -> None:
+        self.h2d.quiesce()
+
+    def settle(self, handle) -> None:
+        if isinstance(handle, CopyJob):
+            handle.wait()
+
+    def recover(self) -> None:
+        for link in (self.h2d, self.d2h):
+            try:
+                link.quiesce()
+            except Exception:       # a dead worker: its jobs never run, a new one starts on demand
+                pass
+
+    def close(self) -> None:
+        self.h2d.close()
+        self.d2h.close()
+
+
+def _inference(run: Callable[[], object]) -> Callable[[], None]:
+    """A job for a link thread: tensors made under inference mode may only be written under it."""
+    def job():
+        with torch.inference_mode():
+            run()
+    return job
 
 
 def sleep_until(t: float) -> None:
