@@ -79,6 +79,12 @@ def test_cuda_executor_swaps_whole_sequences_on_the_stand_in(reference):
     assert eng.metrics.iterations_df()["blocking_copy_bytes"].sum() > 0       # swap_out and swap_in ran
 
 
+def test_cuda_executor_runs_the_hybrid_host_share_on_the_stand_in(reference):
+    got, eng = stand_in_run(FakeCuda(), policy="hybrid", swap_budget_blocks=8, host_compute_blocks=12)
+    assert got == reference and not eng.faults
+    assert eng.metrics.iterations_df()["host_computed_blocks"].max() > 0
+
+
 @pytest.mark.parametrize("bound", ["copy", "compute"])
 def test_waits_order_the_streams(bound):
     """Copy-bound: compute must wait for each copy. Compute-bound (the host runs ahead of the
