@@ -1,65 +1,109 @@
-"""CPU: pie_lab vs transformers' `generate` on the same tiny model and prompts (tokens/s and ratio).
+"""CPU: pie_lab vs transformers on the same model and prompts (tokens/s and ratios), same thread count.
 
-    python benchmarks/cpu_vs_transformers.py [--model opt-tiny] [--requests 32] [--max-tokens 64]
+    python benchmarks/cpu_vs_transformers.py [--model smollm2-135m] [--requests 32] [--max-tokens 64]
 
-transformers runs the whole batch at once (left padding, greedy, its default cache); pie_lab runs
-continuous batching on its cpu executor. Both are greedy; the script checks they agree.
+Default: the real SmolLM2-135M-Instruct, the 32 chat prompts of data/prompts.jsonl, 64 new tokens each
+(greedy, past the end of turn). A named shape (e.g. --model opt-tiny) uses random prompt ids instead.
+Compared: pie_lab's continuous batching on its cpu executor (policy none), transformers' `generate` on
+the whole batch at once (left padding), and transformers' continuous-batching `generate_batch`.
+Every engine runs with torch's thread count set to --threads (default: all cores).
 """
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import random
 import time
+from pathlib import Path
 
 import torch
 
 from pie_lab import LLM, SamplingParams
-from pie_lab.model.loader import build_hf_model
+
+PROMPTS = Path(__file__).resolve().parents[1] / "data" / "prompts.jsonl"
+
+
+def make_prompts(llm: LLM, n: int) -> list[list[int]]:
+    if llm.tokenizer is None:
+        rng = random.Random(0)
+        return [[rng.randrange(3, 500) for _ in range(rng.randint(8, 128))] for _ in range(n)]
+    texts = [json.loads(line)["prompt"] for line in PROMPTS.read_text().splitlines()]
+    texts = (texts * (n // len(texts) + 1))[:n]
+    tok = llm.tokenizer
+    return [tok.encode(tok.apply_chat_template([{"role": "user", "content": t}], tokenize=False,
+                                               add_generation_prompt=True), add_special_tokens=False) for t in texts]
+
+
+def reference_model(llm: LLM, model: str):
+    from pie_lab.model import gguf
+    from pie_lab.model.loader import build_hf_model
+    if llm.tokenizer is None:
+        return build_hf_model(model, seed=0)
+    from transformers import AutoModelForCausalLM
+    return AutoModelForCausalLM.from_pretrained(gguf.resolve(model), dtype=torch.float32).eval()
+
+
+def best(fn, repeats: int):
+    times, out = [], None
+    for _ in range(repeats):
+        t = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t)
+    return min(times), out
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="opt-tiny")
+    ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--requests", type=int, default=32)
     ap.add_argument("--max-tokens", type=int, default=64)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--skip-generate-batch", action="store_true", help="leave out transformers' generate_batch")
     args = ap.parse_args(argv)
-    rng = random.Random(0)
-    prompts = [[rng.randrange(3, 500) for _ in range(rng.randint(8, 128))] for _ in range(args.requests)]
-    n_tokens = args.requests * args.max_tokens
+    n, new = args.requests, args.max_tokens
 
-    llm = LLM(args.model, "cpu", block_size=16, max_num_seqs=args.requests, num_gpu_blocks=4096,
+    llm = LLM(args.model, "cpu", policy="none", block_size=16, max_num_seqs=n, num_gpu_blocks=64 * n,
               max_num_batched_tokens=8192)
-    sp = SamplingParams(max_tokens=args.max_tokens, ignore_eos=True)
+    torch.set_num_threads(args.threads)
+    prompts = make_prompts(llm, n)
+    sp = SamplingParams(max_tokens=new, ignore_eos=True)
     llm.generate(prompts[:2], SamplingParams(max_tokens=2))
-    pie_times, outs = [], None
-    for _ in range(args.repeats):
-        t = time.perf_counter()
-        outs = llm.generate(prompts, sp)
-        pie_times.append(time.perf_counter() - t)
+    rows = {}
+    rows["pie_lab (cpu executor, policy none)"], outs = best(lambda: llm.generate(prompts, sp), args.repeats)
+    ours = [o.token_ids for o in outs]
+    llm.close()
 
-    hf = build_hf_model(args.model, seed=0)
+    hf = reference_model(llm, args.model)
+    hf.generation_config.eos_token_id = None           # plain greedy for exactly max_tokens, like ignore_eos
     pad = hf.config.pad_token_id if hf.config.pad_token_id is not None else 0
     width = max(map(len, prompts))
     ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
     mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
-    hf_times, gen = [], None
     with torch.inference_mode():
-        for _ in range(args.repeats):
-            t = time.perf_counter()
-            gen = hf.generate(input_ids=ids, attention_mask=mask, max_new_tokens=args.max_tokens,
-                              min_new_tokens=args.max_tokens, do_sample=False, pad_token_id=pad)
-            hf_times.append(time.perf_counter() - t)
-    agree = sum(o.token_ids == gen[i, width:].tolist() for i, o in enumerate(outs))
+        rows["transformers generate (padded batch)"], gen = best(lambda: hf.generate(
+            input_ids=ids, attention_mask=mask, max_new_tokens=new, do_sample=False, pad_token_id=pad), args.repeats)
+    padded = [gen[i, width:].tolist() for i in range(n)]
+    agree = {"transformers generate (padded batch)": sum(a == b for a, b in zip(ours, padded))}
+    if not args.skip_generate_batch:
+        from transformers import GenerationConfig
+        cfg = GenerationConfig(max_new_tokens=new, do_sample=False, eos_token_id=None, pad_token_id=pad)
+        with torch.inference_mode():
+            rows["transformers generate_batch"], res = best(
+                lambda: hf.generate_batch(inputs=prompts, generation_config=cfg), args.repeats)
+        by_id = sorted(res.values(), key=lambda r: int(str(r.request_id).rsplit("_", 1)[-1]))
+        agree["transformers generate_batch"] = sum(a == list(r.generated_tokens) for a, r in zip(ours, by_id))
 
-    pie_best, hf_best = min(pie_times), min(hf_times)
-    print(f"model {args.model}, {args.requests} prompts (8-128 tokens), {args.max_tokens} new tokens each, "
-          f"torch threads {torch.get_num_threads()}, best of {args.repeats}")
-    print(f"{'engine':<28}{'seconds':>9}{'tokens/s':>11}")
-    print(f"{'pie_lab (cpu executor)':<28}{pie_best:>9.3f}{n_tokens / pie_best:>11,.0f}")
-    print(f"{'transformers generate':<28}{hf_best:>9.3f}{n_tokens / hf_best:>11,.0f}")
-    print(f"ratio pie_lab / transformers: {hf_best / pie_best:.2f}x; greedy outputs agree on {agree}/{len(outs)} "
-          "(padding in the batched transformers run can flip near-ties)")
+    tokens = n * new
+    print(f"model {args.model}, {n} prompts ({min(map(len, prompts))}-{width} tokens), {new} new tokens each, "
+          f"torch threads {torch.get_num_threads()} for every engine, best of {args.repeats}")
+    print(f"{'engine':<40}{'seconds':>9}{'tokens/s':>10}{'pie_lab x':>11}{'agree':>8}")
+    ref = rows["pie_lab (cpu executor, policy none)"]
+    for name, sec in rows.items():
+        print(f"{name:<40}{sec:>9.2f}{tokens / sec:>10.1f}{sec / ref:>10.2f}x{agree.get(name, n):>5}/{n}")
+    print("pie_lab x: pie_lab's speed relative to that engine (> 1: pie_lab faster). agree: requests whose "
+          "greedy tokens equal pie_lab's (padding can flip float32 near ties)")
     return 0
 
 

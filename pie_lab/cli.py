@@ -83,7 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("run", parents=[engine, work], help="run a workload on a config and report its metrics",
                        description="Run a workload through one engine config and print throughput and latency.")
-    s.add_argument("--out", metavar="FILE", help="write the result row (.csv or .json)")
+    s.add_argument("--out", metavar="FILE", help="write the result row (.csv or .json); with --prompts, the answers")
+    g = s.add_argument_group("text prompts (a real model answers in words)")
+    g.add_argument("--prompts", metavar="FILE", help="prompts to answer instead of a workload: one per line, or JSONL "
+                                                     "with a 'prompt' field (e.g. data/prompts.jsonl); default model "
+                                                     "smollm2-135m")
+    g.add_argument("--max-tokens", type=int, default=128, help="answer length limit with --prompts (default: 128)")
+    g.add_argument("--no-chat", action="store_true", help="plain completion: skip the model's chat template")
     s.set_defaults(func=cmd_run)
 
     s = sub.add_parser("tune", parents=[engine, work], help="find the swap budget with the adaptive controller",
@@ -240,6 +246,8 @@ def csv_list(text: str | None, kind, name: str) -> list:
 def cmd_run(args) -> int:
     from .bench.harness import run_benchmark
     check_out(args.out)
+    if args.prompts:
+        return run_prompts(args)
     default_to_scenario(args)
     rc = run_config(args, entry="pie" if args.scenario else None)      # a scenario's "pie" entry
     if args.scenario:
@@ -249,6 +257,40 @@ def cmd_run(args) -> int:
     show(res.df)
     if args.out:
         write_table(res.df, args.out)
+    return 0
+
+
+def run_prompts(args) -> int:
+    """`run --prompts FILE`: each prompt through the model (its chat template, if it has one); print the answers."""
+    import time
+    import pandas as pd
+    from .errors import check_int
+    from .llm import LLM
+    from .sampling import SamplingParams
+    from .workloads.prompts import read_prompts
+    if args.scenario:
+        raise ConfigError("--prompts and --scenario both give the workload: use one")
+    check_int("--max-tokens", args.max_tokens, 1)
+    prompts = read_prompts(args.prompts)
+    if not (args.config or args.model):
+        args.model = "smollm2-135m"
+    rc = run_config(args)
+    llm = LLM(rc.model, rc.executor, rc.engine)
+    sp = SamplingParams(max_tokens=args.max_tokens)
+    chat = not args.no_chat and getattr(llm.tokenizer, "chat_template", None) is not None
+    t = time.perf_counter()
+    outs = (llm.chat([[{"role": "user", "content": p}] for p in prompts], sp, use_tqdm=not args.no_progress)
+            if chat else llm.generate(prompts, sp, use_tqdm=not args.no_progress))
+    elapsed = time.perf_counter() - t
+    llm.close()
+    for i, (p, o) in enumerate(zip(prompts, outs)):
+        print(f"[{i}] {p}\n  -> {(o.text or '').strip()}\n")
+    tokens = sum(len(o.token_ids) for o in outs)
+    print(f"{len(outs)} answers, {tokens} tokens in {elapsed:.1f} s ({tokens / elapsed:.1f} tokens/s), "
+          f"{rc.model} on {rc.executor}, policy {rc.engine.policy}{', chat template' if chat else ''}")
+    if args.out:
+        write_table(pd.DataFrame([dict(prompt=p, answer=o.text, tokens=len(o.token_ids), finish_reason=o.finish_reason,
+                                       ttft_s=o.metrics["ttft"]) for p, o in zip(prompts, outs)]), args.out)
     return 0
 
 

@@ -55,9 +55,10 @@ class ModelSpec:
         kv = self.num_kv_heads * self.head_dim
         attn = h * h * 2 + h * kv * 2
         mlp = (2 if self.is_opt else 3) * h * i
-        emb = v * h + (self.max_position_embeddings * h if self.is_opt else 0)
+        e = self.hf_config.get("word_embed_proj_dim", h) if self.is_opt else h   # OPT-350m: project_in/out
+        emb = v * e + (self.max_position_embeddings * h if self.is_opt else 0) + (2 * h * e if e != h else 0)
         tied = self.hf_config.get("tie_word_embeddings", self.is_opt)
-        return L * (attn + mlp) + emb + (0 if tied else v * h)
+        return L * (attn + mlp) + emb + (0 if tied else v * e)
 
     @classmethod
     def from_hf_config(cls, config: Any, name: str | None = None) -> "ModelSpec":
@@ -70,9 +71,7 @@ class ModelSpec:
         h = d["hidden_size"]
         heads = d["num_attention_heads"]
         if model_type == "opt":
-            if d.get("word_embed_proj_dim", h) != h or not d.get("do_layer_norm_before", True):
-                raise ConfigError("OPT variants with word_embed_proj_dim != hidden_size or post-layer-norm "
-                                  "(opt-350m) are not supported")
+            check_int("word_embed_proj_dim", d.get("word_embed_proj_dim") or h, 1)
             return cls(name or d.get("_name_or_path") or "opt", "opt", d["num_hidden_layers"], h, heads, heads,
                        h // heads, d["ffn_dim"], d["vocab_size"], d["max_position_embeddings"], d)
         return cls(name or d.get("_name_or_path") or model_type, model_type, d["num_hidden_layers"], h, heads,
@@ -104,10 +103,10 @@ class ModelSpec:
         return d
 
 
-def _opt(name, layers, hidden, heads, ffn, vocab=50272, max_pos=2048) -> dict:
+def _opt(name, layers, hidden, heads, ffn, vocab=50272, max_pos=2048, embed_dim=None, pre_norm=True) -> dict:
     return dict(model_type="opt", _name_or_path=name, num_hidden_layers=layers, hidden_size=hidden,
                 num_attention_heads=heads, ffn_dim=ffn, vocab_size=vocab, max_position_embeddings=max_pos,
-                word_embed_proj_dim=hidden, do_layer_norm_before=True, activation_function="relu",
+                word_embed_proj_dim=embed_dim or hidden, do_layer_norm_before=pre_norm, activation_function="relu",
                 enable_bias=True, layer_norm_elementwise_affine=True, tie_word_embeddings=True,
                 pad_token_id=1, bos_token_id=2, eos_token_id=2)
 
@@ -131,6 +130,7 @@ NAMED_SHAPES: dict[str, dict] = {
     "opt-tiny": _opt("opt-tiny", 4, 64, 4, 256, vocab=512, max_pos=512),
     "llama-tiny": _llama("llama-tiny", 4, 64, 4, 2, 176, 512, 512, theta=10000.0),
     "opt-125m": _opt("opt-125m", 12, 768, 12, 3072),
+    "opt-350m": _opt("opt-350m", 24, 1024, 16, 4096, embed_dim=512, pre_norm=False),
     "opt-1.3b": _opt("opt-1.3b", 24, 2048, 32, 8192),
     "opt-6.7b": _opt("opt-6.7b", 32, 4096, 32, 16384),
     "opt-13b": _opt("opt-13b", 40, 5120, 40, 20480),

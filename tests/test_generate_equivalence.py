@@ -95,6 +95,21 @@ def test_equal_for_every_prefetch_depth(reference, depth):
     assert llm.engine.metrics.iterations_df()["prefetch_depth"].eq(depth).all()
 
 
+def test_opt_350m_shape_equals_transformers_with_every_block_on_the_host():
+    from pie_lab.model_spec import NAMED_SHAPES, ModelSpec
+    spec = ModelSpec.from_hf_config(dict(NAMED_SHAPES["opt-tiny"], word_embed_proj_dim=32, do_layer_norm_before=False),
+                                    name="opt-350m-tiny")
+    hf = build_hf_model(spec, seed=0)
+    assert hf.model.decoder.project_in is not None and hf.model.decoder.final_layer_norm is None
+    ps = prompts()
+    refs = [hf.generate(torch.tensor([p]), max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS,
+                        do_sample=False)[0, len(p):].tolist() for p in ps]
+    toks, llm = generate(spec, ps, policy="pie", swap_budget_blocks=100_000, num_host_blocks=2000,
+                         num_gpu_blocks=400, prefetch_depth=2, link_bandwidth_gbps=50.0)
+    assert toks == refs
+    assert llm.engine.metrics.iterations_df()["streamed_blocks"].max() > 0
+
+
 def test_string_prompt_needs_tokenizer():
     llm = LLM("opt-tiny", "cpu")
     with pytest.raises(ConfigError, match="tokenizer"):

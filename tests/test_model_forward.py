@@ -33,6 +33,8 @@ SPECS = {
         rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
         original_max_position_embeddings=64)),
     "mistral-tiny": _variant("llama-tiny", "mistral-tiny", model_type="mistral", sliding_window=8),
+    # opt-350m's shape: a narrower word embedding (project_in / project_out) and post-layer-norm
+    "opt-350m-tiny": _variant("opt-tiny", "opt-350m-tiny", word_embed_proj_dim=32, do_layer_norm_before=False),
 }
 
 

@@ -1,4 +1,5 @@
-"""OPT decoders (pre-layer-norm variants: opt-125m and opt-1.3b and up) with paged attention."""
+"""OPT decoders with paged attention: the whole family, pre-layer-norm (opt-125m, opt-1.3b and up) and
+opt-350m's post-layer-norm with a narrower word embedding (project_in / project_out)."""
 from __future__ import annotations
 
 import torch.nn.functional as F
@@ -47,15 +48,20 @@ class OPTForPagedLM(PagedDecoder):
         self.act = ACTIVATIONS[act]
         self.tied = bool(cfg.get("tie_word_embeddings", True))
         self.scale = spec.head_dim ** -0.5
+        self.pre_norm = bool(cfg.get("do_layer_norm_before", True))
         bias = bool(cfg.get("enable_bias", True))
+        h, e = spec.hidden_size, cfg.get("word_embed_proj_dim") or spec.hidden_size
 
         self.model = nn.Module()
         dec = self.model.decoder = nn.Module()
-        dec.embed_tokens = nn.Embedding(spec.vocab_size, spec.hidden_size)
-        dec.embed_positions = nn.Embedding(spec.max_position_embeddings + POSITION_OFFSET, spec.hidden_size)
+        dec.embed_tokens = nn.Embedding(spec.vocab_size, e)
+        dec.embed_positions = nn.Embedding(spec.max_position_embeddings + POSITION_OFFSET, h)
+        dec.project_in = nn.Linear(e, h, bias=False) if e != h else None
+        dec.project_out = nn.Linear(h, e, bias=False) if e != h else None
         dec.layers = nn.ModuleList(OPTLayer(spec, bias) for _ in range(spec.num_layers))
-        dec.final_layer_norm = nn.LayerNorm(spec.hidden_size)
-        self.lm_head = nn.Linear(spec.hidden_size, spec.vocab_size, bias=False)
+        dec.final_layer_norm = nn.LayerNorm(h) if self.pre_norm and not cfg.get("_remove_final_layer_norm") \
+            else None
+        self.lm_head = nn.Linear(e, spec.vocab_size, bias=False)
         self.tie_weights()
 
     def tie_weights(self) -> None:
@@ -64,7 +70,10 @@ class OPTForPagedLM(PagedDecoder):
 
     def embed(self, batch: ForwardBatch) -> Tensor:
         dec = self.model.decoder
-        return dec.embed_tokens(batch.input_ids) + dec.embed_positions(batch.positions + POSITION_OFFSET)
+        x = dec.embed_tokens(batch.input_ids)                          # [T, E]
+        if dec.project_in is not None:
+            x = dec.project_in(x)                                      # [T, H]
+        return x + dec.embed_positions(batch.positions + POSITION_OFFSET)
 
     def layer(self, l: int, hidden: Tensor, batch: ForwardBatch, kv_layer: Tensor,
               staged: Tensor | None) -> Tensor:
@@ -72,13 +81,24 @@ class OPTForPagedLM(PagedDecoder):
         attn = blk.self_attn
         T = hidden.shape[0]
         nh, hd = self.spec.num_heads, self.spec.head_dim
-        x = blk.self_attn_layer_norm(hidden)
+        # pre-norm: x + f(norm(x)); post-norm (opt-350m): norm(x + f(x))
+        x = blk.self_attn_layer_norm(hidden) if self.pre_norm else hidden
         # transformers scales q before the product (scale 1.0 in attention); same order here
         q = (attn.q_proj(x) * self.scale).view(T, nh, hd)
         write_kv(kv_layer, attn.k_proj(x).view(T, nh, hd), attn.v_proj(x).view(T, nh, hd), batch.slot_mapping)
         o = paged_attention(q, kv_layer, staged, batch, 1.0, layer=l)    # [T, nh, hd]
         hidden = hidden + attn.out_proj(o.reshape(T, nh * hd))
-        return hidden + blk.fc2(self.act(blk.fc1(blk.final_layer_norm(hidden))))
+        if not self.pre_norm:
+            hidden = blk.self_attn_layer_norm(hidden)
+        x = blk.final_layer_norm(hidden) if self.pre_norm else hidden
+        hidden = hidden + blk.fc2(self.act(blk.fc1(x)))
+        return hidden if self.pre_norm else blk.final_layer_norm(hidden)
 
     def compute_logits(self, hidden: Tensor, batch: ForwardBatch) -> Tensor:
-        return self.lm_head(self.model.decoder.final_layer_norm(hidden[batch.logits_indices])).float()
+        dec = self.model.decoder
+        x = hidden[batch.logits_indices]                                # [N, H]
+        if dec.final_layer_norm is not None:
+            x = dec.final_layer_norm(x)
+        if dec.project_out is not None:
+            x = dec.project_out(x)                                      # [N, E]
+        return self.lm_head(x).float()
