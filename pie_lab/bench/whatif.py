@@ -44,8 +44,8 @@ LINK_MARKS = (
     LinkMark("H200 / H100 PCIe gen5 (measured)", 55.5,
              "measured on H200 2026-11-26, pie-design.md section 4 (pinned, 1 GiB copies); data/hardware_presets.yaml"),
     LinkMark("GH200 C2C measured H2D", 344.0,
-             "~342-346 GB/s host-to-device as reported in issue 11 (re-measured Grace Hopper copies); "
-             "not re-measured here"),
+             "nvbandwidth on a GH200 (480 GB LPDDR5X + 96 GB HBM3): host-to-device 346 GB/s (copy engine), "
+             "342 GB/s (SM copy); https://github.com/NVIDIA/nvbandwidth/issues/23"),
     LinkMark("GH200 C2C spec", 450.0, "NVIDIA GH200 datasheet: NVLink-C2C 900 GB/s bidirectional, 450 per direction"),
 )
 
