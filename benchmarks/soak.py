@@ -38,6 +38,34 @@ FAULTS = {"cpu": ("layer", "copy", "copy_thread", "controller", "source"),
           "sim": ("execute", "controller", "source")}
 
 
+class Ledger:
+    """Requests issued and returned, in memory bounded by the requests in flight (the soak's own
+    bookkeeping must not grow, or it would show in the RSS slope)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.outstanding: set = set()
+        self.issued = 0
+        self.duplicates = 0
+        self.reasons = {r: 0 for r in ("length", "stop", "abort", "error")}
+
+    def issue(self, request_id) -> None:
+        with self._lock:
+            self.issued += 1
+            self.outstanding.add(request_id)
+
+    def returned(self, request_id, reason: str) -> None:
+        with self._lock:
+            if request_id not in self.outstanding:
+                self.duplicates += 1
+            self.outstanding.discard(request_id)
+            self.reasons[reason] = self.reasons.get(reason, 0) + 1
+
+    @property
+    def done(self) -> int:
+        return sum(self.reasons.values())
+
+
 class InjectedFault(RuntimeError):
     pass
 
@@ -96,14 +124,14 @@ def build(args):
     engine = create_engine(model, args.executor, **opts)
     engine.metrics = Metrics(max_bytes=int(args.metrics_mb * 2**20))
     vocab = engine.spec.vocab_size
-    issued: dict[int, int] = {}
+    ledger = Ledger()
 
     def make(rng, i, t):
-        issued[i] = 1
+        ledger.issue(i)
         prompt = tuple(rng.randrange(3, vocab) for _ in range(rng.randint(4, 48)))
         return Request(i, prompt, rng.randint(4, 64), t)
     source = RateSource(make, args.rate, seed=args.seed)
-    return model, engine, source, issued
+    return model, engine, source, ledger
 
 
 def instrument(engine, source, inj: Injector, executor: str) -> None:
@@ -152,16 +180,14 @@ def check_tokens_sim(engine, outputs) -> int:
     return bad
 
 
-def check_tokens_cpu(model, sample) -> int:
-    """Each sampled output (finished, aborted or failed: its tokens so far) against a fresh engine
-    without swapping that generates exactly as many tokens."""
-    todo = [o for o in sample if o.token_ids]
-    if not todo:
+def check_tokens_cpu(ref: LLM, sample: list[tuple]) -> int:
+    """Each sampled (prompt, tokens) (finished, aborted or failed: its tokens so far) against a
+    separate engine without swapping that generates exactly as many tokens."""
+    if not sample:
         return 0
-    ref = LLM(model, "cpu", block_size=4, num_gpu_blocks=2048, max_num_seqs=32)
-    outs = ref.generate([o.prompt_token_ids for o in todo],
-                        [SamplingParams(max_tokens=len(o.token_ids), ignore_eos=True) for o in todo])
-    return sum(r.token_ids != o.token_ids for r, o in zip(outs, todo))
+    outs = ref.generate([list(p) for p, _ in sample],
+                        [SamplingParams(max_tokens=len(t), ignore_eos=True) for _, t in sample])
+    return sum(tuple(r.token_ids) != t for r, (_, t) in zip(outs, sample))
 
 
 def main() -> int:
@@ -181,13 +207,16 @@ def main() -> int:
     args.rate = args.rate or (10.0 if args.executor == "cpu" else 6.0)
     rng = random.Random(args.seed)
 
-    model, engine, source, issued = build(args)
+    model, engine, source, ledger = build(args)
+    ref = None
+    if args.executor == "cpu":
+        ref = LLM(model, "cpu", block_size=4, num_gpu_blocks=2048, max_num_seqs=32)
+        ref.engine.metrics = Metrics(max_bytes=2**20)   # its records are not looked at
     inj = Injector()
     instrument(engine, source, inj, args.executor)
     runner = LiveRunner(engine, source, keep_outputs=100_000)
-    seen: dict = {}
-    sample, changed_sim = [], 0
-    counts = dict(knobs=0, refused=0, wrong_refusal=0, aborts_asked=0)
+    sample: list[tuple] = []
+    counts = dict(knobs=0, refused=0, wrong_refusal=0, aborts_asked=0, drained=0, checked=0, changed=0)
     rss: list[tuple[float, float]] = []
     t0 = time.monotonic()
     v0 = engine.clock.now()
@@ -200,22 +229,24 @@ def main() -> int:
     print(f"{'wall_min':>8} {'virt_h':>7} {'rss_mb':>8} {'done':>7} {'aborted':>7} {'errored':>7} "
           f"{'faults':>6} {'stalls':>6} {'metrics_mb':>10}")
 
-    def drain():
-        nonlocal changed_sim
+    def drain(final: bool = False):
         batch = []
         while runner.outputs:
             o = runner.outputs.popleft()
-            if o.request_id in seen:
-                counts["duplicates"] = counts.get("duplicates", 0) + 1
-            seen[o.request_id] = o.finish_reason
+            ledger.returned(o.request_id, o.finish_reason)
             batch.append(o)
         if args.executor == "sim":
-            changed_sim += check_tokens_sim(engine, batch)
-        else:
-            for o in batch:
-                counts["drained"] = counts.get("drained", 0) + 1
-                if counts["drained"] % args.check_every == 0:
-                    sample.append(o)
+            counts["changed"] += check_tokens_sim(engine, batch)
+            counts["checked"] += len(batch)
+            return
+        for o in batch:
+            counts["drained"] += 1
+            if o.token_ids and counts["drained"] % args.check_every == 0:
+                sample.append((tuple(o.prompt_token_ids), tuple(o.token_ids)))
+        if len(sample) >= 64 or final:             # checked in batches, then dropped
+            counts["changed"] += check_tokens_cpu(ref, sample)
+            counts["checked"] += len(sample)
+            sample.clear()
 
     runner.start()
     while True:
@@ -228,8 +259,8 @@ def main() -> int:
             if full_at is None and buffers_full(engine.metrics):
                 full_at = wall
             rss.append((wall, rss_mb()))
-            print(f"{wall / 60:8.2f} {virt / 3600:7.3f} {rss[-1][1]:8.1f} {len(seen):7d} "
-                  f"{sum(r == 'abort' for r in seen.values()):7d} {sum(r == 'error' for r in seen.values()):7d} "
+            print(f"{wall / 60:8.2f} {virt / 3600:7.3f} {rss[-1][1]:8.1f} {ledger.done:7d} "
+                  f"{ledger.reasons['abort']:7d} {ledger.reasons['error']:7d} "
                   f"{runner.fault_count:6d} {int((engine.metrics.events_df()['kind'] == 'stalled').sum()) if len(engine.metrics.events) else 0:6d} "
                   f"{nb / 2**20:10.2f}", flush=True)
             next_sample += args.sample_s
@@ -260,30 +291,30 @@ def main() -> int:
     runner.set(request_rate=0.0)
     idle = runner.wait_idle(timeout=120)
     runner.stop()
-    drain()
+    drain(final=True)
     engine.check_blocks()
     leaked = engine.blocks.gpu.num_used + engine.blocks.host.num_used
-    lost = len(issued) - len(seen) - runner.rejected
-    changed = changed_sim if args.executor == "sim" else check_tokens_cpu(model, sample)
+    lost = len(ledger.outstanding) - runner.rejected
+    changed = counts["changed"]
     after = [s for s in rss if s[0] >= (full_at if full_at is not None else args.sample_s * 2)]
     wall = time.monotonic() - t0
-    reasons = {r: sum(v == r for v in seen.values()) for r in ("length", "stop", "abort", "error")}
+    reasons = ledger.reasons
     print()
     print(f"| executor | wall | virtual | requests | finished | aborted | errored | rejected | faults injected "
           f"(contained) | knob changes (refused) | RSS start -> end | slope after buffers full | blocks leaked "
           f"| requests lost | tokens changed |")
     print("|" + "---|" * 15)
-    print(f"| {args.executor} | {wall / 60:.1f} min | {(engine.clock.now() - v0) / 3600:.2f} h | {len(issued)} | "
+    print(f"| {args.executor} | {wall / 60:.1f} min | {(engine.clock.now() - v0) / 3600:.2f} h | {ledger.issued} | "
           f"{reasons['length'] + reasons['stop']} | {reasons['abort']} | {reasons['error']} | {runner.rejected} | "
           f"{sum(inj.fired.values())} {dict(sorted(inj.fired.items()))} ({runner.fault_count}) | "
           f"{counts['knobs']} ({counts['refused']}) | {rss[0][1]:.0f} -> {rss_mb():.0f} MB | "
           f"{slope_mb_per_min(after):+.2f} MB/min ({len(after)} samples"
           f"{', buffers full at %.1f min' % (full_at / 60) if full_at is not None else ', buffers never full'}) | "
-          f"{leaked} | {lost} | {changed}{' of %d checked' % len([o for o in sample if o.token_ids]) if args.executor == 'cpu' else ''} |")
-    extra = {k: v for k, v in counts.items() if k in ("duplicates", "wrong_refusal") and v}
-    if extra or not idle:
-        print(f"problems: {extra} idle={idle}")
-    ok = leaked == 0 and lost == 0 and changed == 0 and idle and not extra.get("duplicates")
+          f"{leaked} | {lost} | {changed} of {counts['checked']} checked |")
+    if ledger.duplicates or counts["wrong_refusal"] or not idle:
+        print(f"problems: {ledger.duplicates} returned twice, {counts['wrong_refusal']} knob values judged wrongly, "
+              f"idle at the end: {idle}")
+    ok = leaked == 0 and lost == 0 and changed == 0 and idle and not ledger.duplicates
     return 0 if ok else 1
 
 

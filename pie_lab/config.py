@@ -15,6 +15,7 @@ POLICIES = ("none", "recompute", "pie", "vllm-swap", "flexgen", "hybrid")
 PREEMPTION_MODES = ("recompute", "swap")
 EXECUTORS = ("cpu", "cuda", "sim")
 DTYPES = ("float32", "float16", "bfloat16")
+DEFAULT_HOST_SHARE = 0.5     # a default host tier takes at most this share of the host memory available
 LIVE_KNOBS = ("swap_budget_blocks", "prefetch_depth", "max_num_seqs", "max_num_batched_tokens",
               "num_gpu_blocks", "link_bandwidth_gbps", "link_latency_us", "flexgen_fraction", "controller",
               "host_compute_blocks", "host_attention_gbps")
@@ -25,6 +26,7 @@ FIELD_RANGES: dict[str, tuple] = {
     "num_gpu_blocks": (int, 1, None, False),
     "gpu_kv_limit_gb": (float, 0.0, 1e6, True),
     "num_host_blocks": (int, 0, None, False),
+    "host_kv_limit_gb": (float, 0.0, 1e6, False),
     "max_num_seqs": (int, 1, 65536, False),
     "max_num_batched_tokens": (int, 1, None, False),
     "max_model_len": (int, 1, None, False),
@@ -97,7 +99,9 @@ class EngineConfig:
 
     num_gpu_blocks: KV blocks in the device tier. None: derived from gpu_kv_limit_gb, else the
     executor's default (cuda: free memory after weights; cpu/sim: enough for the batch limits).
-    num_host_blocks: capacity of the host tier (swap budget and vllm-swap space share it).
+    num_host_blocks: capacity of the host tier (swap budget and vllm-swap space share it). None:
+    derived from host_kv_limit_gb, else twice the device tier, bounded by the host memory available.
+    The budgets below are budgets within the host tier, never a reason to allocate.
     swap_budget_blocks: host-resident KV blocks of running sequences streamed to the device each
     layer (policies "pie" and "hybrid").
     host_compute_blocks: policy "hybrid": host-resident blocks of running sequences whose decode
@@ -110,6 +114,7 @@ class EngineConfig:
     num_gpu_blocks: int | None = None
     gpu_kv_limit_gb: float | None = None
     num_host_blocks: int | None = None
+    host_kv_limit_gb: float | None = None
     max_num_seqs: int = 32
     max_num_batched_tokens: int = 2048
     max_model_len: int | None = None
@@ -149,15 +154,21 @@ class EngineConfig:
         mode = self.preemption_mode or ("swap" if self.policy == "vllm-swap" else "recompute")
         return mode == "swap"
 
-    def host_blocks(self, gpu_blocks: int | None) -> int | None:
-        """The host pool: num_host_blocks, else none where nothing ever goes to the host, else twice
-        the GPU pool (at least the swap budget, with hybrid's host-computed share); None while the
-        GPU pool's size is unknown."""
+    def host_blocks(self, gpu_blocks: int | None, block_bytes: int, allowance: int | None = None) -> int | None:
+        """The host pool: num_host_blocks, else host_kv_limit_gb, else none where nothing ever goes
+        to the host, else twice the GPU pool, at most DEFAULT_HOST_SHARE of `allowance` bytes (the
+        host memory available); None while the GPU pool's size is unknown. The swap budget is a
+        budget within this pool, never a reason to make it larger."""
         if self.num_host_blocks is not None:
             return self.num_host_blocks
+        if self.host_kv_limit_gb is not None:
+            return int(self.host_kv_limit_gb * 2**30 // block_bytes)
         if self.policy in ("none", "recompute") and not self.swap_preemption:
             return 0
-        return None if gpu_blocks is None else max(2 * gpu_blocks, self.swap_budget_blocks + self.host_compute_blocks)
+        if gpu_blocks is None:
+            return None
+        default = 2 * gpu_blocks
+        return default if allowance is None else min(default, int(DEFAULT_HOST_SHARE * max(0, allowance) // block_bytes))
 
     def replace(self, **changes: Any) -> "EngineConfig":
         return replace(self, **changes)

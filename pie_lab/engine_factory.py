@@ -8,7 +8,7 @@ from typing import Any
 
 from .config import EngineConfig
 from .core.engine import Engine
-from .errors import ConfigError
+from .errors import ConfigError, check_fits
 from .executors.base import Executor, create_executor
 
 
@@ -31,16 +31,41 @@ def engine_on(ex: Executor, config: EngineConfig) -> Engine:
 
 
 def pool_sizes(config: EngineConfig, ex: Executor) -> tuple[int, int]:
-    """(GPU blocks, host blocks): GPU from num_gpu_blocks, else gpu_kv_limit_gb, else the
-    executor's default; host from `EngineConfig.host_blocks`."""
-    block_bytes = ex.spec.kv_block_bytes(config.block_size, config.dtype)
+    """(GPU blocks, host blocks), each checked against the memory the executor may use before anything
+    is allocated: the config's numbers, else from gpu_kv_limit_gb / host_kv_limit_gb, else the
+    executor's default for the GPU and (when the policy uses one) a host tier of twice the GPU pool,
+    at most a share of the host memory available. The swap budget must fit in the host tier."""
+    block = ex.spec.kv_block_bytes(config.block_size, config.dtype)
+    mem = ex.memory_available()
     if config.num_gpu_blocks is not None:
-        gpu = config.num_gpu_blocks
+        gpu, knob = config.num_gpu_blocks, "num_gpu_blocks"
     elif config.gpu_kv_limit_gb is not None:
-        gpu = int(config.gpu_kv_limit_gb * 2**30 // block_bytes)
+        gpu, knob = int(config.gpu_kv_limit_gb * 2**30 // block), "gpu_kv_limit_gb"
         if gpu < 1:
             raise ConfigError(f"gpu_kv_limit_gb={config.gpu_kv_limit_gb} holds no KV block "
-                              f"({block_bytes} bytes each); allowed: >= {block_bytes / 2**30:.3g}")
+                              f"({block} bytes each); allowed: >= {block / 2**30:.3g}")
     else:
-        gpu = ex.default_num_gpu_blocks(config)
-    return gpu, config.host_blocks(gpu)
+        gpu, knob = ex.default_num_gpu_blocks(config), "num_gpu_blocks"
+    value = config.gpu_kv_limit_gb if knob == "gpu_kv_limit_gb" else gpu
+    check_fits(knob, value, gpu * block, mem.device, mem.device_name, _allowed(knob, mem.device, block))
+    host_room = mem.host if mem.host is None or not mem.shared else mem.host - gpu * block
+    host = config.host_blocks(gpu, block, host_room)
+    knob = "host_kv_limit_gb" if config.num_host_blocks is None and config.host_kv_limit_gb is not None \
+        else "num_host_blocks"
+    value = config.host_kv_limit_gb if knob == "host_kv_limit_gb" else host
+    check_fits(knob, value, host * block, host_room, mem.host_name, _allowed(knob, host_room, block))
+    budget = config.swap_budget_blocks + (config.host_compute_blocks if config.policy == "hybrid" else 0)
+    if config.policy in ("pie", "hybrid") and budget > host:
+        what = "swap_budget_blocks" + (" + host_compute_blocks" if config.policy == "hybrid" else "")
+        raise ConfigError(f"{what}={budget} is more than the host tier holds ({host} blocks of {block} bytes); "
+                          f"allowed: {what} <= {host}, or a larger num_host_blocks / host_kv_limit_gb (a budget "
+                          "is a share of the host tier, never a reason to allocate)")
+    return gpu, host
+
+
+def _allowed(knob: str, available: int | None, block: int) -> str:
+    if available is None:
+        return ""
+    if knob.endswith("_gb"):
+        return f"{knob} <= {max(0, available) / 2**30:.3g}"
+    return f"{knob} <= {max(0, available) // block} ({block} bytes a block)"

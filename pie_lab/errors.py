@@ -44,6 +44,17 @@ def check_choice(name: str, value: Any, choices: Iterable[str]) -> str:
     return value
 
 
+def check_fits(name: str, value: Any, needed: int, available: int | None, memory: str, allowed: str = "") -> None:
+    """Before an allocation: `needed` bytes for knob `name` must fit the `available` bytes of `memory`."""
+    if available is not None and needed > available:
+        raise ConfigError(f"{name}={value} needs {_bytes(needed)} of {memory} but {_bytes(max(0, available))} "
+                          f"are available{'; allowed: ' + allowed if allowed else ''}")
+
+
+def _bytes(n: float) -> str:
+    return f"{n / 2**30:.3g} GiB ({int(n)} bytes)" if n >= 2**30 else f"{n / 2**20:.3g} MiB ({int(n)} bytes)"
+
+
 def _range(lo, hi, lo_open: bool = False) -> str:
     if lo is not None and hi is not None:
         return f" in {'(' if lo_open else '['}{lo}, {hi}]"

@@ -33,6 +33,10 @@ class FakeExecutor:
         self.pool = np.full((num_gpu_blocks, bs), -1, dtype=np.int64)
         self.host = np.full((max(num_host_blocks, 1), bs), -1, dtype=np.int64)
 
+    def memory_available(self):
+        from pie_lab.executors.base import MemoryAvailable
+        return MemoryAvailable(None, None)
+
     def set_link(self, bandwidth_gbps, latency_us):
         pass
 

@@ -66,8 +66,8 @@ def test_equal_under_pressure_and_chunked_prefill(reference, options):
 
 @pytest.mark.parametrize("policy, options", [
     ("pie", dict(swap_budget_blocks=8)),
-    ("pie", dict(swap_budget_blocks=100_000, num_host_blocks=2000)),         # every full block
-    ("pie", dict(swap_budget_blocks=100_000, num_host_blocks=2000, num_gpu_blocks=60)),
+    ("pie", dict(swap_budget_blocks=2000, num_host_blocks=2000)),         # every full block
+    ("pie", dict(swap_budget_blocks=2000, num_host_blocks=2000, num_gpu_blocks=60)),
     ("vllm-swap", dict(num_gpu_blocks=40, num_host_blocks=400)),
     ("pie", dict(swap_budget_blocks=16, num_gpu_blocks=40, num_host_blocks=400, preemption_mode="swap")),
     ("recompute", dict(num_gpu_blocks=40)),
@@ -89,7 +89,7 @@ def test_equal_across_policies(reference, policy, options):
 @pytest.mark.parametrize("depth", [1, 2, 3, 4])
 def test_equal_for_every_prefetch_depth(reference, depth):
     name, _, ps, refs = reference
-    toks, llm = generate(name, ps, policy="pie", swap_budget_blocks=100_000, num_host_blocks=2000,
+    toks, llm = generate(name, ps, policy="pie", swap_budget_blocks=2000, num_host_blocks=2000,
                          num_gpu_blocks=400, prefetch_depth=depth, link_bandwidth_gbps=50.0)
     assert toks == refs
     assert llm.engine.metrics.iterations_df()["prefetch_depth"].eq(depth).all()

@@ -254,19 +254,91 @@ def test_runner_contains_a_failing_source_and_step_and_reports_each_fault_once(e
 
 def test_a_run_that_cannot_progress_reports_a_stall():
     engine = create_engine("opt-13b", "sim", num_gpu_blocks=400, max_num_seqs=4, dtype="float16")
-    reqs = [Request(i, tuple(range(3, 40)), 200, 0.0) for i in range(6)]
-    runner = LiveRunner(engine, ListSource(reqs), stall_steps=20).start()
-    while engine.metrics.totals["iterations"] < 3:
-        time.sleep(0.001)
-    runner.set(max_num_batched_tokens=8)              # no prompt fits a step any more (no chunked prefill)
+    reqs = [Request(i, tuple(range(3, 40)), 50, 0.0) for i in range(6)]
+    runner = LiveRunner(engine, ListSource(reqs), stall_steps=20)
+    schedule = engine.scheduler.schedule
+    engine.scheduler.schedule = lambda sched: sched        # a scheduler that never picks anything
+    runner.start()
     deadline = time.monotonic() + 20
     while runner.stalled is None:
         assert time.monotonic() < deadline, "no stall reported"
         time.sleep(0.005)
     snap = runner.snapshot()
-    assert "no token for" in snap.stalled and "waiting" in snap.stalled
+    assert "no token for" in snap.stalled and "6 waiting" in snap.stalled
     assert "stalled" in set(snap.events["kind"])
-    runner.set(max_num_batched_tokens=2048)
+    engine.scheduler.schedule = schedule
     assert runner.wait_idle(timeout=20)
     runner.stop()
-    assert runner.stalled is None and len(runner.outputs) == 6
+    assert runner.stalled is None and len(runner.outputs) == 6 and runner.stall_count == 1
+    assert "unstalled" in set(engine.metrics.events_df()["kind"])
+
+
+# -- live knobs that would leave a request no room are refused -----------------------------------
+def test_live_knobs_that_leave_a_request_in_flight_no_room_are_refused():
+    eng = make_engine(EngineConfig(block_size=4, num_gpu_blocks=64, max_num_batched_tokens=256, policy="pie",
+                                   swap_budget_blocks=8), num_host_blocks=32)
+    eng.add_request(list(range(3, 43)), SamplingParams(max_tokens=60, ignore_eos=True), request_id="long")
+    eng.step()
+    with pytest.raises(ConfigError, match=r"num_gpu_blocks=20 leaves 24 KV blocks.*'long'.*needs up to 25"):
+        eng.update(num_gpu_blocks=20)             # 20 + budget 8 - a ring of 4
+
+    with pytest.raises(ConfigError, match=r"max_num_batched_tokens=16 is less than the 40-token prompt"):
+        eng.update(max_num_batched_tokens=16)
+    eng.update(num_gpu_blocks=21, max_num_batched_tokens=40)     # 21 + 8 - 4 = 25: room enough
+    drain(eng)
+    eng.update(num_gpu_blocks=2)                                 # nothing in flight: fine
+
+
+def test_a_staging_ring_that_does_not_fit_the_device_is_refused():
+    from pie_lab.executors.base import MemoryAvailable
+    eng = make_engine(EngineConfig(block_size=4, num_gpu_blocks=64, policy="pie", swap_budget_blocks=48,
+                                   prefetch_depth=1), num_host_blocks=64)
+    per_block = eng.block_bytes
+    eng.executor.memory_available = lambda: MemoryAvailable(13 * per_block, None, "test device")
+    eng.update(prefetch_depth=2)              # 4 layers: ring of 48 x 1/4 = 12 blocks -> 24, 12 more
+    with pytest.raises(ConfigError, match=r"prefetch_depth=4 needs .* of test device for the staging ring"):
+        eng.update(prefetch_depth=4)          # -> 48 blocks
+
+
+
+# -- memory sized before it is allocated ----------------------------------------------------------
+def test_pools_are_checked_against_memory_before_allocation(monkeypatch):
+    import pie_lab.executors.base as base
+    with pytest.raises(ConfigError, match=r"num_host_blocks=1000000000 needs .* GiB .* of RAM but .* available; "
+                                          r"allowed: num_host_blocks <="):
+        create_engine("opt-tiny", "cpu", policy="vllm-swap", num_host_blocks=10**9)
+    with pytest.raises(ConfigError, match=r"num_gpu_blocks=1000000000 needs .* of RAM \(the cpu executor's GPU pool\)"):
+        create_engine("opt-tiny", "cpu", num_gpu_blocks=10**9)
+    with pytest.raises(ConfigError, match=r"host_kv_limit_gb=10000 needs .*allowed: host_kv_limit_gb <="):
+        create_engine("opt-tiny", "cpu", policy="pie", host_kv_limit_gb=10**4)
+    with pytest.raises(ConfigError, match=r"swap_budget_blocks=1000000 is more than the host tier holds \(512 blocks"):
+        create_engine("opt-tiny", "cpu", policy="pie", num_gpu_blocks=256, swap_budget_blocks=10**6)
+    assert create_engine("opt-tiny", "cpu", swap_budget_blocks=10**9).blocks.host.capacity == 0   # unused: none
+    eng = create_engine("opt-tiny", "cpu", policy="pie", num_gpu_blocks=64, host_kv_limit_gb=0.01)
+    assert eng.blocks.host.capacity == int(0.01 * 2**30 // eng.block_bytes)
+    # the default host tier: twice the GPU pool, at most half the RAM left after the GPU pool
+    block = create_engine("opt-tiny", "cpu", num_gpu_blocks=8).block_bytes
+    monkeypatch.setattr(base, "mem_available_bytes", lambda: int((100 * block + 8 * block) / base.HOST_SHARE))
+    import pie_lab.executors.cpu as cpu
+    monkeypatch.setattr(cpu, "mem_available_bytes", base.mem_available_bytes)
+    assert create_engine("opt-tiny", "cpu", policy="pie", num_gpu_blocks=8).blocks.host.capacity == 16
+    assert create_engine("opt-tiny", "cpu", policy="pie", num_gpu_blocks=80).blocks.host.capacity == 14
+    with pytest.raises(ConfigError, match=r"num_gpu_blocks=200 needs"):
+        create_engine("opt-tiny", "cpu", num_gpu_blocks=200)
+
+
+def test_sim_pools_are_checked_against_the_preset():
+    with pytest.raises(ConfigError, match=r"num_gpu_blocks=1000000 needs .* of H200 GPU memory \(modelled\)"):
+        create_engine("opt-13b", "sim", num_gpu_blocks=10**6, dtype="float16")
+
+
+def test_a_request_that_can_no_longer_fit_fails_alone():
+    eng = make_engine(EngineConfig(block_size=4, num_gpu_blocks=8, max_num_batched_tokens=64))
+    eng.add_request(list(range(3, 23)), SamplingParams(max_tokens=12, ignore_eos=True), request_id="big")
+    eng.add_request([5, 6], SamplingParams(max_tokens=2, ignore_eos=True), request_id="small")
+    eng.step()
+    eng.blocks.gpu.limit = 6                  # below what "big" will need (as a shrinking budget could do)
+    outs = drain(eng)
+    assert outs["big"].finish_reason == "error" and "more GPU blocks" in outs["big"].error
+    assert outs["small"].finish_reason == "length" and len(outs["small"].token_ids) == 2
+    assert eng.faults[-1]["where"] == "scheduler"

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence as Seq
 
 from ..config import EngineConfig, check_field, check_live
-from ..errors import ConfigError
+from ..errors import ConfigError, EngineError, check_fits
 from ..sampling import SamplingParams
 from .block_manager import BlockManager
 from .metrics import IterationRecord, Metrics, request_record
@@ -64,6 +64,7 @@ class Engine:
         self._request_ids: dict[int, Any] = {}     # seq_id -> request_id, requests in flight
         self._live: dict[Any, int] = {}            # request_id -> seq_id: unique among requests in flight
         self._aborts: set[int] = set()             # seq_ids to abort at the next step boundary
+        self._sizes: dict[int, tuple[int, int]] = {}   # seq_id -> (prompt tokens, most tokens), in flight
         self._ids = itertools.count()
         self.faults: deque[dict] = deque(maxlen=100)   # contained failures: step, where, message, requests
         self.fault_count = 0
@@ -103,11 +104,19 @@ class Engine:
                               "or enable chunked_prefill")
         total = min(len(prompt) + sampling.max_tokens, self.max_model_len)
         need = -(-total // self.config.block_size)
-        room = self.blocks.gpu.limit + (self.planner.total_budget if self.config.policy in ("pie", "hybrid") else 0)
+        room = self._room(self.config, self.blocks.gpu.limit)
         if need > room:
             raise ConfigError(f"request needs up to {need} KV blocks ({total} tokens) but the engine holds "
                               f"{room}; allowed: prompt + max_tokens <= {room * self.config.block_size} tokens")
         return prompt
+
+    def _room(self, c: EngineConfig, gpu_limit: int) -> int:
+        """KV blocks one request may span under config `c`: the GPU limit, plus (pie, hybrid) the
+        host-resident budgets less the staging ring that streaming the swap budget takes from the GPU."""
+        if c.policy not in ("pie", "hybrid"):
+            return gpu_limit
+        host = c.swap_budget_blocks + (c.host_compute_blocks if c.policy == "hybrid" else 0)
+        return gpu_limit + host - self.planner.staging_blocks(c.swap_budget_blocks, c.prefetch_depth)
 
     def add_request(self, prompt_token_ids: Seq[int], sampling: SamplingParams | None = None,
                     request_id: Any = None, arrival_time: float | None = None) -> int:
@@ -115,6 +124,7 @@ class Engine:
         among the requests in flight."""
         sampling = sampling or SamplingParams()
         prompt = self.check_request(prompt_token_ids, sampling)
+        total_tokens = min(len(prompt) + sampling.max_tokens, self.max_model_len)
         with self._lock:
             seq_id = next(self._ids)
             rid = seq_id if request_id is None else request_id
@@ -125,6 +135,7 @@ class Engine:
             self._incoming.append(seq)
             self._request_ids[seq_id] = rid
             self._live[rid] = seq_id
+            self._sizes[seq_id] = (len(prompt), total_tokens)
         return seq_id
 
     def abort(self, request_id: Any) -> bool:
@@ -161,8 +172,41 @@ class Engine:
         with self._lock:
             merged = {**self._pending, **changes}
             new = self.config.replace(**merged)          # validates every field
+            self._check_room(changes, new)
             self._pending = merged
         return new
+
+    def _check_room(self, changes: dict, new: EngineConfig) -> None:
+        """A change that would leave a request in flight no way to run, or that needs memory
+        the executor does not have, is refused with the reason (caller holds the lock)."""
+        bs = self.config.block_size
+        room_knobs = ("num_gpu_blocks", "swap_budget_blocks", "host_compute_blocks", "prefetch_depth")
+        if self._sizes and set(room_knobs) & set(changes):
+            sid, (_, total) = max(self._sizes.items(), key=lambda kv: kv[1][1])
+            need = -(-total // bs)
+            room = self._room(new, new.num_gpu_blocks or self.blocks.gpu.limit)
+            if need > room:
+                knob = next(k for k in room_knobs if k in changes)
+                raise ConfigError(f"{knob}={changes[knob]} leaves {room} KV blocks per request, but request "
+                                  f"{self._request_ids[sid]!r} in flight needs up to {need} ({total} tokens); "
+                                  "allowed: num_gpu_blocks" + (" + host budgets - the staging ring"
+                                                               if new.policy in ("pie", "hybrid") else "") + f" >= {need}")
+        if "max_num_batched_tokens" in changes and not new.chunked_prefill and self._sizes:
+            sid, (longest, _) = max(self._sizes.items(), key=lambda kv: kv[1][0])
+            if new.max_num_batched_tokens < longest:
+                raise ConfigError(f"max_num_batched_tokens={new.max_num_batched_tokens} is less than the {longest}-token "
+                                  f"prompt of request {self._request_ids[sid]!r} in flight, which could then never "
+                                  f"run (chunked_prefill is off); allowed: >= {longest}")
+        if new.policy in ("pie", "hybrid") and ("prefetch_depth" in changes or "swap_budget_blocks" in changes):
+            # the staging ring holds up to min(depth, L) layers of every host-resident block
+            old = self.planner.staging_blocks(self.config.swap_budget_blocks, self.config.prefetch_depth)
+            grown = self.planner.staging_blocks(new.swap_budget_blocks, new.prefetch_depth)
+            if grown > old:
+                mem = self.executor.memory_available()
+                block = self.block_bytes
+                knob = "prefetch_depth" if "prefetch_depth" in changes else "swap_budget_blocks"
+                check_fits(knob, changes[knob], (grown - old) * block, mem.device,
+                           f"{mem.device_name} for the staging ring", "a smaller prefetch_depth or swap_budget_blocks")
 
     def _apply_pending(self) -> None:
         with self._lock:
@@ -205,6 +249,7 @@ class Engine:
         sched = Schedule()
         self.planner.enforce_budget(self.scheduler, sched)
         self.scheduler.schedule(sched)
+        aborted += self._unfit(sched)
         if sched.empty and not (sched.swap_in or sched.swap_out):
             self._count_progress(0)
             return aborted
@@ -255,6 +300,15 @@ class Engine:
         return (f"no token for {self.steps_without_token} steps: {len(sch.running)} running, {len(sch.waiting)} waiting, "
                 f"{len(sch.swapped)} swapped; GPU blocks {gpu.num_used} used of limit {gpu.limit} "
                 f"({gpu.reserved} reserved for staging){need}")
+
+    def _unfit(self, sched: Schedule) -> list[RequestOutput]:
+        """Requests the scheduler found can never fit (blocks already freed): failed, not fatal."""
+        outs = []
+        for seq, why in sched.unfit:
+            out = self._retire(seq, "error", self.clock.now(), f"EngineError: request {seq.seq_id} {why}")
+            self._record_fault("scheduler", EngineError(f"request {seq.seq_id} {why}"), [out.request_id])
+            outs.append(out)
+        return outs
 
     def _count_progress(self, tokens: int) -> None:
         self.steps_without_token = 0 if tokens or not self.has_unfinished() else self.steps_without_token + 1
@@ -326,6 +380,7 @@ class Engine:
         with self._lock:
             rid = self._request_ids.pop(seq.seq_id)
             del self._live[rid]
+            del self._sizes[seq.seq_id]
         row = request_record(seq, rid)
         if error is not None:
             row["error"] = error

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..config import EngineConfig
-from ..errors import EngineError
 from .block_manager import BlockManager
 from .sequence import Sequence, SeqStatus
 
@@ -21,6 +20,7 @@ class Schedule:
     swap_out: list[tuple[int, int]] = field(default_factory=list)
     swap_in: list[tuple[int, int]] = field(default_factory=list)
     preempted: list[Sequence] = field(default_factory=list)          # for recompute
+    unfit: list[tuple[Sequence, str]] = field(default_factory=list)  # can never run here: (sequence, why)
     swapped_out: list[Sequence] = field(default_factory=list)
 
     @property
@@ -99,11 +99,13 @@ class Scheduler:
                 if queue:
                     self.preempt(queue.pop(), sched)
                     continue
-                if len(self.running) == 1:
-                    raise EngineError(
-                        f"request {seq.seq_id} needs {self.blocks.blocks_needed(seq, n)} more GPU blocks "
-                        f"and none can be freed (GPU KV limit {self.blocks.gpu.limit} blocks, "
-                        f"{self.blocks.gpu.reserved} reserved for staging): raise num_gpu_blocks")
+                if len(self.running) == 1:     # alone and still no room: it fails, the rest go on
+                    sched.unfit.append((seq, f"needs {self.blocks.blocks_needed(seq, n)} more GPU blocks and "
+                                             f"none can be freed (GPU KV limit {self.blocks.gpu.limit} blocks, "
+                                             f"{self.blocks.gpu.reserved} reserved for staging): raise num_gpu_blocks"))
+                    self.remove(seq)
+                    seq = None
+                    break
                 self.preempt(seq, sched)
                 seq = None
                 break

@@ -57,9 +57,9 @@ class SwapPlanner:
         """Host-resident blocks the running batch may hold (pie, hybrid)."""
         return self.budget + (self.host_budget if self.policy == "hybrid" else 0)
 
-    def staging_blocks(self, host_blocks: int) -> int:
+    def staging_blocks(self, host_blocks: int, depth: int | None = None) -> int:
         """GPU blocks' worth of memory for a ring of `depth` layer slots holding `host_blocks` blocks each."""
-        return math.ceil(min(self.depth, self.num_layers) * host_blocks / self.num_layers)
+        return math.ceil(min(depth or self.depth, self.num_layers) * host_blocks / self.num_layers)
 
     def update_reserve(self, running) -> None:
         """The staging ring holds the running batch's host-resident blocks: withhold its memory."""

@@ -7,12 +7,41 @@ from __future__ import annotations
 
 import importlib
 import time
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from ..config import EngineConfig, EXECUTORS
 from ..core.plan import StepOutput, StepPlan
 from ..errors import ConfigError, check_choice
 from ..model_spec import ModelSpec
+
+
+@dataclass(frozen=True)
+class MemoryAvailable:
+    """What an executor may allocate now. None: unbounded here (the sim models memory, allocates none)."""
+    device: int | None
+    host: int | None
+    device_name: str = "GPU memory"
+    host_name: str = "host memory"
+    shared: bool = False          # device and host pools come out of the same memory (the cpu executor)
+
+
+# Shares of the memory reported free that pools may take (the rest: activations, allocator, the OS).
+DEVICE_SHARE = 0.9
+HOST_SHARE = 0.9
+PINNED_SHARE = 0.75               # page-locked memory cannot be swapped out: leave more to the OS
+
+
+def mem_available_bytes() -> int | None:
+    """MemAvailable from /proc/meminfo (Linux), or None where it cannot be read."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 class Clock(Protocol):
@@ -56,6 +85,9 @@ class Executor(Protocol):
 
     def default_num_gpu_blocks(self, config: EngineConfig) -> int:
         """Device-tier KV blocks when the config gives neither num_gpu_blocks nor gpu_kv_limit_gb."""
+
+    def memory_available(self) -> "MemoryAvailable":
+        """Bytes the KV pools and the staging ring may take now, checked before each allocation."""
 
     def initialize(self, num_gpu_blocks: int, num_host_blocks: int) -> None:
         """Allocate the KV pools. Called once by the engine before the first step."""

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from ..config import EngineConfig
-from .base import WallClock
+from .base import HOST_SHARE, MemoryAvailable, WallClock, mem_available_bytes
 from .kv_store import KVStore
 from .link import EmulatedStreams
 from .torch_runner import TorchRunner
@@ -51,6 +51,11 @@ class CPUExecutor(TorchRunner):
     def default_num_gpu_blocks(self, config: EngineConfig) -> int:
         per_seq = math.ceil(min(self.spec.max_position_embeddings, 2048) / config.block_size)
         return max(64, config.max_num_seqs * per_seq // 4)
+
+    def memory_available(self) -> MemoryAvailable:
+        free = mem_available_bytes()
+        room = None if free is None else int(free * HOST_SHARE)
+        return MemoryAvailable(room, room, "RAM (the cpu executor's GPU pool)", "RAM", shared=True)
 
     def initialize(self, num_gpu_blocks: int, num_host_blocks: int) -> None:
         self.kv = KVStore(self.spec, self.config.block_size, self.config.dtype, self.device, pin_host=False)

@@ -16,7 +16,7 @@ import torch
 
 from ..config import EngineConfig
 from ..errors import ConfigError
-from .base import WallClock
+from .base import DEVICE_SHARE, PINNED_SHARE, MemoryAvailable, WallClock, mem_available_bytes
 from .kv_store import KVStore
 from .torch_runner import TorchRunner
 
@@ -111,6 +111,12 @@ class CUDAExecutor(TorchRunner):
         free, _ = torch.cuda.mem_get_info(self.device)
         block = self.spec.kv_block_bytes(config.block_size, config.dtype)
         return max(1, int(free * 0.85 // block))
+
+    def memory_available(self) -> MemoryAvailable:
+        free, _ = torch.cuda.mem_get_info(self.device)
+        host = mem_available_bytes()
+        return MemoryAvailable(int(free * DEVICE_SHARE), None if host is None else int(host * PINNED_SHARE),
+                               f"GPU memory ({torch.cuda.get_device_name(self.device)})", "pinned host memory")
 
     def initialize(self, num_gpu_blocks: int, num_host_blocks: int) -> None:
         self.kv = KVStore(self.spec, self.config.block_size, self.config.dtype, self.device,

@@ -17,7 +17,7 @@ from ..errors import ConfigError, EngineError
 from ..model_spec import spec_from_model
 from ..sim.cost_model import CostModel, Prefetch
 from ..sim.hardware import Hardware, resolve_hardware
-from .base import VirtualClock
+from .base import MemoryAvailable, VirtualClock
 
 GPU_MEMORY_HEADROOM = 0.10          # of GPU memory, kept free for activations and the allocator
 FIRST_SAFE_TOKEN_ID = 3             # ids 0-2 are pad/bos/eos in the supported families
@@ -77,6 +77,11 @@ class SimExecutor:
                               f"{hw.name} has {hw.gpu_memory_gib} GiB ({GPU_MEMORY_HEADROOM:.0%} kept free): "
                               "no room for KV blocks; use a smaller model, dtype or a larger preset")
         return int(free // block)
+
+    def memory_available(self) -> MemoryAvailable:
+        """The preset's GPU memory after weights (modelled); the host tier is modelled without a bound."""
+        free = self.hardware.gpu_memory_bytes * (1 - GPU_MEMORY_HEADROOM) - self.cost_model.weight_bytes
+        return MemoryAvailable(int(free), None, f"{self.hardware.name} GPU memory (modelled)", "host memory")
 
     def initialize(self, num_gpu_blocks: int, num_host_blocks: int) -> None:
         self.num_gpu_blocks, self.num_host_blocks = num_gpu_blocks, num_host_blocks

@@ -79,7 +79,7 @@ def _policy(rc, s, n: Notes, cb: dict) -> None:
         n.add("exact", "engine.policy", "cpu_offload_space", 0.0,
               "0 makes an evicted request drop its KV and prefill again later (recompute)")
     elif e.policy == "vllm-swap":
-        host = e.host_blocks(s.gpu_blocks)
+        host = e.host_blocks(s.gpu_blocks, s.block_bytes)
         if host is not None:
             cb["cpu_offload_space"] = sig(host * s.block_bytes / GiB)
         n.add("approximate", "engine.policy", "cpu_offload_space", cb.get("cpu_offload_space"),

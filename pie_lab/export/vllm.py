@@ -68,7 +68,7 @@ def _policy(rc, s, n: Notes, flags: dict) -> None:
     if e.policy in ("none", "recompute"):
         n.add("exact", "engine.policy", "", e.policy, "vLLM V1 preempts by recompute, as pie_lab does here")
     elif e.policy == "vllm-swap":
-        host = e.host_blocks(s.gpu_blocks)
+        host = e.host_blocks(s.gpu_blocks, s.block_bytes)
         if host is None:
             n.add("unsupported", "engine.num_host_blocks", "--swap-space", None,
                   "the swap space size is unknown: set num_host_blocks or num_gpu_blocks")
