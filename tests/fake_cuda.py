@@ -74,6 +74,8 @@ class FakeCuda:
         self.streams = [self.compute]
         self.current = self.compute
         self._last = self.host_time()
+        self.total_bytes = 80 * 2**30        # what mem_get_info reports: an 80 GiB card
+        self.free_bytes = 64 * 2**30
 
     def host_time(self) -> float:
         return time.perf_counter() - self._origin + self._ahead
@@ -110,6 +112,12 @@ class FakeCuda:
         finally:
             self._tick()
             self.current = prev
+
+    def mem_get_info(self, device=None) -> tuple[int, int]:
+        return self.free_bytes, self.total_bytes
+
+    def get_device_name(self, device=None) -> str:
+        return "stand-in GPU"
 
     def synchronize(self, device=None) -> None:
         self._tick()

@@ -65,7 +65,7 @@ def reference():
 
 @pytest.mark.parametrize("depth", [1, 2, 4])
 def test_cuda_executor_code_on_the_stand_in_matches_the_cpu_executor(reference, depth):
-    got, eng = stand_in_run(FakeCuda(), policy="pie", swap_budget_blocks=10_000, num_host_blocks=2000,
+    got, eng = stand_in_run(FakeCuda(), policy="pie", swap_budget_blocks=2000, num_host_blocks=2000,
                             prefetch_depth=depth)
     assert got == reference and not eng.faults
     it = eng.metrics.iterations_df()
@@ -90,7 +90,7 @@ def test_waits_order_the_streams(bound):
     """Copy-bound: compute must wait for each copy. Compute-bound (the host runs ahead of the
     device): each copy must wait for its slot's last reader. The stand-in's clocks show both."""
     fake = FakeCuda(copy_rate=40.0) if bound == "copy" else FakeCuda(compute_rate=40.0)
-    _, eng = stand_in_run(fake, policy="pie", swap_budget_blocks=10_000, num_host_blocks=2000, prefetch_depth=1)
+    _, eng = stand_in_run(fake, policy="pie", swap_budget_blocks=2000, num_host_blocks=2000, prefetch_depth=1)
     assert misordered(eng, 1) == (0, 0) and not eng.faults
     waits = {e[:2] for e in fake.log}
     assert ("wait_event", "compute") in waits and ("wait_event", "copy1") in waits     # copy1: the h2d stream
@@ -103,13 +103,13 @@ def test_the_stand_in_catches_a_missing_wait(monkeypatch):
     not completed when the layers have, or the timings show a copy landing after its layer began,
     or starting before its slot's last reader ended."""
     monkeypatch.setattr(CudaStreams, "wait", lambda self, copies: None)
-    _, eng = stand_in_run(FakeCuda(copy_rate=40.0), policy="pie", swap_budget_blocks=10_000,
+    _, eng = stand_in_run(FakeCuda(copy_rate=40.0), policy="pie", swap_budget_blocks=2000,
                           num_host_blocks=2000, prefetch_depth=1)
     assert misordered(eng, 1)[0] > 0 or any("before it completed" in f["message"] for f in eng.faults)
     monkeypatch.undo()
     stage = CudaStreams.stage
     monkeypatch.setattr(CudaStreams, "stage", lambda self, run, nbytes, after: stage(self, run, nbytes, None))
-    _, eng = stand_in_run(FakeCuda(compute_rate=40.0), policy="pie", swap_budget_blocks=10_000,
+    _, eng = stand_in_run(FakeCuda(compute_rate=40.0), policy="pie", swap_budget_blocks=2000,
                           num_host_blocks=2000, prefetch_depth=1)
     assert misordered(eng, 1)[1] > 0
 
@@ -132,7 +132,7 @@ def test_cuda_equals_transformers_generate(model):
 @needs_gpu
 def test_cuda_swapping_changes_nothing(model, depth):
     reference = tokens(model, "cuda")
-    assert tokens(model, "cuda", policy="pie", swap_budget_blocks=10_000, num_host_blocks=2000,
+    assert tokens(model, "cuda", policy="pie", swap_budget_blocks=2000, num_host_blocks=2000,
                   prefetch_depth=depth) == reference
     assert tokens(model, "cuda", policy="vllm-swap", num_host_blocks=400) == reference
 

@@ -108,15 +108,16 @@ class CUDAExecutor(TorchRunner):
         return cls(decoder, tokenizer, config, torch.device(device))
 
     def default_num_gpu_blocks(self, config: EngineConfig) -> int:
-        free, _ = torch.cuda.mem_get_info(self.device)
+        free, _ = self.streams.cuda.mem_get_info(self.device)
         block = self.spec.kv_block_bytes(config.block_size, config.dtype)
         return max(1, int(free * 0.85 // block))
 
     def memory_available(self) -> MemoryAvailable:
-        free, _ = torch.cuda.mem_get_info(self.device)
+        cuda = self.streams.cuda
+        free, _ = cuda.mem_get_info(self.device)
         host = mem_available_bytes()
         return MemoryAvailable(int(free * DEVICE_SHARE), None if host is None else int(host * PINNED_SHARE),
-                               f"GPU memory ({torch.cuda.get_device_name(self.device)})", "pinned host memory")
+                               f"GPU memory ({cuda.get_device_name(self.device)})", "pinned host memory")
 
     def initialize(self, num_gpu_blocks: int, num_host_blocks: int) -> None:
         self.kv = KVStore(self.spec, self.config.block_size, self.config.dtype, self.device,
