@@ -24,7 +24,8 @@ if str(ROOT) not in sys.path:
 
 import pandas as pd  # noqa: E402
 
-from benchmarks.replication.experiment import _calibrate, run_cell  # noqa: E402
+from benchmarks.replication.experiment import Report, _calibrate, run_cell  # noqa: E402
+from benchmarks.replication.hybrid import hybrid_section  # noqa: E402
 from benchmarks.replication.settings import MODES, Mode  # noqa: E402
 from benchmarks.replication.setups import policy_cases, setup_for  # noqa: E402
 
@@ -60,11 +61,82 @@ def run(mode: Mode, factor: float, log=print) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def replication_rows(mode: Mode, factor: float, log=print) -> Report:
+    """The replication's hybrid rows without re-running every policy and rate: each GH200 / H200
+    setup of `mode` at `factor` x its capacity, through vllm-swap, pie and hybrid only."""
+    setups, cells = [], []
+    for preset in mode.presets:
+        for model in mode.models:
+            for work in mode.workloads:
+                t0 = time.perf_counter()
+                setup = setup_for(preset, model, work, mode)
+                rate = round(factor * _calibrate(setup), 3)
+                cells.append(run_cell({"setup": setup, "rate": rate, "factor": factor,
+                                       "cases": policy_cases(setup, None, ("vllm-swap", "pie", "hybrid"))}))
+                setups.append(setup)
+                log(f"{preset} {model} {work}: {time.perf_counter() - t0:.0f} s")
+    return Report(mode.name, pd.DataFrame(setups), pd.concat(cells, ignore_index=True), [], pd.DataFrame(), 0.0)
+
+
+def write_section(report: Report, path: Path, command: str) -> None:
+    """Put the hybrid section into the replication document (replacing an older one), before its findings."""
+    section = hybrid_section(report).replace(
+        "## Beyond Pie: hybrid\n\n", f"## Beyond Pie: hybrid\n\nRows from `{command}` (mode {report.mode}, "
+        f"highest rate only, load average {os.getloadavg()[0]:.1f}); the tables above predate policy hybrid until "
+        "`benchmarks/replicate_paper.py` is run again, which folds it into every table.\n\n", 1)
+    text = path.read_text()
+    if "## Beyond Pie: hybrid" in text:
+        start = text.index("## Beyond Pie: hybrid")
+        end = text.index("\n## ", start + 1) + 1
+        text = text[:start] + text[end:]
+    at = text.index("## What this shows")
+    path.write_text(text[:at] + section + "\n" + text[at:])
+
+
+def cpu_overhead(reps: int = 3, model: str = "opt-125m") -> dict:
+    """The cpu executor: hybrid with a host-computed share of 0 against pie, same streamed budget,
+    alternating runs; generated tokens/s each, and the median ratio (issue 13: overhead <= 3%)."""
+    import random
+    import statistics
+    from pie_lab import LLM, SamplingParams
+    rng = random.Random(0)
+    prompts = [[rng.randrange(3, 5000) for _ in range(rng.randint(20, 120))] for _ in range(16)]
+    tput = {"pie": [], "hybrid": []}
+    for _ in range(reps):
+        for policy in ("pie", "hybrid"):
+            llm = LLM(model, "cpu", policy=policy, block_size=16, num_gpu_blocks=256, num_host_blocks=512,
+                      swap_budget_blocks=16, host_compute_blocks=0, max_num_seqs=16)
+            t0 = time.perf_counter()
+            outs = llm.generate(prompts, SamplingParams(max_tokens=32, ignore_eos=True))
+            tput[policy].append(sum(len(o.token_ids) for o in outs) / (time.perf_counter() - t0))
+            llm.close()
+    ratios = [h / p for h, p in zip(tput["hybrid"], tput["pie"])]
+    return {"pie_tok_s": tput["pie"], "hybrid_tok_s": tput["hybrid"], "median_hybrid_over_pie": statistics.median(ratios)}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="shorter windows (about a minute)")
     ap.add_argument("--rate-factor", type=float, default=1.6, help="request rate / vllm-swap capacity (default 1.6)")
+    ap.add_argument("--cpu-overhead", action="store_true",
+                    help="instead: the cpu executor's cost of policy hybrid at a host share of 0 against pie")
+    ap.add_argument("--replication-rows", metavar="MD", default=None,
+                    help="instead: hybrid's rows for every GH200 / H200 setup, written into this replication file")
     args = ap.parse_args(argv)
+    if args.replication_rows:
+        mode = MODES["quick" if args.quick else "full"]
+        rep = replication_rows(mode, args.rate_factor, log=lambda m: print(m, file=sys.stderr, flush=True))
+        cmd = f"python benchmarks/hybrid_targets.py --replication-rows {args.replication_rows}" + \
+            (" --quick" if args.quick else "")
+        write_section(rep, Path(args.replication_rows), cmd)
+        print(hybrid_section(rep))
+        return 0
+    if args.cpu_overhead:
+        r = cpu_overhead()
+        print(f"cpu executor, opt-125m (random weights), 16 requests x 32 tokens: pie {r['pie_tok_s']} tok/s, "
+              f"hybrid (host share 0) {r['hybrid_tok_s']} tok/s; median hybrid / pie "
+              f"{r['median_hybrid_over_pie']:.3f}; load average {os.getloadavg()[0]:.2f}")
+        return 0
     mode = MODES["quick" if args.quick else "full"]
     df = run(mode, args.rate_factor, log=lambda m: print(m, file=sys.stderr, flush=True))
     pd.set_option("display.width", 250)

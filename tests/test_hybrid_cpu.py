@@ -24,6 +24,10 @@ def test_hybrid_tokens_equal_transformers_generate(reference, options):  # noqa:
     layers = llm.engine.metrics.layers_df()
     lane = layers.dropna(subset=["host_start"])
     assert len(lane) and (lane["host_end"] >= lane["host_start"]).all() and (lane["host_bytes"] > 0).all()
+    if options.get("swap_budget_blocks") == 8:               # the dashboard draws the host lane
+        from widgets.charts import timeline_rows
+        kinds = {r["kind"] for r in timeline_rows(layers[layers.step.isin(lane.step.unique()[-3:])])}
+        assert {"compute", "host attention"} <= kinds
 
 
 def test_host_attention_is_paced_to_its_rate():

@@ -75,6 +75,9 @@ def test_controller_grows_the_host_share_to_the_device_window_and_records_each_d
     assert {"rule", "overhead", "target", "predicted", "layer_time_limit", "old_budget", "new_budget"} <= set(host.columns)
     assert host.rule.str.startswith("grow").any()
     assert eng.config.host_compute_blocks == host.new_budget.iloc[-1]
+    from pie_lab.core.trace import chrome_trace
+    names = {e.get("name", "") for e in chrome_trace(eng.metrics)["traceEvents"]}
+    assert any(n.startswith("host attention layer") for n in names)        # the host lane is in the trace
 
 
 def test_host_share_gives_capacity_where_pie_cannot():

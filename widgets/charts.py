@@ -14,7 +14,8 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
-KIND_COLORS = {"compute": "#4c78a8", "copy": "#f58518", "stall": "#e45756"}
+KIND_COLORS = {"compute": "#4c78a8", "copy": "#f58518", "stall": "#e45756", "host attention": "#54a24b",
+               "host wait": "#b279a2"}       # the last two: policy hybrid's host-computed share
 SERIES_COLORS = {"GPU blocks used": "#4c78a8", "GPU block limit": "#9ecae9", "staging blocks": "#f58518",
                  "host blocks used": "#54a24b", "swap budget": "#b279a2"}
 MEMORY_SERIES = {"gpu_blocks_used": "GPU blocks used", "gpu_blocks_limit": "GPU block limit",
@@ -58,6 +59,9 @@ def timeline_rows(layers: pd.DataFrame | None, max_steps: int = 3) -> list[dict]
     keep = np.isin(steps, np.unique(steps)[-max_steps:])
     cols = {c: layers[c].to_numpy()[keep] for c in ("step", "step_start", "layer", "compute_start", "compute_end",
                                                      "copy_start", "copy_end", "wait", "bytes")}
+    host = "host_start" in layers
+    if host:
+        cols.update({c: layers[c].to_numpy()[keep] for c in ("host_start", "host_end", "host_wait", "host_bytes")})
     base = cols["step_start"].min()
     rows = []
     for i in range(len(cols["step"])):
@@ -74,6 +78,13 @@ def timeline_rows(layers: pd.DataFrame | None, max_steps: int = 3) -> list[dict]
         if w > 0:
             rows.append(dict(step=step, layer=layer, kind="stall", start_ms=float(c0 - w) * 1e3, end_ms=float(c0) * 1e3,
                              dur_ms=float(w) * 1e3, bytes=0))
+        if host and cols["host_start"][i] == cols["host_start"][i]:     # hybrid: the host attended this layer
+            h0, h1, hw = off + cols["host_start"][i], off + cols["host_end"][i], cols["host_wait"][i]
+            rows.append(dict(step=step, layer=layer, kind="host attention", start_ms=float(h0) * 1e3,
+                             end_ms=float(h1) * 1e3, dur_ms=float(h1 - h0) * 1e3, bytes=int(cols["host_bytes"][i])))
+            if hw > 0:
+                rows.append(dict(step=step, layer=layer, kind="host wait", start_ms=float(h1 - hw) * 1e3,
+                                 end_ms=float(h1) * 1e3, dur_ms=float(hw) * 1e3, bytes=0))
     return rows
 
 
@@ -244,7 +255,8 @@ def _kind_scale():
 
 
 def timeline_chart(data: Any, width: int = WIDTH) -> alt.LayerChart:
-    """Gantt view: one lane each for compute, the copy stream and stalls, per layer, per iteration.
+    """Gantt view: one lane each for compute, the copy stream, stalls and (policy hybrid) the host's
+    attention and the device's waits for it, per layer, per iteration.
 
     `data`: timeline rows/frame, or a Snapshot (its last 3 iterations are drawn).
     """
@@ -263,7 +275,7 @@ def timeline_chart(data: Any, width: int = WIDTH) -> alt.LayerChart:
         mid="(datum.start_ms + datum.end_ms) / 2").mark_text(color="white", fontSize=9).encode(
         x="mid:Q", y=alt.Y("kind:N", sort=lanes), text="layer:Q")
     return alt.layer(bars, labels).properties(
-        width=width, height=110, title="Overlap timeline: per-layer compute vs copy stream vs stall")
+        width=width, height=140, title="Overlap timeline: per-layer compute vs copy stream vs stall (vs host attention)")
 
 
 def transparency_chart(data: Any, width: int = WIDTH) -> alt.Chart:

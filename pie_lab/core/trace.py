@@ -1,8 +1,8 @@
 """Export the engine's records as a Chrome trace / Perfetto JSON (the "Trace Event Format").
 
 Tracks (one process "pie_lab", a thread each): iterations, per-layer compute, the copy stream,
-stalls, controller decisions and knob changes (instant events), and counters for the swap
-budget and blocks in use. Times are microseconds from the first record.
+stalls, policy hybrid's host attention and the device's waits for it, controller decisions and
+knob changes (instant events), and counters for the swap budget and blocks in use. Times are microseconds from the first record.
 """
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from pathlib import Path
 from .metrics import Metrics
 
 PID = 1
-TRACKS = {"iterations": 1, "compute": 2, "copy stream": 3, "stall": 4, "controller": 5, "knobs": 6}
+TRACKS = {"iterations": 1, "compute": 2, "copy stream": 3, "stall": 4, "controller": 5, "knobs": 6,
+          "host attention": 7, "host wait": 8}
 
 
 def chrome_trace(metrics: Metrics) -> dict:
@@ -47,6 +48,14 @@ def chrome_trace(metrics: Metrics) -> dict:
             out.append(dict(ph="X", pid=PID, tid=TRACKS["stall"], name=f"stall layer {l.layer}", cat="stall",
                             ts=us(start + l.compute_start - l.wait), dur=round(l.wait * 1e6, 3),
                             args=dict(step=step)))
+        if not math.isnan(l.host_start):
+            out.append(dict(ph="X", pid=PID, tid=TRACKS["host attention"], name=f"host attention layer {l.layer}",
+                            cat="host", ts=us(start + l.host_start), dur=round(l.host_time * 1e6, 3),
+                            args=dict(step=step, bytes=l.host_bytes, window_us=round(l.host_window * 1e6, 3))))
+            if l.host_wait > 0:
+                out.append(dict(ph="X", pid=PID, tid=TRACKS["host wait"], name=f"host wait layer {l.layer}",
+                                cat="host", ts=us(start + l.host_end - l.host_wait), dur=round(l.host_wait * 1e6, 3),
+                                args=dict(step=step)))
     for e in events:
         track = "controller" if e["kind"] == "controller" else "knobs"
         args = {k: _jsonable(v) for k, v in e.items() if k not in ("time", "kind")}

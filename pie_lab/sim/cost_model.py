@@ -208,7 +208,7 @@ class CostModel:
         qkv, attention = self.layer_parts(shape)
         host = None if not plan.num_host_computed_blocks else self._host.layer(
             plan, qkv, attention, self._h2d, self._d2h, self._latency,
-            self.stream_layer_bytes(plan) / layer if layer > 0 else 0.0)
+            min(self.stream_layer_bytes(plan) / layer, self._h2d) if layer > 0 else 0.0)   # the stream's DRAM draw
         compute = [layer + (host.wait if host else 0.0)] * n
         stream = plan.stream
         depth = stream.depth if stream else 1
