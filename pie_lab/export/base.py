@@ -22,6 +22,8 @@ HF_IDS = {
 RUNTIME_RESERVE_GIB = 1.0
 MAX_MEMORY_FRACTION = 0.95
 GiB = 2**30
+# The releases each translation was checked against (scripts/check_exports.py, data/export_engines.json).
+ENGINE_VERSIONS = {"vllm": "vLLM 0.33.0", "sglang": "SGLang 0.5.23", "transformers": "transformers 5.24"}
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,8 @@ class Translation:
     """A RunConfig in another engine's terms.
 
     `command` is a shell command (vllm, sglang) or a Python snippet (transformers); `settings` the
-    same as data. `exact`, `approximate` and `unsupported` say, setting by setting, how faithful it is.
+    same as data. `exact`, `approximate` and `unsupported` say, setting by setting, how faithful it is;
+    `engine` names the release the translation targets.
     """
 
     target: str
@@ -53,15 +56,19 @@ class Translation:
     unsupported: tuple[Note, ...] = ()
     argv: tuple[str, ...] = field(default=())
 
+    @property
+    def engine(self) -> str:
+        return ENGINE_VERSIONS[self.target]
+
     def to_dict(self) -> dict:
-        return {"target": self.target, "command": self.command, "argv": list(self.argv),
+        return {"target": self.target, "engine": self.engine, "command": self.command, "argv": list(self.argv),
                 "settings": _plain(self.settings),
                 "exact": [n.to_dict() for n in self.exact],
                 "approximate": [n.to_dict() for n in self.approximate],
                 "unsupported": [n.to_dict() for n in self.unsupported]}
 
     def report(self) -> str:
-        lines = [self.command, ""]
+        lines = [self.command, "", f"for {self.engine}", ""]
         for title, notes in (("exact", self.exact), ("approximate", self.approximate),
                              ("no equivalent", self.unsupported)):
             lines.append(f"{title}:")

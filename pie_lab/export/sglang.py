@@ -1,9 +1,10 @@
-"""A RunConfig as `python -m sglang.launch_server` flags.
+"""A RunConfig as `python -m sglang.launch_server` flags (SGLang 0.5.23; see base.ENGINE_VERSIONS).
 
 The host tier maps to HiCache: its host pool mirrors the device pool (write-through) and holds
-evicted KV besides, so `--hicache-ratio` (host pool / device pool, at least 1) is set to
-(GPU blocks + budget) / GPU blocks; when the GPU pool size is unknown, `--hicache-size` (whole GB)
-is set from the budget instead.
+evicted KV besides; SGLang sizes it as device pool tokens x `--hicache-ratio` and warns (adding no
+tier) when that is not above the device pool. So the ratio is set to (GPU blocks + budget) / GPU
+blocks; when the GPU pool size is unknown (SGLang sizes it at start-up), no size is exported and
+SGLang's default ratio (2: the device pool plus as much again) applies.
 """
 from __future__ import annotations
 
@@ -29,9 +30,13 @@ def to_sglang(config, *, gpu_memory_gib: float | None = None, model_id: str | No
     flags["--max-running-requests"] = e.max_num_seqs
     n.add("exact", "engine.max_num_seqs", "--max-running-requests", e.max_num_seqs)
     if e.chunked_prefill:
-        flags["--chunked-prefill-size"] = e.max_num_batched_tokens
-        n.add("approximate", "engine.max_num_batched_tokens", "--chunked-prefill-size", e.max_num_batched_tokens,
-              "SGLang caps each prefill chunk; pie_lab caps prefill and decode tokens of a step together")
+        # SGLang: chunked_prefill_size must be divisible by page_size.
+        chunk = max(e.block_size, e.max_num_batched_tokens // e.block_size * e.block_size)
+        flags["--chunked-prefill-size"] = chunk
+        rounded = "" if chunk == e.max_num_batched_tokens else (
+            f"; rounded to a multiple of the page size {e.block_size}, as SGLang requires")
+        n.add("approximate", "engine.max_num_batched_tokens", "--chunked-prefill-size", chunk,
+              "SGLang caps each prefill chunk; pie_lab caps prefill and decode tokens of a step together" + rounded)
     else:
         flags["--chunked-prefill-size"] = -1
         n.add("exact", "engine.chunked_prefill", "--chunked-prefill-size", -1, "-1 turns chunking off")
@@ -80,10 +85,11 @@ def _policy(rc, s, n: Notes, flags: dict) -> None:
                       f"(GPU blocks {s.gpu_blocks} + budget {e.swap_budget_blocks}) / GPU blocks: the host "
                       "pool mirrors the device pool, the rest holds evicted KV")
             else:
-                size = max(1, math.ceil(e.swap_budget_blocks * s.block_bytes / 1e9))
-                flags["--hicache-size"] = size
-                n.add("approximate", "engine.swap_budget_blocks", "--hicache-size", size,
-                      f"{e.swap_budget_blocks} blocks, rounded up to whole GB (SGLang takes an integer)")
+                n.add("approximate", "engine.swap_budget_blocks", "--hicache-ratio", None,
+                      "left at SGLang's default (host pool = 2 x device pool, lowered if host memory is short): "
+                      "the GPU pool size is unknown, "
+                      f"and a host pool sized from the budget alone ({e.swap_budget_blocks} blocks) would not "
+                      "exceed the device pool it mirrors, so SGLang would add no tier")
             n.add("approximate", "engine.policy", "--enable-hierarchical-cache", True,
                   "HiCache keeps evicted prefix KV in host memory and loads it back before reuse")
         else:

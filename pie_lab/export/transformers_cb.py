@@ -1,9 +1,11 @@
 """A RunConfig as transformers continuous batching: a `ContinuousBatchingConfig` for
-`model.generate_batch(...)` / `model.init_continuous_batching(...)` (names as in transformers 5.24).
+`model.generate_batch(...)` / `model.init_continuous_batching(...)` (transformers 5.24; see
+base.ENGINE_VERSIONS).
 
 A transformers KV block holds `page_size` tokens for every layer, like a pie_lab block, so
 `num_blocks` maps one to one when `page_size == block_size`. `cpu_offload_space` (GiB) is a pinned
-host pool that evicted requests' KV is copied to and restored from.
+host pool that evicted requests' KV is copied to and restored from; pinned memory needs an
+accelerator, so the snippet stops on a CPU-only machine when it is non-zero.
 """
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ from ..config_io import load_run_config
 
 MIN_PAGE_SIZE = 4
 ATTN_IMPLEMENTATION = "sdpa"        # continuous batching takes sdpa, paged|eager or a flash kernel
+MAX_NEW_TOKENS = 256
+EXAMPLE_PROMPTS = ("The capital of France is", "Continuous batching keeps the GPU busy by")
 
 
 def to_transformers(config, *, gpu_memory_gib: float | None = None, model_id: str | None = None) -> Translation:
@@ -24,6 +28,10 @@ def to_transformers(config, *, gpu_memory_gib: float | None = None, model_id: st
     n = Notes()
     cb: dict[str, Any] = {}
     model_notes(rc, s, n, "from_pretrained")
+    if s.spec.is_opt:
+        n.add("unsupported", "model", "generate_batch", s.spec.arch,
+              "transformers 5.24's continuous batching does not run OPT: its attention asks the cache for "
+              "get_seq_length, which PagedAttentionCache lacks (every request fails)")
 
     if e.block_size >= MIN_PAGE_SIZE:
         cb["page_size"] = e.block_size
@@ -59,16 +67,17 @@ def to_transformers(config, *, gpu_memory_gib: float | None = None, model_id: st
           "transformers splits a long prompt across steps to fit max_batch_tokens"
           + ("" if e.chunked_prefill else ", which pie_lab would not do here"))
     if e.max_model_len is not None:
-        n.add("approximate", "engine.max_model_len", "max_new_tokens", None,
-              "no context cap in the batching config: limit max_new_tokens per request instead")
+        n.add("approximate", "engine.max_model_len", "max_new_tokens", e.max_model_len,
+              "no context cap in the batching config: the snippet caps max_new_tokens so that the longest "
+              "prompt stays within it")
     _policy(rc, s, n, cb)
     common_notes(rc, n)
 
-    model_kwargs = {"dtype": e.dtype, "attn_implementation": ATTN_IMPLEMENTATION, "device_map": "cuda"}
+    model_kwargs = {"dtype": e.dtype, "attn_implementation": ATTN_IMPLEMENTATION}
     n.add("exact", "engine.dtype", "dtype", e.dtype)
     settings = {"model": s.model_id, "from_pretrained": model_kwargs, "continuous_batching_config": cb,
                 "generation_config": {"do_sample": False}}
-    return Translation("transformers", _snippet(s.model_id, model_kwargs, cb), settings, tuple(n.exact),
+    return Translation("transformers", _snippet(s.model_id, model_kwargs, cb, e.max_model_len), settings, tuple(n.exact),
                        tuple(n.approximate), tuple(n.unsupported))
 
 
@@ -96,15 +105,32 @@ def _policy(rc, s, n: Notes, cb: dict) -> None:
         n.add("unsupported", "engine.policy", "", "flexgen", "no static share of the KV cache on the host")
 
 
-def _snippet(model_id: str, model_kwargs: dict, cb: dict) -> str:
+def _snippet(model_id: str, model_kwargs: dict, cb: dict, max_model_len: int | None) -> str:
     kw = ", ".join(f"{k}={json.dumps(v)}" for k, v in model_kwargs.items())
     cbs = ",\n    ".join(f"{k}={_py(v)}" for k, v in cb.items())
+    offload = ""
+    if cb.get("cpu_offload_space"):
+        offload = ("if device == \"cpu\":  # cpu_offload_space is pinned host memory, which needs an accelerator\n"
+                   "    raise SystemExit(\"cpu_offload_space > 0 needs an accelerator (CUDA) for pinned host "
+                   "memory; set it to 0.0 to run on the CPU\")\n")
     return (
-        "from transformers import AutoModelForCausalLM, ContinuousBatchingConfig, GenerationConfig\n\n"
-        f"model = AutoModelForCausalLM.from_pretrained({json.dumps(model_id)}, {kw})\n"
-        f"cb_config = ContinuousBatchingConfig(\n    {cbs},\n)\n"
+        "# transformers 5.24 continuous batching\n"
+        "import torch\n"
+        "from transformers import AutoModelForCausalLM, AutoTokenizer, ContinuousBatchingConfig, GenerationConfig\n\n"
+        "device = \"cuda\" if torch.cuda.is_available() else \"cpu\"\n"
+        f"{offload}"
+        f"model = AutoModelForCausalLM.from_pretrained({json.dumps(model_id)}, {kw}, device_map=device)\n"
+        f"tokenizer = AutoTokenizer.from_pretrained({json.dumps(model_id)})\n"
+        f"prompts = {json.dumps(list(EXAMPLE_PROMPTS))}\n"
+        "prompts_token_ids = [tokenizer(p).input_ids for p in prompts]\n"
+        + (f"max_new_tokens = {MAX_NEW_TOKENS}\n" if max_model_len is None else
+           f"max_new_tokens = min({MAX_NEW_TOKENS}, {max_model_len} - max(map(len, prompts_token_ids)))  "
+           "# max_model_len\n")
+        + f"cb_config = ContinuousBatchingConfig(\n    {cbs},\n)\n"
         "outputs = model.generate_batch(prompts_token_ids, generation_config=GenerationConfig(\n"
-        "    max_new_tokens=256, do_sample=False), continuous_batching_config=cb_config)\n")
+        "    max_new_tokens=max_new_tokens, do_sample=False), continuous_batching_config=cb_config)\n"
+        "for request_id, output in outputs.items():\n"
+        "    print(request_id, tokenizer.decode(output.generated_tokens))\n")
 
 
 def _py(v: Any) -> str:

@@ -1,7 +1,8 @@
-"""A RunConfig as `vllm serve` flags (vLLM V1 engine arguments).
+"""A RunConfig as `vllm serve` flags (vLLM 0.33 engine arguments; see base.ENGINE_VERSIONS).
 
-Sizes: `--kv-offloading-size` and `--swap-space` are GiB; `--gpu-memory-utilization` a fraction of
-the GPU's memory, worked out from the hardware preset (or `gpu_memory_gib`).
+Sizes: `--kv-offloading-size` is GiB; `--gpu-memory-utilization` a fraction of the GPU's memory,
+worked out from the hardware preset (or `gpu_memory_gib`); `--num-gpu-blocks-override` counts
+blocks of vLLM's block size, converted from pie_lab's pool in tokens.
 """
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ from typing import Any
 from .base import Notes, Translation, common_notes, memory_notes, model_notes, shell, sig, sizes
 from ..config_io import load_run_config
 
-BLOCK_SIZES = (8, 16, 32, 64, 128)
+# vLLM's config takes any positive block size, but its CUDA attention backends (FLASH_ATTN,
+# TRITON_ATTN, FLEX_ATTENTION) need a multiple of 16; FlashInfer takes only 16, 32 or 64.
+KERNEL_BLOCK_MULTIPLE = 16
+FLASHINFER_BLOCK_SIZES = (16, 32, 64)
 
 
 def to_vllm(config, *, gpu_memory_gib: float | None = None, model_id: str | None = None) -> Translation:
@@ -23,32 +27,28 @@ def to_vllm(config, *, gpu_memory_gib: float | None = None, model_id: str | None
 
     flags["--dtype"] = e.dtype          # the same names in both engines
     n.add("exact", "engine.dtype", "--dtype", flags["--dtype"])
-    if e.block_size in BLOCK_SIZES:
-        flags["--block-size"] = e.block_size
-        n.add("exact", "engine.block_size", "--block-size", e.block_size)
-    else:
-        flags["--block-size"] = min(BLOCK_SIZES, key=lambda b: (abs(b - e.block_size), b))
-        n.add("approximate", "engine.block_size", "--block-size", flags["--block-size"],
-              f"vLLM takes block sizes {', '.join(map(str, BLOCK_SIZES))}; {e.block_size} is not one")
+    block = _block_size(e.block_size, n)
+    flags["--block-size"] = block
     flags["--max-num-seqs"] = e.max_num_seqs
     n.add("exact", "engine.max_num_seqs", "--max-num-seqs", e.max_num_seqs)
     flags["--max-num-batched-tokens"] = e.max_num_batched_tokens
     n.add("exact", "engine.max_num_batched_tokens", "--max-num-batched-tokens", e.max_num_batched_tokens)
-    if e.max_model_len is not None:
-        flags["--max-model-len"] = e.max_model_len
-        n.add("exact", "engine.max_model_len", "--max-model-len", e.max_model_len)
-    chunk_flag = "--enable-chunked-prefill" if e.chunked_prefill else "--no-enable-chunked-prefill"
-    flags[chunk_flag] = True
-    n.add("exact", "engine.chunked_prefill", chunk_flag, e.chunked_prefill,
-          "" if e.chunked_prefill else "vLLM then needs max_num_batched_tokens >= max_model_len")
+    _context(rc, s, n, flags)
     flags["--seed"] = e.seed
     n.add("approximate", "engine.seed", "--seed", e.seed,
           "seeds sampling; pie_lab's seed also draws the random weights of named shapes")
 
     if s.gpu_blocks is not None:
-        flags["--num-gpu-blocks-override"] = s.gpu_blocks
-        n.add("exact", "engine.num_gpu_blocks", "--num-gpu-blocks-override", s.gpu_blocks,
-              "the same number of GPU KV blocks of the same size")
+        tokens = s.gpu_blocks * e.block_size
+        flags["--num-gpu-blocks-override"] = -(-tokens // block)
+        if tokens % block == 0:
+            n.add("exact", "engine.num_gpu_blocks", "--num-gpu-blocks-override", flags["--num-gpu-blocks-override"],
+                  f"{tokens} tokens of GPU KV cache in blocks of {block}")
+        else:
+            n.add("approximate", "engine.num_gpu_blocks", "--num-gpu-blocks-override",
+                  flags["--num-gpu-blocks-override"],
+                  f"{tokens} tokens rounded up to whole blocks of {block}: "
+                  f"{flags['--num-gpu-blocks-override'] * block} tokens")
     frac = memory_notes(s, n, "--gpu-memory-utilization", "vLLM also profiles activations at start-up")
     if frac is not None:
         flags["--gpu-memory-utilization"] = frac
@@ -63,6 +63,48 @@ def to_vllm(config, *, gpu_memory_gib: float | None = None, model_id: str | None
                        tuple(n.unsupported), tuple(argv))
 
 
+def _block_size(block_size: int, n: Notes) -> int:
+    if block_size % KERNEL_BLOCK_MULTIPLE == 0:
+        why = "" if block_size in FLASHINFER_BLOCK_SIZES else (
+            f"FlashInfer takes only {', '.join(map(str, FLASHINFER_BLOCK_SIZES))}; vLLM picks another backend")
+        n.add("exact", "engine.block_size", "--block-size", block_size, why)
+        return block_size
+    m = KERNEL_BLOCK_MULTIPLE
+    block = max(m, round(block_size / m) * m)
+    n.add("approximate", "engine.block_size", "--block-size", block,
+          f"vLLM's CUDA attention backends need a multiple of {m}; {block_size} is rounded to {block} "
+          "(the GPU pool keeps its size in tokens)")
+    return block
+
+
+def _context(rc, s, n: Notes, flags: dict) -> None:
+    """Chunked prefill and the context cap: vLLM without chunked prefill needs
+    max_num_batched_tokens >= max_model_len, and the model's own context (131,072 for Llama 3.1)
+    is far above a step's token budget."""
+    e = rc.engine
+    if e.chunked_prefill:
+        flags["--enable-chunked-prefill"] = True
+        n.add("exact", "engine.chunked_prefill", "--enable-chunked-prefill", True)
+        if e.max_model_len is not None:
+            flags["--max-model-len"] = e.max_model_len
+            n.add("exact", "engine.max_model_len", "--max-model-len", e.max_model_len)
+        return
+    flags["--disable-chunked-prefill"] = True
+    n.add("approximate", "engine.chunked_prefill", "--disable-chunked-prefill", False,
+          "vLLM warns that disabling chunked prefill is not officially supported for generative models")
+    context = e.max_model_len or s.spec.max_position_embeddings
+    if context <= e.max_num_batched_tokens:
+        if e.max_model_len is not None:
+            flags["--max-model-len"] = e.max_model_len
+            n.add("exact", "engine.max_model_len", "--max-model-len", e.max_model_len)
+        return
+    flags["--max-model-len"] = e.max_num_batched_tokens
+    n.add("approximate", "engine.max_model_len", "--max-model-len", e.max_num_batched_tokens,
+          f"vLLM without chunked prefill needs max_num_batched_tokens >= max_model_len; pie_lab admits "
+          f"prompts up to {e.max_num_batched_tokens} tokens and lets them grow to {context}, vLLM stops "
+          f"them at {e.max_num_batched_tokens}")
+
+
 def _policy(rc, s, n: Notes, flags: dict) -> None:
     e = rc.engine
     if e.policy in ("none", "recompute"):
@@ -70,13 +112,15 @@ def _policy(rc, s, n: Notes, flags: dict) -> None:
     elif e.policy == "vllm-swap":
         host = e.host_blocks(s.gpu_blocks, s.block_bytes)
         if host is None:
-            n.add("unsupported", "engine.num_host_blocks", "--swap-space", None,
-                  "the swap space size is unknown: set num_host_blocks or num_gpu_blocks")
+            n.add("unsupported", "engine.num_host_blocks", "--kv-offloading-size", None,
+                  "the host pool's size is unknown: set num_host_blocks or num_gpu_blocks")
         else:
-            flags["--swap-space"] = sig(s.gib(host))
-            n.add("approximate", "engine.policy", "--swap-space", flags["--swap-space"],
-                  f"{host} host blocks in GiB; swap preemption is vLLM V0 behaviour: V1 preempts by "
-                  "recompute and newer releases drop this flag")
+            flags["--kv-offloading-size"] = sig(s.gib(host))
+            flags["--kv-offloading-backend"] = "native"
+            n.add("approximate", "engine.policy", "--kv-offloading-size", flags["--kv-offloading-size"],
+                  f"{host} host blocks in GiB (vLLM has no --swap-space any more): vLLM preempts by "
+                  "recompute, and its CPU offloading connector keeps preempted requests' KV in host memory "
+                  "and loads it back when they resume instead of prefilling again")
     elif e.policy == "pie":
         if e.swap_budget_blocks > 0:
             flags["--kv-offloading-size"] = sig(s.gib(e.swap_budget_blocks))
