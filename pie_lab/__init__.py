@@ -9,10 +9,11 @@ from .model_spec import ModelSpec, NAMED_SHAPES, named_spec
 from .core.engine import Engine, RequestOutput
 from .engine_factory import create_engine
 from .llm import LLM
+from .chat import chat_prompt_ids, end_of_turn_ids, load_tokenizer
 
 __version__ = "0.1.0"
 
 
 __all__ = ["LLM", "Engine", "create_engine", "EngineConfig", "ControllerConfig", "SamplingParams", "RequestOutput",
            "ModelSpec", "NAMED_SHAPES", "named_spec", "ConfigError", "EngineError", "PieLabError",
-           "POLICIES", "EXECUTORS", "LIVE_KNOBS", "__version__"]
+           "POLICIES", "EXECUTORS", "LIVE_KNOBS", "chat_prompt_ids", "end_of_turn_ids", "load_tokenizer", "__version__"]

@@ -189,7 +189,9 @@ class LiveRunner:
     def _admit(self, req) -> None:
         """A request the engine cannot take (too long for its limits) is recorded and skipped."""
         try:
-            self.engine.add_request(req.prompt_token_ids, SamplingParams(max_tokens=req.max_tokens, ignore_eos=True),
+            stops = tuple(getattr(req, "stop_token_ids", ()))       # chat requests end at their end of turn
+            self.engine.add_request(req.prompt_token_ids, SamplingParams(max_tokens=req.max_tokens, ignore_eos=True,
+                                                                         stop_token_ids=stops),
                                     request_id=req.request_id, arrival_time=self._t0 + req.arrival_time)
         except ConfigError as exc:
             self.rejected += 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any, Iterable, Mapping, Sequence
 
+from .chat import chat_prompt_ids, check_conversation, end_of_turn_ids
 from .config import EngineConfig
 from .core.engine import RequestOutput
 from .engine_factory import create_engine
@@ -88,19 +89,10 @@ class LLM:
         Applies the chat template with the assistant's turn opened, and stops at its end-of-turn token.
         """
         self._need_tokenizer("chat conversations")
-        if getattr(self.tokenizer, "chat_template", None) is None:
-            raise ConfigError("this checkpoint's tokenizer has no chat template: use generate() with plain text")
         conversations = list(conversations)
         if conversations and isinstance(conversations[0], Mapping):
             conversations = [conversations]
-        for i, conv in enumerate(conversations):
-            bad = [m for m in conv if not isinstance(m, Mapping) or not {"role", "content"} <= set(m)]
-            if bad or not conv:
-                raise ConfigError(f"conversation {i} must be a non-empty list of {{'role', 'content'}} messages; "
-                                  f"got {bad[0] if bad else conv!r}")
-        prompts = [self.tokenizer.encode(self.tokenizer.apply_chat_template(list(conv), tokenize=False,
-                                                                            add_generation_prompt=True),
-                                         add_special_tokens=False) for conv in conversations]
+        prompts = [chat_prompt_ids(self.tokenizer, check_conversation(c, i)) for i, c in enumerate(conversations)]
         stops = self.end_of_turn_ids()
         if sampling_params is None or isinstance(sampling_params, SamplingParams):
             sampling_params = [sampling_params or SamplingParams()] * len(prompts)
@@ -109,15 +101,9 @@ class LLM:
         return self.generate(prompts, params, use_tqdm=use_tqdm)
 
     def end_of_turn_ids(self) -> tuple[int, ...]:
-        """The special token the chat template writes right after an assistant's message (and EOS)."""
-        tok, marker = self.tokenizer, "pie_lab_answer"
-        text = tok.apply_chat_template([{"role": "user", "content": "q"}, {"role": "assistant", "content": marker}],
-                                       tokenize=False)
-        after = tok.encode(text[text.index(marker) + len(marker):], add_special_tokens=False)[:1]
-        ids = [t for t in after if t in set(tok.all_special_ids) | set(tok.added_tokens_decoder)]
-        if tok.eos_token_id is not None:
-            ids.append(tok.eos_token_id)
-        return tuple(dict.fromkeys(ids))
+        """The token the chat template ends an assistant's turn with (and EOS)."""
+        self._need_tokenizer("chat conversations")
+        return end_of_turn_ids(self.tokenizer)
 
     def _with_text(self, out: RequestOutput) -> RequestOutput:
         if self.tokenizer is None:

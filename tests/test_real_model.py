@@ -125,3 +125,16 @@ def test_greedy_equals_transformers_on_chat_prompts(smol, policy, options):
         assert it["swapped_out"].sum() > 0
     if policy == "recompute":
         assert it["preempted"].sum() > 0
+
+
+def test_cli_run_answers_a_prompts_file(tmp_path, capsys):
+    from pie_lab.cli import main
+    (tmp_path / "p.txt").write_text("What is the capital of France?\n\nName a primary colour.\n")
+    out = tmp_path / "answers.json"
+    assert main(["run", "--prompts", str(tmp_path / "p.txt"), "--max-tokens", "12", "--no-progress",
+                 "--set", "num_gpu_blocks=32", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    rows = json.loads(out.read_text())
+    assert [r["prompt"] for r in rows] == ["What is the capital of France?", "Name a primary colour."]
+    assert "Paris" in rows[0]["answer"] and all(f"-> {r['answer'].strip()}" in printed for r in rows)
+    assert "smollm2-135m on cpu" in printed and "chat template" in printed

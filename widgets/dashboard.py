@@ -16,17 +16,19 @@ from typing import Any, Callable
 
 import ipywidgets as W
 
-from pie_lab import ControllerConfig, create_engine, EngineConfig, named_spec
+from pie_lab import load_tokenizer, ControllerConfig, create_engine, EngineConfig, named_spec
 from pie_lab.live import LiveRunner
 
 from .controls import ControlPanel, ErrorArea
 from .panels import History, LatencyPanel, MemoryPanel, OverlapTimeline
-from .workload import WorkloadSource, engine_capacity
+from .answers import AnswersPanel
+from .workload import WorkloadSource, engine_capacity, prompt_text
 
 CPU_DEFAULTS = dict(policy="pie", num_gpu_blocks=64, num_host_blocks=256, swap_budget_blocks=16,
                     link_bandwidth_gbps=0.5)
 SIM_DEFAULTS = dict(policy="pie", controller=ControllerConfig(enabled=True))
-CPU_MAX_PARAMS = 300e6          # larger models belong on the sim executor (or cuda)
+CPU_MAX_PARAMS = 300e6
+REAL_MODEL = "smollm2-135m"     # answers in words; launch()'s default          # larger models belong on the sim executor (or cuda)
 
 
 class Refresher:
@@ -135,7 +137,8 @@ class Dashboard:
         self.readout = W.VBox([self.state_label, self.budget_label, self.knob_label, self.controller_label],
                               layout=W.Layout(border="1px solid #ddd", padding="4px", width="380px"))
         self.readout.add_class("pie-readout")
-        charts = W.VBox([self.timeline.widget, self.latency.widget, self.memory.widget])
+        self.answers = AnswersPanel(getattr(runner.source, "tokenizer", None), prompt_text(runner.source))
+        charts = W.VBox([self.timeline.widget, self.latency.widget, self.memory.widget, self.answers.widget])
         self.widget = W.VBox([self.title, W.HBox([W.VBox([self.readout, self.controls.widget]), charts]),
                               self.errors.box])
         self.widget.add_class("pie-dashboard")
@@ -148,10 +151,13 @@ class Dashboard:
 
     # -- construction ---------------------------------------------------------------------
     @classmethod
-    def launch(cls, model: Any = "opt-tiny", executor: str = "cpu", workload: str = "alpaca_like",
-               request_rate: float = 20.0, seed: int = 0, refresh_hz: float = 2.0,
+    def launch(cls, model: Any = REAL_MODEL, executor: str = "cpu", workload: str | None = None,
+               request_rate: float | None = None, seed: int = 0, refresh_hz: float = 2.0,
                duration_s: float | None = None, show: bool = False, **options: Any) -> "Dashboard":
-        """Build an engine, a workload source and a runner, start them, and return the dashboard."""
+        """Build an engine, a workload source and a runner, start them, and return the dashboard.
+
+        Default: the real SmolLM2-135M-Instruct answering data/prompts.jsonl (workload "instructions")
+        at 1 request/s; a model without a tokenizer defaults to alpaca_like at 20 requests/s."""
         runner = _build_runner(model, executor, workload, request_rate, seed, options)
 
         def restart(model_, executor_, config_, workload_, rate_):
@@ -239,6 +245,7 @@ class Dashboard:
         runner = self._restart_factory(model, executor, cfg, workload, rate)
         with self._update_lock:
             self.runner = runner
+            self.answers = self._rebind_answers(runner)
             self.history.reset()
             self.memory.host_capacity = runner.engine.host_capacity
             self.memory.num_layers = runner.engine.spec.num_layers
@@ -275,6 +282,7 @@ class Dashboard:
             self._stall_shown = snap.stalled
             self._update_readout(snap)
             self.controls.sync(snap.config)
+            self.answers.update(list(self.runner.outputs)[-self.answers.rows:])
             if not self.history.update(snap):
                 return                           # paused, stopped or idle: nothing new to draw
             for panel in (self.timeline, self.latency, self.memory):
@@ -322,6 +330,11 @@ class Dashboard:
     def snapshot(self):
         return self.runner.snapshot(steps=self.steps, layer_steps=self.layer_steps)
 
+    def _rebind_answers(self, runner) -> AnswersPanel:
+        self.answers.tokenizer = getattr(runner.source, "tokenizer", None)
+        self.answers.prompt_text = prompt_text(runner.source)
+        return self.answers
+
     @property
     def engine(self):
         return self.runner.engine
@@ -348,6 +361,11 @@ def _build_runner(model, executor, workload, request_rate, seed, options, config
         engine = create_engine(model, executor, **opts)
     else:
         engine = create_engine(model, executor, config=config)
+    tokenizer = load_tokenizer(model) if executor != "sim" else None
+    if workload is None or (workload == "instructions" and tokenizer is None):
+        workload = "instructions" if tokenizer is not None else "alpaca_like"
+    if request_rate is None:
+        request_rate = 1.0 if workload == "instructions" else 20.0
     source = WorkloadSource(workload, request_rate, engine.spec.vocab_size, engine.max_model_len, seed=seed,
-                            capacity=engine_capacity(engine))
+                            capacity=engine_capacity(engine), tokenizer=tokenizer)
     return LiveRunner(engine, source)

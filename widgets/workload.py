@@ -13,18 +13,32 @@ from typing import Any, Callable
 from pie_lab import ConfigError
 from pie_lab.sources import RateSource
 
-WORKLOADS = ("alpaca_like", "sharegpt_like", "short")
+WORKLOADS = ("alpaca_like", "sharegpt_like", "short", "instructions")   # instructions: real text, needs a tokenizer
+INSTRUCTION_TOKENS = 96         # answer length limit of an instruction request (it usually ends sooner)
 POOL = 256
 
 
 class _Req:
-    __slots__ = ("request_id", "prompt_token_ids", "max_tokens", "arrival_time")
+    __slots__ = ("request_id", "prompt_token_ids", "max_tokens", "arrival_time", "stop_token_ids", "prompt_text")
 
-    def __init__(self, request_id, prompt_token_ids, max_tokens, arrival_time):
+    def __init__(self, request_id, prompt_token_ids, max_tokens, arrival_time, stop_token_ids=(), prompt_text=None):
         self.request_id = request_id
         self.prompt_token_ids = prompt_token_ids
         self.max_tokens = max_tokens
         self.arrival_time = arrival_time
+        self.stop_token_ids = stop_token_ids
+        self.prompt_text = prompt_text
+
+
+def _instructions(tokenizer) -> list[tuple]:
+    """(chat prompt ids, max_tokens, text) of data/prompts.jsonl through the model's chat template."""
+    from pie_lab import chat_prompt_ids
+    from pie_lab.workloads import read_prompts
+    if tokenizer is None:
+        raise ConfigError("workload='instructions' needs a model with a tokenizer (e.g. smollm2-135m); "
+                          "named shapes have random weights: pick alpaca_like, sharegpt_like or short")
+    return [(tuple(chat_prompt_ids(tokenizer, [{"role": "user", "content": t}])), INSTRUCTION_TOKENS, t)
+            for t in read_prompts()]
 
 
 def _pool(name: str, vocab_size: int, max_model_len: int, seed: int, scale: float = 1.0) -> list[tuple]:
@@ -54,8 +68,15 @@ class WorkloadSource(RateSource):
     """
 
     def __init__(self, name: str, rate: float, vocab_size: int, max_model_len: int, seed: int = 0,
-                 capacity: Callable[[], int] | None = None, limit: int | None = None, scale: float = 1.0):
+                 capacity: Callable[[], int] | None = None, limit: int | None = None, scale: float = 1.0,
+                 tokenizer: Any = None):
         self.vocab_size, self.max_model_len, self.seed, self.scale = vocab_size, max_model_len, seed, scale
+        self.tokenizer = tokenizer
+        self.texts: dict[int, str] = {}                 # request id -> prompt text (instructions; recent ones)
+        self.stop_ids: tuple[int, ...] = ()
+        if tokenizer is not None and getattr(tokenizer, "chat_template", None) is not None:
+            from pie_lab import end_of_turn_ids
+            self.stop_ids = end_of_turn_ids(tokenizer)
         self.capacity = capacity or (lambda: max_model_len)
         self._pools: dict[str, list[tuple]] = {}
         self._switch = threading.Lock()
@@ -71,7 +92,8 @@ class WorkloadSource(RateSource):
 
     def _get_pool(self, name: str) -> list[tuple]:
         if name not in self._pools:
-            self._pools[name] = _pool(name, self.vocab_size, self.max_model_len, self.seed, self.scale)
+            self._pools[name] = _instructions(self.tokenizer) if name == "instructions" else \
+                _pool(name, self.vocab_size, self.max_model_len, self.seed, self.scale)
         return self._pools[name]
 
     def set_workload(self, name: str) -> None:
@@ -81,11 +103,21 @@ class WorkloadSource(RateSource):
 
     def _make(self, rng: random.Random, i: int, t: float) -> Any:
         with self._switch:
-            prompt, max_tokens = self._items[rng.randrange(len(self._items))]
+            prompt, max_tokens, *text = self._items[rng.randrange(len(self._items))]
         cap = max(2, min(self.max_model_len - 1, int(self.capacity())))
         prompt = prompt[: max(1, min(len(prompt), cap // 2))]
         max_tokens = max(1, min(max_tokens, cap - len(prompt)))
+        if text:
+            self.texts[i] = text[0]
+            self.texts.pop(i - 1024, None)
+            return _Req(i, prompt, max_tokens, t, self.stop_ids, text[0])
         return _Req(i, prompt, max_tokens, t)
+
+
+def prompt_text(source) -> Callable[[Any], str | None]:
+    """request id -> its prompt text, where `source` knows it."""
+    texts = getattr(source, "texts", {})
+    return texts.get
 
 
 def engine_capacity(engine) -> Callable[[], int]:
