@@ -9,7 +9,7 @@ from test_generate_equivalence import generate, prompts, reference  # noqa: F401
 @pytest.mark.parametrize("options", [
     dict(swap_budget_blocks=0, host_compute_blocks=20),                          # host-computed only
     dict(swap_budget_blocks=8, host_compute_blocks=12),                          # both shares
-    dict(swap_budget_blocks=4, host_compute_blocks=100_000, num_host_blocks=2000),   # every full block
+    dict(swap_budget_blocks=4, host_compute_blocks=1996, num_host_blocks=2000),      # every full block
     dict(swap_budget_blocks=6, host_compute_blocks=10, num_gpu_blocks=40, num_host_blocks=400,
          preemption_mode="swap"),                                                # under memory pressure
     dict(swap_budget_blocks=4, host_compute_blocks=12, chunked_prefill=True, max_num_batched_tokens=24),
