@@ -154,21 +154,24 @@ class EngineConfig:
         mode = self.preemption_mode or ("swap" if self.policy == "vllm-swap" else "recompute")
         return mode == "swap"
 
-    def host_blocks(self, gpu_blocks: int | None, block_bytes: int, allowance: int | None = None) -> int | None:
+    def host_blocks(self, gpu_blocks: int | None, block_bytes: int | None = None,
+                    allowance: int | None = None) -> int | None:
         """The host pool: num_host_blocks, else host_kv_limit_gb, else none where nothing ever goes
         to the host, else twice the GPU pool, at most DEFAULT_HOST_SHARE of `allowance` bytes (the
-        host memory available); None while the GPU pool's size is unknown. The swap budget is a
-        budget within this pool, never a reason to make it larger."""
+        host memory available); None while the GPU pool's (or, for host_kv_limit_gb, a block's)
+        size is unknown. The swap budget is a budget within this pool, never a reason to make it larger."""
         if self.num_host_blocks is not None:
             return self.num_host_blocks
         if self.host_kv_limit_gb is not None:
-            return int(self.host_kv_limit_gb * 2**30 // block_bytes)
+            return None if block_bytes is None else int(self.host_kv_limit_gb * 2**30 // block_bytes)
         if self.policy in ("none", "recompute") and not self.swap_preemption:
             return 0
         if gpu_blocks is None:
             return None
         default = 2 * gpu_blocks
-        return default if allowance is None else min(default, int(DEFAULT_HOST_SHARE * max(0, allowance) // block_bytes))
+        if allowance is None or block_bytes is None:
+            return default
+        return min(default, int(DEFAULT_HOST_SHARE * max(0, allowance) // block_bytes))
 
     def replace(self, **changes: Any) -> "EngineConfig":
         return replace(self, **changes)

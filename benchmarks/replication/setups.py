@@ -127,7 +127,8 @@ def policy_cases(setup: dict, gpu_blocks: int | None = None, only: tuple[str, ..
         "flexgen": {"label": "flexgen", "policy": "flexgen", "flexgen_fraction": setup["flexgen_fraction"],
                     "max_num_seqs": setup["flexgen_batch"], **g},
         "pie": {"label": "pie", "policy": "pie", "controller": ControllerConfig(enabled=True), **g},
-        "pie-fixed": {"label": "pie-fixed", "policy": "pie", "swap_budget_blocks": budget, **g},
+        "pie-fixed": {"label": "pie-fixed", "policy": "pie", "swap_budget_blocks": budget,   # a host tier that holds it
+                      "num_host_blocks": max(2 * blocks, budget), **g},
         "hybrid": {"label": "hybrid", "policy": "hybrid", "controller": ControllerConfig(enabled=True), **g},
     }
     return [cases[p] for p in only]
