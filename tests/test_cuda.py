@@ -152,6 +152,8 @@ def test_cuda_half_precision_runs_and_streams():
 
 @needs_gpu
 @pytest.mark.parametrize("model", ["opt-tiny", "llama-tiny"])
+@pytest.mark.cuda
+@needs_gpu
 def test_cuda_hybrid_host_attention_changes_nothing(model):
     """Policy hybrid: the host-computed share attended by torch on the CPU over pinned host KV,
     merged on the GPU; one wait per layer; the host lane in the layer timings."""
