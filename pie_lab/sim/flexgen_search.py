@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+from ..config import check_field
 from ..errors import ConfigError, check_float, check_int
 from ..model_spec import ModelSpec
 from .cost_model import CostModel, StepShape
@@ -74,11 +75,11 @@ def flexgen_search(spec: ModelSpec, hardware: Hardware, *, prompt_len: float, ou
     if gpu_kv_limit_gb is None:
         gpu_kv = hardware.gpu_memory_bytes * (1 - GPU_MEMORY_HEADROOM) - cm.weight_bytes
     else:
-        gpu_kv = check_float("gpu_kv_limit_gb", gpu_kv_limit_gb, 0.0, 1e6, lo_open=True) * 2**30
+        gpu_kv = check_field("gpu_kv_limit_gb", gpu_kv_limit_gb) * 2**30
     if gpu_kv <= 0:
         raise ConfigError(f"{spec.name} weights ({cm.weight_bytes / 2**30:.1f} GiB) leave no GPU memory for KV "
                           f"on {hardware.name}; weight offloading is not modelled")
-    host_kv = None if host_kv_limit_gb is None else check_float("host_kv_limit_gb", host_kv_limit_gb, 0.0, 1e7) * 2**30
+    host_kv = None if host_kv_limit_gb is None else check_field("host_kv_limit_gb", host_kv_limit_gb) * 2**30
     if not fractions or not batch_sizes:
         raise ConfigError("fractions and batch_sizes must be non-empty")
     for f in fractions:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..core.plan import StepPlan
-from ..errors import check_float
+from ..config import check_field
 from ..model_spec import DTYPE_BYTES, ModelSpec
 from .hardware import Hardware
 
@@ -42,7 +42,7 @@ class HostAttentionCost:
 
     def __post_init__(self):
         if self.rate_gbps is not None:
-            check_float("host_attention_gbps", self.rate_gbps, 0.0, 1e5, lo_open=True)
+            check_field("host_attention_gbps", self.rate_gbps)
 
     @property
     def rate(self) -> float:
