@@ -150,7 +150,6 @@ def test_cuda_half_precision_runs_and_streams():
     assert (layers["copy_end"].dropna() >= layers["copy_start"].dropna()).all()
 
 
-@needs_gpu
 @pytest.mark.parametrize("model", ["opt-tiny", "llama-tiny"])
 @pytest.mark.cuda
 @needs_gpu
