@@ -104,7 +104,7 @@ def test_opt_350m_shape_equals_transformers_with_every_block_on_the_host():
     ps = prompts()
     refs = [hf.generate(torch.tensor([p]), max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS,
                         do_sample=False)[0, len(p):].tolist() for p in ps]
-    toks, llm = generate(spec, ps, policy="pie", swap_budget_blocks=100_000, num_host_blocks=2000,
+    toks, llm = generate(spec, ps, policy="pie", swap_budget_blocks=2000, num_host_blocks=2000,
                          num_gpu_blocks=400, prefetch_depth=2, link_bandwidth_gbps=50.0)
     assert toks == refs
     assert llm.engine.metrics.iterations_df()["streamed_blocks"].max() > 0
