@@ -16,6 +16,7 @@ from ..config import EngineConfig, check_field, check_live
 from ..errors import ConfigError, EngineError, check_fits
 from ..sampling import SamplingParams
 from .block_manager import BlockManager
+from .decode_run import DecodeRun
 from .metrics import IterationRecord, Metrics, request_record
 from .plan import SeqWork, StepOutput, StepPlan
 from .scheduler import Schedule, Scheduler
@@ -243,6 +244,15 @@ class Engine:
         return out
 
     # -- one iteration ----------------------------------------------------------------------
+    def step_run(self, until: float | None = None) -> list[RequestOutput]:
+        """`step()`, or on an executor that times a step from its shape (the sim) the run of
+        decode-only steps step-by-step would take the same way (core/decode_run.py), ending
+        with the first step that ends at or after `until` (the caller's next arrival)."""
+        with self._lock:
+            quiet = not (self._pending or self._incoming)
+        run = DecodeRun.plan(self) if quiet and getattr(self.executor, "times_decode_runs", False) else None
+        return run.steps(until) if run is not None else self.step()
+
     def step(self) -> list[RequestOutput]:
         self._apply_pending()
         aborted = self._take_aborts()
