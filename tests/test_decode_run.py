@@ -23,6 +23,7 @@ CASES = {
     "vllm-swap": dict(policy="vllm-swap"),
     "pie-controller": dict(policy="pie", controller=ControllerConfig(enabled=True, warmup_iterations=2, window=3)),
     "pie-budget": dict(policy="pie", swap_budget_blocks=120),
+    "pie-on-demand": dict(policy="pie", swap_budget_blocks=120, offload="on-demand"),
 }
 
 
@@ -59,3 +60,21 @@ def test_decode_runs_equal_step_by_step(case, rate, monkeypatch):
     if case == "pie-controller":
         assert (a["events"]["kind"] == "controller").sum() > 5
     fast.check_blocks()
+
+
+def test_on_demand_offload_moves_blocks_only_under_pressure():
+    """Eager offload fills the budget whatever the GPU holds; on demand moves nothing while the
+    GPU pool has room and, under pressure, still lets the host tier grow the batch."""
+    def run(gpu_blocks, offload):
+        policy = dict(policy="none") if offload == "none" else dict(policy="pie", swap_budget_blocks=400,
+                                                                    offload=offload)
+        config = EngineConfig(**{**BASE, "num_gpu_blocks": gpu_blocks}, **policy)
+        engine, _, _ = run_one(MODEL, "sim", config, workload(6.0))
+        return engine.metrics.iterations_df()
+
+    roomy = {mode: run(4000, mode) for mode in ("eager", "on-demand")}
+    assert roomy["eager"]["offload_bytes"].sum() > 0
+    assert roomy["on-demand"]["offload_bytes"].sum() == 0 and roomy["on-demand"]["stream_bytes"].sum() == 0
+    tight = {mode: run(300, mode) for mode in ("eager", "on-demand", "none")}
+    assert 0 < tight["on-demand"]["offload_bytes"].sum() < tight["eager"]["offload_bytes"].sum()
+    assert tight["on-demand"]["batch_size"].max() > tight["none"]["batch_size"].max()

@@ -47,20 +47,22 @@ class DecodeRun:
         """The run starting at the next step, or None when that step is not a plain decode step
         (the engine then takes one ordinary step)."""
         scheduler, planner, blocks = engine.scheduler, engine.planner, engine.blocks
-        running, limits, gpu = scheduler.running, scheduler.limits, blocks.gpu
+        running, limits, gpu = scheduler.running, scheduler.config, blocks.gpu
         batch = len(running)
         if not batch or batch > limits.max_num_batched_tokens or batch > limits.max_num_seqs:
             return None
-        if planner.policy == "flexgen":
-            return None
+        if planner.policy not in ("none", "recompute", "vllm-swap", "pie"):
+            return None                            # flexgen's share and hybrid's split follow the context
         if planner.active:
             planner.update_reserve(running)        # what enforce_budget does first; constant in a run
         if gpu.num_used > gpu.limit - gpu.reserved:
             return None
+        fill = False                               # plan_offload could move blocks if the GPU ran short
         if planner.policy == "pie":
             host = sum(s.host_count for s in running)
             # over the budget: enforce_budget moves blocks; under it: plan_offload may move some
-            if host > planner.budget or (host < planner.budget and blocks.host.num_free > 0):
+            fill = host < planner.budget and blocks.host.num_free > 0
+            if host > planner.budget or (fill and not planner.on_demand):
                 return None
         token_budget = limits.max_num_batched_tokens - batch
         if scheduler.admits_any(token_budget, gpu.num_free - batch):
@@ -88,6 +90,8 @@ class DecodeRun:
         allocations = allocations[:bisect.bisect_left(allocations, (horizon, -1))]
         if scheduler.admits_any(token_budget, free - bisect.bisect_left(allocations, (1, -1))):
             return None
+        if fill and planner.next_step_need((), scheduler) + batch > free - len(allocations):
+            return None                            # on-demand offload might start within the run
         return cls(engine, Schedule(work=[(s, 1) for s in running]), horizon, allocations, short)
 
     def steps(self, until: float | None) -> list:
@@ -95,8 +99,7 @@ class DecodeRun:
         the controller changed the swap budget. Returns the requests the last step finished. A
         run that ends short of GPU blocks takes the next (preempting) step too, unless `until` is due."""
         engine = self.engine
-        ex, planner, blocks, metrics, controller = (engine.executor, engine.planner, engine.blocks,
-                                                   engine.metrics, engine.controller)
+        ex, planner, blocks, metrics = engine.executor, engine.planner, engine.blocks, engine.metrics
         stream = planner.stream(self.sched, [])
         batch = len(self.seqs)
         released, engine._released = tuple(engine._released), []
@@ -127,15 +130,15 @@ class DecodeRun:
                 gpu_blocks_used=used, host_blocks_used=blocks.host.num_used, swap_budget=planner.budget, **state)
             metrics.add_iteration(rec, timing)
             budget = planner.budget
-            if controller is not None:
-                if controller.decides_next and not last:
-                    self._bring_up_to(j + 1)              # it reads the batch's full blocks
-                controller.observe(engine, rec)
+            if engine.controller is not None and engine.controller.decides_next and not last:
+                self._bring_up_to(j + 1)                  # it reads the batch's full blocks
+            engine._observe(rec)
             engine._step_id += 1
             if last or planner.budget != budget:
                 break
         self._bring_up_to(len(self.ends))
         blocks.end_step()
+        engine._count_progress(batch)
         if self.short and len(self.ends) == self.horizon and (until is None or self.ends[-1] < until):
             finished = finished + engine.step()
         return finished

@@ -45,6 +45,7 @@ class IterationRecord:
     context_tokens: int           # sum of the batch's context lengths
     waiting: int
     emulated_link: bool
+    link_cpu_time: float          # CPU seconds the emulated link's copy threads spent (cpu executor)
     host_compute_budget: int = 0   # hybrid: host-computed share allowed (blocks)
     host_computed_blocks: int = 0  # hybrid: host-resident blocks attended on the host this step
     host_time: float = 0.0         # hybrid: host attention time, summed over layers
@@ -72,7 +73,8 @@ class IterationRecord:
         return cls(stream_bytes=timing.stream_bytes, offload_bytes=timing.async_copy_bytes,
                    blocking_copy_bytes=timing.blocking_copy_bytes, blocking_copy_time=timing.blocking_copy_time,
                    copy_time=copy, compute_time=timing.compute_time, stall=stall, overlap_ratio=overlap,
-                   emulated_link=timing.emulated_link, host_time=timing.host_time, host_wait=timing.host_wait,
+                   emulated_link=timing.emulated_link, link_cpu_time=timing.link_cpu_time,
+                   host_time=timing.host_time, host_wait=timing.host_wait,
                    host_bytes=timing.host_bytes, host_window=timing.host_window, **fields)
 
 

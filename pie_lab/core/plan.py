@@ -6,6 +6,7 @@ Block moves are block mappings (src block id, dst block id), never copies made b
 from __future__ import annotations
 
 import math
+from operator import attrgetter
 from dataclasses import dataclass, field
 
 from ..sampling import SamplingParams
@@ -221,13 +222,14 @@ class StepTiming:
     blocking_copy_bytes: int = 0
     async_copy_bytes: int = 0            # device-to-host offload issued this step
     emulated_link: bool = False
+    link_cpu_time: float = 0.0           # CPU seconds an emulated link's copy threads spent (0: DMA or modelled)
 
     def _total(self, figure: str, zero):
         """A per-layer figure summed over the layers (compute-only layers: nothing streamed or
         host-computed, so only their compute time is not `zero`)."""
         if isinstance(self.layers, ComputeOnlyLayers):
             return self.layers.compute_time if figure == "compute_time" else zero
-        return sum(getattr(l, figure) for l in self.layers)
+        return sum(map(attrgetter(figure), self.layers))
 
     @property
     def stream_bytes(self) -> int:

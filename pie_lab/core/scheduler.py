@@ -151,7 +151,7 @@ class Scheduler:
     def admits_any(self, budget: int, free_blocks: int) -> bool:
         """Whether `_swap_in` or `_admit` would take its queue's head with `budget` tokens left
         and `free_blocks` GPU blocks free (no preemption this step)."""
-        if len(self.running) >= self.limits.max_num_seqs or budget <= 0:
+        if len(self.running) >= self.config.max_num_seqs or budget <= 0:
             return False
         for queue, swapped in ((self.swapped, True), (self.waiting, False)):
             if queue:
