@@ -94,12 +94,16 @@ class StreamPlan:
         """Copies still needed when `previous`'s blocks are already staged (with the same depth)."""
         if previous is None or previous.depth != self.depth:
             return self.ranges
+        if previous.host_blocks == self.host_blocks:
+            return ()
         had = set(previous.host_blocks)
         return _runs([h for h in self.host_blocks if h not in had])
 
 
 def _runs(ids) -> tuple[CopyRange, ...]:
     """Sorted unique ids -> identity copies, one per run of consecutive ids."""
+    if ids and ids[-1] - ids[0] == len(ids) - 1:          # one run (the host allocator keeps ids compact)
+        return (CopyRange(ids[0], ids[0], len(ids)),)
     out: list[CopyRange] = []
     start = prev = None
     for h in ids:
