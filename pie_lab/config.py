@@ -13,6 +13,7 @@ from .errors import ConfigError, check_choice, check_float, check_int
 
 POLICIES = ("none", "recompute", "pie", "vllm-swap", "flexgen", "hybrid")
 PREEMPTION_MODES = ("recompute", "swap")
+OFFLOAD_MODES = ("eager", "on-demand")
 EXECUTORS = ("cpu", "cuda", "sim")
 DTYPES = ("float32", "float16", "bfloat16")
 DEFAULT_HOST_SHARE = 0.5     # a default host tier takes at most this share of the host memory available
@@ -108,6 +109,8 @@ class EngineConfig:
     attention the host CPU computes over host memory, merged with the device's by log-sum-exp.
     host_attention_gbps: the host's attention rate over host KV (GB of KV per second); None: the
     executor's own (sim: the hardware preset's cores and memory; cpu: a paced default).
+    offload: when policies "pie" and "hybrid" move blocks to the host: "eager" fills the budget at
+    once; "on-demand" only as many as the next step would otherwise lack GPU blocks for.
     """
 
     block_size: int = 16
@@ -122,6 +125,7 @@ class EngineConfig:
     policy: str = "none"
     preemption_mode: str | None = None   # None: "swap" for vllm-swap, else "recompute"
     swap_budget_blocks: int = 0
+    offload: str = "eager"
     prefetch_depth: int = 2            # staging slots; 1 serialises copy and compute
     flexgen_fraction: float = 0.0
     host_compute_blocks: int = 0
@@ -142,6 +146,7 @@ class EngineConfig:
         check_choice("policy", self.policy, POLICIES)
         if self.preemption_mode is not None:
             check_choice("preemption_mode", self.preemption_mode, PREEMPTION_MODES)
+        check_choice("offload", self.offload, OFFLOAD_MODES)
         check_choice("dtype", self.dtype, DTYPES)
         if isinstance(self.controller, dict):
             object.__setattr__(self, "controller", ControllerConfig(**self.controller))

@@ -51,6 +51,8 @@ def test_below_the_link_limit_the_copies_hide(engine):
     it = it.iloc[2:]                                        # the change applies, the ring refills
     assert it["copy_time"].sum() > 0.3 * SPEC.num_layers * compute * len(it)
     assert it["stall"].sum() <= 0.05 * it["copy_time"].sum()
+    # the emulation's own cost: the copies' CPU time, reported per step, a share of the step
+    assert (it["link_cpu_time"] > 0).all() and it["link_cpu_time"].sum() < it["duration"].sum()
 
 
 def test_above_the_link_limit_the_stall_follows_the_excess(engine):

@@ -111,7 +111,7 @@ def test_metrics_memory_stays_bounded_on_a_long_run():
         steps += 1
     m = engine.metrics
     assert steps > 500 and m.totals["requests"] == 3000
-    assert len(m.iterations) == 500 and len(m.layers) == 2000 and len(m.requests) == 100
+    assert len(m.iterations) == 500 and m.num_layer_rows == 2000 and len(m.layers_df()) == 2000 and len(m.requests) == 100
     assert len(m.iterations_df()) == 500
 
 

@@ -112,6 +112,9 @@ def test_chart_specs_have_expected_fields(dash):
     lat = dash.latency.spec
     assert {"t", "swap_budget", "tokens_per_s", "ms", "metric", "label"} <= fields(lat)
     assert len(lat["datasets"]["history"]) >= 1
+    # the emulated link's own cost (cpu executor, pie streams by default here) is drawn and counted
+    assert "link_cpu_ms" in lat["datasets"]["history"][-1]
+    assert wait_for(lambda: dash.refresh() or dash.history.last["link_cpu_ms"] > 0, 10)
     mem = dash.memory.spec
     assert {"blocks", "series", "tier", "part"} <= fields(mem)
     # the data stays small (windowed)

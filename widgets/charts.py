@@ -138,7 +138,7 @@ def iteration_point(it: pd.DataFrame, since_step: int, origin: float, prev_end: 
     m = steps > since_step
     if not m.any():
         return None
-    g = {c: it[c].to_numpy()[m] for c in ("start", "end", "stall", "decode_tokens", "batch_size",
+    g = {c: it[c].to_numpy()[m] for c in ("start", "end", "stall", "link_cpu_time", "decode_tokens", "batch_size",
                                           "swap_budget", "prefetch_depth", "gpu_blocks_used", "gpu_blocks_limit",
                                           "host_blocks_used", "staging_blocks", "overlap_ratio")}
     end = float(g["end"][-1])
@@ -152,6 +152,7 @@ def iteration_point(it: pd.DataFrame, since_step: int, origin: float, prev_end: 
     dur = g["end"] - g["start"]
     return dict(t=end - origin, step=int(steps[m][-1]), iterations=int(m.sum()), iter_ms=float(dur.mean()) * 1e3,
                 iter_max_ms=float(dur.max()) * 1e3, stall_ms=float(g["stall"].mean()) * 1e3,
+                link_cpu_ms=float(g["link_cpu_time"].mean()) * 1e3,
                 tokens_per_s=float(tokens) / max(end - begin, 1e-9),
                 batch_size=float(g["batch_size"].mean()), overlap_ratio=float(g["overlap_ratio"].mean()),
                 **{c: int(g[c][-1]) for c in ("swap_budget", "prefetch_depth", "gpu_blocks_used", "gpu_blocks_limit",
@@ -160,7 +161,7 @@ def iteration_point(it: pd.DataFrame, since_step: int, origin: float, prev_end: 
 
 def iteration_frame(iterations: pd.DataFrame | None, origin: float | None = None, points: int = 150) -> pd.DataFrame:
     """Iterations of a snapshot grouped into at most `points` history points (for static charts)."""
-    cols = ["t", "step", "iterations", "iter_ms", "iter_max_ms", "stall_ms", "tokens_per_s", "batch_size",
+    cols = ["t", "step", "iterations", "iter_ms", "iter_max_ms", "stall_ms", "link_cpu_ms", "tokens_per_s", "batch_size",
             "overlap_ratio", "swap_budget", "prefetch_depth", "gpu_blocks_used", "gpu_blocks_limit",
             "host_blocks_used", "staging_blocks", "end"]
     if iterations is None or len(iterations) == 0:
@@ -298,17 +299,18 @@ def _event_rules(events) -> alt.Chart:
 
 
 def latency_chart(history: Any, requests: Any, events: Any, width: int = WIDTH) -> alt.VConcatChart:
-    """Iteration time and stall (left axis) with the swap budget (right axis) and event markers;
-    TTFT / TPOT of finished requests; generated tokens per second."""
+    """Iteration time, stall and the emulated link's CPU time (left axis) with the swap budget
+    (right axis) and event markers; TTFT / TPOT of finished requests; generated tokens per second."""
     x = alt.X("t:Q", title="time (s)")
     base = alt.Chart(_data(history))
-    lines = base.transform_fold(["iter_ms", "stall_ms"], as_=["series", "ms"]).mark_line().encode(
-        x=x, y=alt.Y("ms:Q", title="iteration time / stall (ms)"),
-        color=alt.Color("series:N", scale=alt.Scale(domain=["iter_ms", "stall_ms"],
-                                                     range=[KIND_COLORS["compute"], KIND_COLORS["stall"]]),
+    series = ["iter_ms", "stall_ms", "link_cpu_ms"]
+    lines = base.transform_fold(series, as_=["series", "ms"]).mark_line().encode(
+        x=x, y=alt.Y("ms:Q", title="iteration time / stall / link CPU (ms)"),
+        color=alt.Color("series:N", scale=alt.Scale(domain=series, range=[KIND_COLORS["compute"], KIND_COLORS["stall"],
+                                                                          KIND_COLORS["copy"]]),
                         legend=alt.Legend(title=None, orient="bottom")),
         tooltip=["step:Q", alt.Tooltip("iter_ms:Q", format=".3f"), alt.Tooltip("stall_ms:Q", format=".3f"),
-                 "swap_budget:Q", alt.Tooltip("batch_size:Q", format=".1f")])
+                 alt.Tooltip("link_cpu_ms:Q", format=".3f"), "swap_budget:Q", alt.Tooltip("batch_size:Q", format=".1f")])
     budget = base.mark_line(interpolate="step-after", color=SERIES_COLORS["swap budget"], strokeWidth=2).encode(
         x=x, y=alt.Y("swap_budget:Q", title="swap budget (blocks)",
                      axis=alt.Axis(titleColor=SERIES_COLORS["swap budget"], orient="right")))

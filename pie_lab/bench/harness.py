@@ -164,10 +164,11 @@ def run_benchmark(model: Any, executor: str, policies: Sequence[str | Mapping[st
                        {"model": str(model), "executor": executor, "num_requests": len(reqs)})
 
 
-def run_one(model: Any, executor: str, config: EngineConfig, reqs: list[Any], bar=None):
+def run_one(model: Any, executor: str, config: EngineConfig, reqs: list[Any], bar=None, decode_runs: bool = True):
     """Feed `reqs` by arrival time until all finish; returns (engine, start time, end time).
 
-    The engine is closed afterwards; its metrics stay readable.
+    The engine is closed afterwards; its metrics stay readable. `decode_runs`: let the engine
+    take runs of decode steps at once where it can (`Engine.step_run`, the sim); same results.
     """
     from ..engine_factory import create_engine
     engine = create_engine(model, executor, config)
@@ -185,7 +186,8 @@ def run_one(model: Any, executor: str, config: EngineConfig, reqs: list[Any], ba
                 clock.sleep_until(t0 + pending[0].arrival_time)
                 continue
             before = engine.metrics.totals["iterations"]
-            done = engine.step()
+            done = engine.step_run(until=t0 + pending[0].arrival_time if pending else None) if decode_runs \
+                else engine.step()
             if bar is not None and done:
                 bar.update(len(done))
             if engine.metrics.totals["iterations"] == before and not done:

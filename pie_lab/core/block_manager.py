@@ -64,11 +64,13 @@ class BlockManager:
         return max(0, total - len(seq.block_table))
 
     def can_allocate(self, num_blocks: int) -> bool:
-        return num_blocks <= self.gpu.num_free
+        return num_blocks <= 0 or num_blocks <= self.gpu.num_free
 
     def allocate(self, seq: Sequence, num_new_tokens: int) -> None:
         """Give `seq` GPU blocks for its next `num_new_tokens` tokens (new KV is always written on the GPU)."""
-        seq.block_table.extend(self.gpu.allocate(self.blocks_needed(seq, num_new_tokens)))
+        need = self.blocks_needed(seq, num_new_tokens)
+        if need:
+            seq.block_table.extend(self.gpu.allocate(need))
 
     def free(self, seq: Sequence) -> None:
         self.gpu.free(b for b in seq.block_table if not is_host(b))

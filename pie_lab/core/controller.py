@@ -88,6 +88,11 @@ class AdaptiveController:
                 self.host_state = ControllerState()
         self._window, self._skip = [], SETTLE_ITERATIONS
 
+    @property
+    def decides_next(self) -> bool:
+        """Whether the next observed (non-empty) iteration completes a window and so a decision."""
+        return self.config.enabled and self._skip == 0 and len(self._window) + 1 >= self.config.window
+
     def observe(self, engine, rec: IterationRecord) -> None:
         if not self.config.enabled or rec.batch_size == 0:
             return

@@ -16,6 +16,7 @@ from ..config import EngineConfig, check_field, check_live
 from ..errors import ConfigError, EngineError, check_fits
 from ..sampling import SamplingParams
 from .block_manager import BlockManager
+from .decode_run import DecodeRun
 from .metrics import IterationRecord, Metrics, request_record
 from .plan import SeqWork, StepOutput, StepPlan
 from .scheduler import Schedule, Scheduler
@@ -243,6 +244,15 @@ class Engine:
         return out
 
     # -- one iteration ----------------------------------------------------------------------
+    def step_run(self, until: float | None = None) -> list[RequestOutput]:
+        """`step()`, or on an executor that times a step from its shape (the sim) the run of
+        decode-only steps step-by-step would take the same way (core/decode_run.py), ending
+        with the first step that ends at or after `until` (the caller's next arrival)."""
+        with self._lock:
+            quiet = not (self._pending or self._incoming or self._aborts)
+        run = DecodeRun.plan(self) if quiet and getattr(self.executor, "times_decode_runs", False) else None
+        return run.steps(until) if run is not None else self.step()
+
     def step(self) -> list[RequestOutput]:
         self._apply_pending()
         aborted = self._take_aborts()
@@ -253,7 +263,7 @@ class Engine:
         if sched.empty and not (sched.swap_in or sched.swap_out):
             self._count_progress(0)
             return aborted
-        offload = self.planner.plan_offload(sched)
+        offload = self.planner.plan_offload(sched, self.scheduler)
         host_computed = self.planner.split(sched, offload)
         stream = self.planner.stream(sched, offload, host_computed)
         plan = self._build_plan(sched, offload, stream, host_computed)
@@ -278,6 +288,11 @@ class Engine:
             swap_space_blocks=sum(s.host_count for s in self.scheduler.swapped),
             swapped_out=len(sched.swapped_out), waiting=len(self.scheduler.waiting))
         self.metrics.add_iteration(rec, out.timing)
+        self._observe(rec)
+        self._step_id += 1
+        return aborted + done
+
+    def _observe(self, rec: IterationRecord) -> None:
         if self.controller is not None:
             try:
                 self.controller.observe(self, rec)
@@ -285,8 +300,6 @@ class Engine:
                 self.controller = None
                 self._record_fault("controller", exc, [], "controller detached; swap budget kept at "
                                                           f"{self.planner.budget}")
-        self._step_id += 1
-        return aborted + done
 
     def stall_reason(self) -> str:
         """Why nothing runs: what waits, and what the GPU pool and limits leave for it."""

@@ -45,6 +45,7 @@ class IterationRecord:
     context_tokens: int           # sum of the batch's context lengths
     waiting: int
     emulated_link: bool
+    link_cpu_time: float          # CPU seconds the emulated link's copy threads spent (cpu executor)
     host_compute_budget: int = 0   # hybrid: host-computed share allowed (blocks)
     host_computed_blocks: int = 0  # hybrid: host-resident blocks attended on the host this step
     host_time: float = 0.0         # hybrid: host attention time, summed over layers
@@ -58,20 +59,23 @@ class IterationRecord:
 
     @classmethod
     def build(cls, plan: StepPlan, timing: StepTiming, start: float, end: float, **state: Any) -> "IterationRecord":
+        return cls.of(timing, step=plan.step_id, start=start, end=end, batch_size=len(plan.seqs),
+                      prefill_tokens=plan.num_prefill_tokens, decode_tokens=plan.num_decode_tokens,
+                      streamed_blocks=plan.num_streamed_blocks, host_computed_blocks=plan.num_host_computed_blocks,
+                      context_tokens=sum(s.context_len for s in plan.seqs), **state)
+
+    @classmethod
+    def of(cls, timing: StepTiming, **fields: Any) -> "IterationRecord":
+        """The record from a step's timing and its other fields (what `build` reads off a plan)."""
         copy = timing.copy_time
         stall = timing.stall
         overlap = 1.0 if copy <= 0 else max(0.0, min(1.0, (copy - stall) / copy))
-        return cls(step=plan.step_id, start=start, end=end, batch_size=len(plan.seqs),
-                   prefill_tokens=plan.num_prefill_tokens, decode_tokens=plan.num_decode_tokens,
-                   streamed_blocks=plan.num_streamed_blocks, stream_bytes=timing.stream_bytes,
-                   offload_bytes=timing.async_copy_bytes, blocking_copy_bytes=timing.blocking_copy_bytes,
-                   blocking_copy_time=timing.blocking_copy_time, copy_time=copy,
-                   compute_time=timing.compute_time, stall=stall, overlap_ratio=overlap,
-                   context_tokens=sum(s.context_len for s in plan.seqs),
-                   emulated_link=timing.emulated_link, host_computed_blocks=plan.num_host_computed_blocks,
-                   host_time=timing.host_time, host_wait=timing.host_wait, host_bytes=timing.host_bytes,
-                   host_window=timing.host_window,
-                   **state)
+        return cls(stream_bytes=timing.stream_bytes, offload_bytes=timing.async_copy_bytes,
+                   blocking_copy_bytes=timing.blocking_copy_bytes, blocking_copy_time=timing.blocking_copy_time,
+                   copy_time=copy, compute_time=timing.compute_time, stall=stall, overlap_ratio=overlap,
+                   emulated_link=timing.emulated_link, link_cpu_time=timing.link_cpu_time,
+                   host_time=timing.host_time, host_wait=timing.host_wait,
+                   host_bytes=timing.host_bytes, host_window=timing.host_window, **fields)
 
 
 def request_record(seq: Sequence, request_id: Any) -> dict:
@@ -123,6 +127,31 @@ class ByteBoundedBuffer(deque):
         return len(self) * self.row_bytes
 
 
+class StepLayers(ByteBoundedBuffer):
+    """Per-step layer timings, (step, step start, layers), expanded to rows only when read (a sim
+    step's compute-only layers are one column); bounded in bytes and, optionally, in layer rows."""
+
+    def __init__(self, max_bytes: int, max_rows: int | None = None):
+        super().__init__(max_bytes)
+        self.max_rows = max_rows
+        self.rows = 0                  # layer rows held
+
+    def append(self, entry) -> None:
+        self.rows += len(entry[2])
+        super().append(entry)
+        while self.max_rows is not None and len(self) > 1 and self.rows - len(self[0][2]) >= self.max_rows:
+            self.popleft()
+
+    def popleft(self):
+        entry = super().popleft()
+        self.rows -= len(entry[2])
+        return entry
+
+    def excess(self) -> int:
+        """Rows of the oldest step beyond max_rows: not shown."""
+        return max(0, self.rows - self.max_rows) if self.max_rows is not None else 0
+
+
 # Shares of Metrics(max_bytes) per buffer: layer rows are the most numerous (one per layer per step).
 BUFFER_SHARES = dict(iterations=0.25, layers=0.5, requests=0.2, events=0.05)
 DEFAULT_METRICS_BYTES = 32 * 2**20
@@ -138,7 +167,7 @@ class Metrics:
         b = {k: int(share * max_bytes) for k, share in BUFFER_SHARES.items()}
         self.max_bytes = max_bytes
         self.iterations: deque[IterationRecord] = ByteBoundedBuffer(b["iterations"], max_iterations)
-        self.layers: deque[tuple] = ByteBoundedBuffer(b["layers"], max_layer_rows)
+        self.layers = StepLayers(b["layers"], max_layer_rows)
         self.requests: deque[dict] = ByteBoundedBuffer(b["requests"], max_requests)
         self.events: deque[dict] = ByteBoundedBuffer(b["events"], max_events)
         self.totals = dict(iterations=0, requests=0, generated_tokens=0, stream_bytes=0, stall=0.0)
@@ -152,8 +181,7 @@ class Metrics:
     def add_iteration(self, rec: IterationRecord, timing: StepTiming) -> None:
         with self._lock:
             self.iterations.append(rec)
-            for l in timing.layers:
-                self.layers.append((rec.step, rec.start, l))
+            self.layers.append((rec.step, rec.start, timing.layers))
             self.totals["iterations"] += 1
             self.totals["generated_tokens"] += rec.decode_tokens
             self.totals["stream_bytes"] += rec.stream_bytes
@@ -182,19 +210,32 @@ class Metrics:
         df["duration"] = df["end"] - df["start"]
         return df
 
-    def layers_df(self, last_steps: int | None = None):
-        import pandas as pd
+    def layer_rows(self, last_steps: int | None = None) -> list[tuple]:
+        """(step, step start, LayerTiming) for the layers kept (of the last `last_steps` steps)."""
         with self._lock:
             if last_steps and self.layers:
                 first = self.layers[-1][0] - last_steps + 1
-                rows = []
+                steps = []
                 for r in reversed(self.layers):
                     if r[0] < first:
                         break
-                    rows.append(r)
-                rows.reverse()
+                    steps.append(r)
+                steps.reverse()
             else:
-                rows = list(self.layers)
+                steps = list(self.layers)
+            excess = self.layers.excess() if len(steps) == len(self.layers) else 0
+        rows = [(step, start, l) for step, start, layers in steps for l in layers]
+        del rows[:excess]
+        return rows
+
+    @property
+    def num_layer_rows(self) -> int:
+        with self._lock:
+            return self.layers.rows - self.layers.excess()
+
+    def layers_df(self, last_steps: int | None = None):
+        import pandas as pd
+        rows = self.layer_rows(last_steps)
         return pd.DataFrame([(s, t0, *vars(l).values()) for s, t0, l in rows], columns=LAYER_COLUMNS)
 
     def requests_df(self, last: int | None = None):

@@ -6,6 +6,7 @@ Block moves are block mappings (src block id, dst block id), never copies made b
 from __future__ import annotations
 
 import math
+from operator import attrgetter
 from dataclasses import dataclass, field
 
 from ..sampling import SamplingParams
@@ -93,12 +94,16 @@ class StreamPlan:
         """Copies still needed when `previous`'s blocks are already staged (with the same depth)."""
         if previous is None or previous.depth != self.depth:
             return self.ranges
+        if previous.host_blocks == self.host_blocks:
+            return ()
         had = set(previous.host_blocks)
         return _runs([h for h in self.host_blocks if h not in had])
 
 
 def _runs(ids) -> tuple[CopyRange, ...]:
     """Sorted unique ids -> identity copies, one per run of consecutive ids."""
+    if ids and ids[-1] - ids[0] == len(ids) - 1:          # one run (the host allocator keeps ids compact)
+        return (CopyRange(ids[0], ids[0], len(ids)),)
     out: list[CopyRange] = []
     start = prev = None
     for h in ids:
@@ -174,6 +179,10 @@ class LayerTiming:
         return 0.0 if math.isnan(self.host_start) else self.host_end - self.host_start
 
     @property
+    def compute_time(self) -> float:
+        return self.compute_end - self.compute_start
+
+    @property
     def copy_time(self) -> float:
         if math.isnan(self.copy_start):
             return 0.0
@@ -181,45 +190,82 @@ class LayerTiming:
 
 
 @dataclass(frozen=True)
+class ComputeOnlyLayers:
+    """The layers of a step that streamed nothing, as one column of boundaries: layer l computes
+    from bounds[l] to bounds[l + 1]. A sequence of LayerTiming, built on access (the sim makes
+    millions of these and reads few)."""
+
+    bounds: tuple[float, ...]
+
+    def __len__(self) -> int:
+        return len(self.bounds) - 1
+
+    def __getitem__(self, l):
+        if isinstance(l, slice):
+            return tuple(self[i] for i in range(*l.indices(len(self))))
+        if l < 0:
+            l += len(self)
+        if not 0 <= l < len(self):
+            raise IndexError(l)
+        return LayerTiming(l, self.bounds[l], self.bounds[l + 1], wait=0.0)
+
+    def __iter__(self):
+        return (self[l] for l in range(len(self)))
+
+    @property
+    def compute_time(self) -> float:
+        b = self.bounds
+        return sum(b[l + 1] - b[l] for l in range(len(b) - 1))
+
+
+@dataclass(frozen=True)
 class StepTiming:
     duration: float                      # seconds, whole step
-    layers: tuple[LayerTiming, ...] = ()
+    layers: "tuple[LayerTiming, ...] | ComputeOnlyLayers" = ()
     blocking_copy_time: float = 0.0      # swap-in/out copies before the forward (vllm-swap, shrinking)
     blocking_copy_bytes: int = 0
     async_copy_bytes: int = 0            # device-to-host offload issued this step
     emulated_link: bool = False
+    link_cpu_time: float = 0.0           # CPU seconds an emulated link's copy threads spent (0: DMA or modelled)
+
+    def _total(self, figure: str, zero):
+        """A per-layer figure summed over the layers (compute-only layers: nothing streamed or
+        host-computed, so only their compute time is not `zero`)."""
+        if isinstance(self.layers, ComputeOnlyLayers):
+            return self.layers.compute_time if figure == "compute_time" else zero
+        return sum(map(attrgetter(figure), self.layers))
 
     @property
     def stream_bytes(self) -> int:
-        return sum(l.bytes for l in self.layers)
+        return self._total("bytes", 0)
 
     @property
     def stall(self) -> float:
-        return sum(l.wait for l in self.layers)
+        return self._total("wait", 0.0)
 
     @property
     def copy_time(self) -> float:
-        return sum(l.copy_time for l in self.layers)
+        return self._total("copy_time", 0.0)
 
     @property
     def compute_time(self) -> float:
-        return sum(l.compute_end - l.compute_start for l in self.layers)
+        return self._total("compute_time", 0.0)
 
     @property
     def host_wait(self) -> float:
-        return sum(l.host_wait for l in self.layers)
+        return self._total("host_wait", 0.0)
 
     @property
     def host_time(self) -> float:
-        return sum(l.host_time for l in self.layers)
+        return self._total("host_time", 0.0)
 
     @property
     def host_bytes(self) -> int:
-        return sum(l.host_bytes for l in self.layers)
+        return self._total("host_bytes", 0)
 
     @property
     def host_window(self) -> float:
-        return sum(l.host_window for l in self.layers)
+        return self._total("host_window", 0.0)
 
 
 @dataclass(frozen=True)

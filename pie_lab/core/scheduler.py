@@ -148,6 +148,20 @@ class Scheduler:
             sched.work.append((seq, n))
             budget -= n
 
+    def admits_any(self, budget: int, free_blocks: int) -> bool:
+        """Whether `_swap_in` or `_admit` would take its queue's head with `budget` tokens left
+        and `free_blocks` GPU blocks free (no preemption this step)."""
+        if len(self.running) >= self.config.max_num_seqs or budget <= 0:
+            return False
+        for queue, swapped in ((self.swapped, True), (self.waiting, False)):
+            if queue:
+                seq = queue[0]
+                n = self._tokens_for(seq, budget)
+                need = self.blocks.blocks_needed(seq, n) + (seq.num_host_blocks() if swapped else 0)
+                if n and need <= free_blocks:
+                    return True
+        return False
+
     def finish(self, seq: Sequence) -> None:
         self.running.remove(seq)
         self.blocks.free(seq)

@@ -1,9 +1,10 @@
 """Which full KV blocks of the running batch live on the host, and what streams each layer.
 
-policy "pie": up to `budget` host-resident blocks across the running batch, filled eagerly with the
-oldest full blocks; when the budget shrinks, blocks come back to the GPU where there is room,
-otherwise their sequence is preempted (its preemption mode). policy "flexgen": a static fraction of every
-running sequence's full blocks. policy "hybrid": as pie with `budget + host_budget` host-resident
+policy "pie": up to `budget` host-resident blocks across the running batch, the oldest full blocks
+first: eagerly (fill the budget at once) or on demand (only as many as the next step would
+otherwise lack GPU blocks for: the batch's next blocks and the queue head's); when the budget
+shrinks, blocks come back to the GPU where there is room, otherwise their sequence is preempted
+(its preemption mode). policy "flexgen": a static fraction of every running sequence's full blocks. policy "hybrid": as pie with `budget + host_budget` host-resident
 blocks, split each step: up to `host_budget` of them, the oldest blocks of decoding sequences, are
 attended on the host where they live (`host_computed`), the rest stream as in pie. Every other host
 block a scheduled sequence reads is streamed layer by layer into a staging ring of `depth` slots;
@@ -47,6 +48,10 @@ class SwapPlanner:
     @property
     def host_budget(self) -> int:
         return self._config().host_compute_blocks
+
+    @property
+    def on_demand(self) -> bool:
+        return self._config().offload == "on-demand"
 
     @property
     def active(self) -> bool:
@@ -99,12 +104,14 @@ class SwapPlanner:
         return held
 
     # -- after scheduling: fill up to the budget, and stream --------------------------------
-    def plan_offload(self, sched: Schedule) -> list[tuple[int, int]]:
+    def plan_offload(self, sched: Schedule, scheduler: Scheduler | None = None) -> list[tuple[int, int]]:
         if not self.active:
             return []
         moves: list[tuple[int, int]] = []
         room = self.total_budget - sum(s.num_host_blocks() for s, _ in sched.work) \
             if self.policy in ("pie", "hybrid") else None
+        if room is not None and self.on_demand:
+            room = min(room, self.shortfall(sched.work, scheduler))
         # With depth >= num_layers the staging ring costs what offloading saves: offload only
         # while the GPU has headroom, never in a way that starves the batch of blocks.
         headroom = None if self.depth < self.num_layers else self.blocks.gpu.num_free - len(sched.work) - 1
@@ -124,6 +131,30 @@ class SwapPlanner:
                 room = want
         self.update_reserve(s for s, _ in sched.work)
         return moves
+
+    def shortfall(self, work, scheduler: Scheduler | None) -> int:
+        """Host blocks to offload now so the next step finds the GPU blocks it needs: each running
+        sequence's next blocks and the queue head's, less the free ones, over what one host block
+        frees net of the staging ring it costs (0 when the ring costs all it frees)."""
+        short = self.next_step_need(work, scheduler) - self.blocks.gpu.num_free
+        saved = 1 - min(self.depth, self.num_layers) / self.num_layers
+        return math.ceil(short / saved) if short > 0 and saved > 0 else 0
+
+    def next_step_need(self, work, scheduler: Scheduler | None) -> int:
+        """GPU blocks the next step asks for: the `work` sequences' next ones (after this step's
+        tokens) and, while the batch has a free slot, those of the queue head."""
+        bs = self.blocks.block_size
+        need = 0
+        for seq, n in work:
+            done = seq.num_computed_tokens + n
+            need += max(0, -(-(done + max(1, seq.num_tokens - done)) // bs) - len(seq.block_table))
+        if scheduler is not None and len(scheduler.running) < scheduler.config.max_num_seqs:
+            queue = scheduler.swapped or scheduler.waiting
+            if queue:
+                head = queue[0]
+                n = min(head.num_tokens - head.num_computed_tokens, scheduler.config.max_num_batched_tokens)
+                need += self.blocks.blocks_needed(head, n) + head.num_host_blocks()
+        return need
 
     def split(self, sched: Schedule, offloaded: list[tuple[int, int]]) -> dict[int, int]:
         """hybrid: seq_id -> leading host blocks attended on the host this step, up to host_budget

@@ -18,9 +18,9 @@ TRACKS = {"iterations": 1, "compute": 2, "copy stream": 3, "stall": 4, "controll
 
 
 def chrome_trace(metrics: Metrics) -> dict:
+    layers = metrics.layer_rows()
     with metrics._lock:
         iterations = list(metrics.iterations)
-        layers = list(metrics.layers)
         events = list(metrics.events)
     starts = [r.start for r in iterations] + [e["time"] for e in events]
     t0 = min(starts) if starts else 0.0

@@ -31,6 +31,7 @@ class StreamCopy:
 
 class CudaStreams:
     emulated = False
+    cpu_seconds = 0.0            # DMA engines copy; the host spends nothing
 
     def __init__(self, device: torch.device, cuda: Any = torch.cuda):
         self.cuda, self.device = cuda, device

@@ -4,7 +4,9 @@ Each job's copy really happens (bytes move between tensors); the worker then sle
 latency + bytes / bandwidth has passed since the job started, so overlap and stalls behave as on
 a real link. Timestamps are time.perf_counter() seconds. `EmulatedStreams` puts two links (h2d, d2h)
 behind the streaming loop's `Streams` operations. A wait never hangs: a copy thread that
-died, or a copy that does not land within its bound, raises EngineError.
+died, or a copy that does not land within its bound, raises EngineError. The emulation is not
+free: the workers' CPU time (the copy itself, on the cores and memory bandwidth compute uses, and
+the spin that ends each paced wait) adds up in `cpu_seconds`; a real link's DMA costs the host none.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ class CopyJob:
     issued: float = field(default_factory=time.perf_counter)
     start: float = float("nan")
     end: float = float("nan")
+    cpu: float = 0.0                    # CPU seconds the link thread spent on it (copy and pacing)
     error: BaseException | None = None
     done: threading.Event = field(default_factory=threading.Event)
     link: "EmulatedLink | None" = None
@@ -58,6 +61,7 @@ class EmulatedLink:
         self.name = name
         self._jobs: queue.SimpleQueue[CopyJob | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        self.cpu_seconds = 0.0            # worker CPU time over all finished jobs (written by the worker only)
 
     def set(self, bandwidth_gbps: float, latency_us: float) -> None:
         self.bandwidth, self.latency = bandwidth_gbps * 1e9, latency_us * 1e-6
@@ -93,6 +97,7 @@ class EmulatedLink:
             job = jobs.get()
             if job is None:
                 return
+            cpu = time.thread_time()
             job.start = time.perf_counter()
             try:
                 job.run()
@@ -100,6 +105,8 @@ class EmulatedLink:
                 job.error = exc
             sleep_until(job.start + self.duration(job.nbytes))
             job.end = time.perf_counter()
+            job.cpu = time.thread_time() - cpu
+            self.cpu_seconds += job.cpu
             job.done.set()
 
     def close(self) -> None:
@@ -121,6 +128,11 @@ class EmulatedStreams:
     def set(self, bandwidth_gbps: float, latency_us: float) -> None:
         self.h2d.set(bandwidth_gbps, latency_us)
         self.d2h.set(bandwidth_gbps, latency_us)
+
+    @property
+    def cpu_seconds(self) -> float:
+        """CPU time both links' copy threads spent so far."""
+        return self.h2d.cpu_seconds + self.d2h.cpu_seconds
 
     def mark(self) -> float:
         return time.perf_counter()

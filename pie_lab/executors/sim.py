@@ -12,10 +12,10 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..config import EngineConfig
-from ..core.plan import StepOutput, StepPlan
+from ..core.plan import StepOutput, StepPlan, StepTiming
 from ..errors import ConfigError, EngineError
 from ..model_spec import spec_from_model
-from ..sim.cost_model import CostModel, Prefetch
+from ..sim.cost_model import CostModel, Prefetch, StepShape
 from ..sim.hardware import Hardware, resolve_hardware
 from .base import MemoryAvailable, VirtualClock
 
@@ -92,18 +92,36 @@ class SimExecutor:
             raise EngineError("the sim executor is closed")
         if self.num_gpu_blocks is None:
             raise EngineError("initialize() must be called before execute()")
-        prestaged, prefetch = self._prestaged(plan)
         if self.replay is not None:
             out = self._replayed(plan)
-            timing = out.timing
-        else:
-            timing = self.cost_model.step_timing(plan, prestaged, prefetch)
-            out = StepOutput(self._tokens(plan), timing)
+            self._advance(out.timing, None)
+            return out
+        return StepOutput(self._tokens(plan), self.time_step(plan))
+
+    @property
+    def times_decode_runs(self) -> bool:
+        """Whether a step can be timed from its shape alone (`time_step`), as decode runs need
+        (`time_decode_step`, core/decode_run.py); not while replaying a recorded run."""
+        return self.replay is None and not self.closed
+
+    def time_step(self, plan: StepPlan, shape: StepShape | None = None) -> StepTiming:
+        """Model the step (its sequences summed up in `shape`, default the plan's), advance the
+        clock by its duration and keep its tail prefetch for the next step."""
+        prestaged, prefetch = self._prestaged(plan)
+        timing = self.cost_model.step_timing(plan, prestaged, prefetch, shape)
+        self._advance(timing, plan)
+        return timing
+
+    def time_decode_step(self, plan: StepPlan, batch: int, context_tokens: int) -> StepTiming:
+        """time_step for `batch` sequences decoding one token each, reading `context_tokens` KV
+        positions in all (new tokens included); the plan carries only the stream and the copies."""
+        return self.time_step(plan, StepShape(batch, context_tokens, context_tokens, batch))
+
+    def _advance(self, timing: StepTiming, plan: StepPlan | None) -> None:
         self.clock.advance(timing.duration)
         self._last_end = self.clock.now()
-        self._prefetch = None if self.replay is not None else self.cost_model.tail_prefetch(timing, plan)
+        self._prefetch = None if plan is None else self.cost_model.tail_prefetch(timing, plan)
         self._last_stream = plan.stream if self._prefetch is not None else None
-        return out
 
     def _prestaged(self, plan: StepPlan) -> tuple[int, Prefetch | None]:
         """Layers < depth were prefetched in the previous step's tail if this step's staged set
@@ -126,19 +144,23 @@ class SimExecutor:
         raise EngineError(f"sequence {seq_id}: stop_token_ids leave the sim no token to produce")
 
     def _tokens(self, plan: StepPlan) -> dict[int, int]:
-        """token_for for every sampled sequence, vectorised: the first candidate in numpy, the
-        rare rejected one again in Python."""
         work = [(s.seq_id, s.start_pos + len(s.token_ids), s.sampling.stop_token_ids) for s in plan.seqs if s.sample]
         if not work:
             return {}
-        ids = np.array([w[0] & _MASK for w in work], dtype=np.uint64)
-        pos = np.array([w[1] for w in work], dtype=np.uint64)
-        x = _mix_np(_mix_np(np.uint64(_mix(self.config.seed)) ^ ids) ^ pos)
+        ids, pos, stops = zip(*work)
+        return dict(zip(ids, self.tokens_at(np.array(ids, dtype=np.int64), np.array(pos, dtype=np.int64), stops)))
+
+    def tokens_at(self, seq_ids: np.ndarray, positions: np.ndarray, stop_ids: Sequence[Sequence[int]]) -> list[int]:
+        """token_for(seq_ids[i], positions[i], stop_ids[i]) for every i, vectorised: the first
+        candidate in numpy, the rare rejected one again in Python."""
+        ids = seq_ids.astype(np.uint64) & np.uint64(_MASK)
+        x = _mix_np(_mix_np(np.uint64(_mix(self.config.seed)) ^ ids) ^ positions.astype(np.uint64))
         toks = (x % np.uint64(self._span) + np.uint64(FIRST_SAFE_TOKEN_ID)).tolist()
-        out = {}
-        for (sid, p, stop), tok in zip(work, toks):
-            out[sid] = tok if tok not in self._forbidden and tok not in stop else self.token_for(sid, p, stop)
-        return out
+        forbidden = self._forbidden
+        for i, tok in enumerate(toks):
+            if tok in forbidden or tok in stop_ids[i]:
+                toks[i] = self.token_for(int(seq_ids[i]), int(positions[i]), stop_ids[i])
+        return toks
 
     def _replayed(self, plan: StepPlan) -> StepOutput:
         try:

@@ -65,6 +65,9 @@ class Streams(Protocol):
 
     def close(self) -> None: ...
 
+    cpu_seconds: float
+    """Host CPU time the copies have cost so far (an emulated link's threads; 0 for DMA)."""
+
 
 class TorchRunner:
     def __init__(self, model, tokenizer, config: EngineConfig, device: torch.device, streams: Streams):
@@ -80,6 +83,7 @@ class TorchRunner:
         self.kv = None
         self._prefetched: dict[int, Copy] = {}     # next step's layers < depth, copied in this step's tail
         self._prefetch_plan = None                 # the StreamPlan those copies followed
+        self._link_cpu = 0.0                       # streams.cpu_seconds already reported
         self.host_rate = config.host_attention_gbps     # hybrid: pace the host's attention (None: as fast as it runs)
         self._host_attention = None
 
@@ -147,8 +151,10 @@ class TorchRunner:
             io.settle(offloading)
         t_end = io.mark()
         io.settle(t_end)
+        link_cpu, self._link_cpu = io.cpu_seconds - self._link_cpu, io.cpu_seconds
         return StepOutput(tokens, StepTiming(io.seconds(t0, t_end), layers, io.seconds(t0, t_copied),
-                                             blocking_bytes, offload_bytes, emulated_link=io.emulated))
+                                             blocking_bytes, offload_bytes, emulated_link=io.emulated,
+                                             link_cpu_time=link_cpu))
 
     def _forward(self, plan: StepPlan, t0, wall0: float) -> tuple[dict[int, int], tuple[LayerTiming, ...]]:
         kv, io, L, stream = self.kv, self.streams, self.spec.num_layers, plan.stream

@@ -9,11 +9,12 @@ device attends only the KV that is not host-computed; the host share's cost is `
 """
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, replace
 
 from .overlap import schedule_layers
-from ..core.plan import LayerTiming, StepPlan, StepTiming, StreamPlan, coalesce
+from ..core.plan import ComputeOnlyLayers, LayerTiming, StepPlan, StepTiming, StreamPlan, coalesce
 from ..config import check_field
 from ..errors import check_choice
 from ..model_spec import DTYPE_BYTES, ModelSpec
@@ -192,7 +193,8 @@ class CostModel:
         return self._moves(plan.offload, "d2h")
 
     # -- whole step ----------------------------------------------------------------------------
-    def step_timing(self, plan: StepPlan, prestaged_layers: int = 0, prefetch: "Prefetch | None" = None) -> StepTiming:
+    def step_timing(self, plan: StepPlan, prestaged_layers: int = 0, prefetch: "Prefetch | None" = None,
+                    shape: StepShape | None = None) -> StepTiming:
         """Model one step. Order: host overhead, blocking copies, embedding, layers, lm_head; the
         offload runs on the device-to-host link from the end of the blocking copies, and the step
         ends when both compute and offload are done.
@@ -200,10 +202,13 @@ class CostModel:
         Layers < prestaged_layers were staged before the step: without `prefetch`, fully and in
         time; with it, its first `num_blocks` staged blocks were copied at the given times and the
         appended rest is copied at the step's start. A late prefetch holds layer 0 back (its stall)
-        until every prefetched layer can start on time.
+        until every prefetched layer can start on time. `shape` (default: the plan's) lets a caller
+        time a step whose sequences it summarises without building them.
         """
-        shape = StepShape.of(plan, self.block_size)
+        shape = shape or StepShape.of(plan, self.block_size)
         n = self.spec.num_layers
+        if not (plan.stream and plan.stream.num_blocks) and not plan.num_host_computed_blocks:
+            return self._compute_only_timing(plan, shape)
         layer = self.layer_time(shape)
         qkv, attention = self.layer_parts(shape)
         host = None if not plan.num_host_computed_blocks else self._host.layer(
@@ -238,6 +243,20 @@ class CostModel:
         offload_time, async_bytes = self.offload_copy(plan)
         end = max(end, self._step_overhead + blocking + offload_time)
         return StepTiming(duration=end, layers=tuple(layers),
+                          blocking_copy_time=blocking, blocking_copy_bytes=blocking_bytes,
+                          async_copy_bytes=async_bytes, emulated_link=True)
+
+    def _compute_only_timing(self, plan: StepPlan, shape: StepShape) -> StepTiming:
+        """step_timing when nothing streams: the layers run back to back (the same additions
+        schedule_layers makes, without a LayerTiming per layer)."""
+        blocking, blocking_bytes = self.blocking_copies(plan)
+        start = self._step_overhead + blocking + self.embed_time(shape)
+        bounds = tuple(itertools.accumulate(itertools.repeat(self.layer_time(shape), self.spec.num_layers),
+                                            initial=start))
+        end = bounds[-1] + self.lm_head_time(shape)
+        offload_time, async_bytes = self.offload_copy(plan)
+        end = max(end, self._step_overhead + blocking + offload_time)
+        return StepTiming(duration=end, layers=ComputeOnlyLayers(bounds),
                           blocking_copy_time=blocking, blocking_copy_bytes=blocking_bytes,
                           async_copy_bytes=async_bytes, emulated_link=True)
 

@@ -1,0 +1,178 @@
+"""Decode runs: many decode-only steps at once, deciding exactly what step-by-step would.
+
+Between two scheduling events (a request finishing, a queued one that could start, a GPU block
+shortage, a swap budget change, an arrival) every running sequence feeds one token per step and
+nothing else moves: the batch, its host blocks, the stream plan and the queues stay as they are.
+An executor that times a step from its shape alone (the sim: `times_decode_runs`, `time_decode_step`)
+then runs those steps without a plan per sequence: each step costs the cost model, its
+IterationRecord and the controller's look at it, and the sequences' own state (tokens, token
+times, new GPU blocks, in the order step-by-step allocates them) is brought up to date in bulk
+when the controller is about to decide and when the run ends. The last step of a run goes
+through the engine's own postprocess (finishing requests). Records, request results and
+controller decisions equal the step-by-step run's (tests/test_decode_run.py).
+"""
+from __future__ import annotations
+
+import bisect
+
+import numpy as np
+
+from .metrics import IterationRecord
+from .plan import StepOutput, StepPlan
+from .scheduler import Schedule
+
+MAX_RUN_STEPS = 4096
+
+
+class DecodeRun:
+    """The running batch's decode steps from now on; `steps()` runs them."""
+
+    def __init__(self, engine, sched: Schedule, horizon: int, allocations: list[tuple[int, int]],
+                 short: bool = False):
+        self.engine = engine
+        self.short = short                         # the step after the horizon runs out of GPU blocks
+        self.sched = sched                         # work: every running sequence, one token each
+        self.seqs = [s for s, _ in sched.work]
+        self.horizon = horizon                     # steps before the first event
+        self.allocations = allocations             # (step, batch index) of each new GPU block, in order
+        self.alloc_steps = [j for j, _ in allocations]
+        self.context = sum(s.num_computed_tokens for s in self.seqs)
+        self.done = 0                              # steps whose effects the sequences already show
+        self.allocated = 0                         # entries of `allocations` made
+        self.used_at_start = engine.blocks.gpu.num_used
+        self.ends: list[float] = []
+
+    @classmethod
+    def plan(cls, engine) -> "DecodeRun | None":
+        """The run starting at the next step, or None when that step is not a plain decode step
+        (the engine then takes one ordinary step)."""
+        scheduler, planner, blocks = engine.scheduler, engine.planner, engine.blocks
+        running, limits, gpu = scheduler.running, scheduler.config, blocks.gpu
+        batch = len(running)
+        if not batch or batch > limits.max_num_batched_tokens or batch > limits.max_num_seqs:
+            return None
+        if planner.policy not in ("none", "recompute", "vllm-swap", "pie"):
+            return None                            # flexgen's share and hybrid's split follow the context
+        if planner.active:
+            planner.update_reserve(running)        # what enforce_budget does first; constant in a run
+        if gpu.num_used > gpu.limit - gpu.reserved:
+            return None
+        fill = False                               # plan_offload could move blocks if the GPU ran short
+        if planner.policy == "pie":
+            host = sum(s.host_count for s in running)
+            # over the budget: enforce_budget moves blocks; under it: plan_offload may move some
+            fill = host < planner.budget and blocks.host.num_free > 0
+            if host > planner.budget or (fill and not planner.on_demand):
+                return None
+        token_budget = limits.max_num_batched_tokens - batch
+        if scheduler.admits_any(token_budget, gpu.num_free - batch):
+            return None                            # a queued request starts next step, whatever it allocates
+        bs, max_len = blocks.block_size, engine.max_model_len
+        horizon = MAX_RUN_STEPS
+        allocations = []
+        for i, s in enumerate(running):
+            computed, generated = s.num_computed_tokens, len(s.output_token_ids)
+            num_tokens = len(s.prompt_token_ids) + generated
+            if computed != num_tokens - 1 or s.first_token_time is None:
+                return None
+            horizon = min(horizon, s.sampling.max_tokens - generated, max_len - num_tokens)
+            # block b of the table is allocated in the step that writes position b * bs
+            allocations.extend((j, i) for j in range(len(s.block_table) * bs - computed, horizon, bs))
+        if horizon < 1:
+            return None
+        allocations.sort()
+        free = gpu.num_free
+        short = len(allocations) > free and allocations[free][0] < horizon
+        if short:
+            horizon = allocations[free][0]         # that step preempts: the run ends before it
+            if horizon < 1:
+                return None
+        allocations = allocations[:bisect.bisect_left(allocations, (horizon, -1))]
+        if scheduler.admits_any(token_budget, free - bisect.bisect_left(allocations, (1, -1))):
+            return None
+        if fill and planner.next_step_need((), scheduler) + batch > free - len(allocations):
+            return None                            # on-demand offload might start within the run
+        return cls(engine, Schedule(work=[(s, 1) for s in running]), horizon, allocations, short)
+
+    def steps(self, until: float | None) -> list:
+        """Run up to the horizon, stopping after the step that ends at or after `until`, or after
+        the controller changed the swap budget. Returns the requests the last step finished. A
+        run that ends short of GPU blocks takes the next (preempting) step too, unless `until` is due."""
+        engine = self.engine
+        ex, planner, blocks, metrics = engine.executor, engine.planner, engine.blocks, engine.metrics
+        stream = planner.stream(self.sched, [])
+        batch = len(self.seqs)
+        released, engine._released = tuple(engine._released), []
+        state = dict(gpu_blocks_limit=blocks.gpu.limit, staging_blocks=blocks.gpu.reserved,
+                     prefetch_depth=planner.depth, preempted=0, swapped_out=0,
+                     swap_space_blocks=sum(s.host_count for s in engine.scheduler.swapped),
+                     waiting=len(engine.scheduler.waiting))
+        finished = []
+        for j in range(self.horizon):
+            start = engine.clock.now()
+            context = self.context + batch * (j + 1)
+            plan = StepPlan(engine._step_id, (), stream=stream, released_seq_ids=released if j == 0 else ())
+            timing = ex.time_decode_step(plan, batch, context)
+            end = engine.clock.now()
+            self.ends.append(end)
+            last = j == self.horizon - 1 or (until is not None and end >= until)
+            if last:
+                self._bring_up_to(j)
+                self._allocate_through(j)
+                finished = engine._postprocess(self.sched, StepOutput(self._last_tokens(j), timing), end)
+                self.done = j + 1
+                blocks.end_step()
+            used = blocks.gpu.num_used if last else \
+                self.used_at_start + bisect.bisect_right(self.alloc_steps, j)
+            rec = IterationRecord.of(
+                timing, step=engine._step_id, start=start, end=end, batch_size=batch, prefill_tokens=0,
+                decode_tokens=batch, streamed_blocks=stream.num_blocks if stream else 0, context_tokens=context,
+                gpu_blocks_used=used, host_blocks_used=blocks.host.num_used, swap_budget=planner.budget, **state)
+            metrics.add_iteration(rec, timing)
+            budget = planner.budget
+            if engine.controller is not None and engine.controller.decides_next and not last:
+                self._bring_up_to(j + 1)                  # it reads the batch's full blocks
+            engine._observe(rec)
+            engine._step_id += 1
+            if last or planner.budget != budget:
+                break
+        self._bring_up_to(len(self.ends))
+        blocks.end_step()
+        engine._count_progress(batch)
+        if self.short and len(self.ends) == self.horizon and (until is None or self.ends[-1] < until):
+            finished = finished + engine.step()
+        return finished
+
+    def _allocate_through(self, j: int) -> None:
+        """The new GPU blocks of steps <= j, in step-by-step order (no block is freed in a run)."""
+        gpu = self.engine.blocks.gpu
+        stop = bisect.bisect_right(self.alloc_steps, j)
+        for _, i in self.allocations[self.allocated:stop]:
+            self.seqs[i].block_table.extend(gpu.allocate(1))
+        self.allocated = max(self.allocated, stop)
+
+    def _bring_up_to(self, steps: int) -> None:
+        """Give the sequences the tokens, token times and blocks of the run's first `steps` steps."""
+        n = steps - self.done
+        if n <= 0:
+            return
+        self._allocate_through(steps - 1)
+        times = self.ends[self.done:steps]
+        for seq, toks in zip(self.seqs, self._tokens(self.done, n)):
+            seq.num_computed_tokens += n
+            seq.output_token_ids.extend(toks)
+            seq.token_times.extend(times)
+        self.done = steps
+
+    def _tokens(self, first: int, n: int) -> list[list[int]]:
+        """Per sequence, the tokens sampled in steps first .. first + n - 1 of the run."""
+        seqs = self.seqs
+        ids = np.repeat(np.array([s.seq_id for s in seqs], dtype=np.int64), n)
+        pos = (np.array([s.num_computed_tokens for s in seqs], dtype=np.int64)[:, None] + 1 + (first - self.done)
+               + np.arange(n, dtype=np.int64)[None, :]).ravel()
+        stops = [s.sampling.stop_token_ids for s in seqs for _ in range(n)]
+        flat = self.engine.executor.tokens_at(ids, pos, stops)
+        return [flat[k * n:(k + 1) * n] for k in range(len(seqs))]
+
+    def _last_tokens(self, j: int) -> dict[int, int]:
+        return {s.seq_id: toks[0] for s, toks in zip(self.seqs, self._tokens(j, 1))}

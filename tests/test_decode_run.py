@@ -1,0 +1,80 @@
+"""Decode runs (several decode steps at once on the sim) decide exactly what step-by-step does.
+
+The same workload runs twice through the benchmark driver: once with `Engine.step()` only, once
+with `Engine.step_run()`. Every record must be equal to the last bit: per-request results,
+per-iteration records, per-layer timings and controller decisions; and the runs must really
+have covered most steps (else the test proves nothing).
+"""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from pie_lab import ControllerConfig, EngineConfig, named_spec
+from pie_lab.bench.harness import as_requests, run_one
+from pie_lab.core import decode_run
+from pie_lab.workloads import sharegpt_like
+
+MODEL = "opt-13b"
+BASE = dict(hardware="H200", dtype="float16", block_size=16, max_num_seqs=64, max_num_batched_tokens=1024,
+            num_gpu_blocks=900)
+CASES = {
+    "none": dict(policy="none"),
+    "vllm-swap": dict(policy="vllm-swap"),
+    "pie-controller": dict(policy="pie", controller=ControllerConfig(enabled=True, warmup_iterations=2, window=3)),
+    "pie-budget": dict(policy="pie", swap_budget_blocks=120),
+    "pie-on-demand": dict(policy="pie", swap_budget_blocks=120, offload="on-demand"),
+}
+
+
+def workload(rate):
+    spec = named_spec(MODEL)
+    return as_requests(sharegpt_like(60, seed=1, rate=rate, arrival=None if rate else "offline",
+                                     vocab_size=spec.vocab_size, max_model_len=2048))
+
+
+def records(engine) -> dict:
+    m = engine.metrics
+    return dict(requests=m.requests_df(), iterations=m.iterations_df(), layers=m.layers_df(), events=m.events_df())
+
+
+@pytest.mark.parametrize("rate", [None, 6.0], ids=["offline", "poisson"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_decode_runs_equal_step_by_step(case, rate, monkeypatch):
+    reqs = workload(rate)
+    config = EngineConfig(**BASE, **CASES[case])
+    runs = []
+    plan = decode_run.DecodeRun.plan.__func__
+    monkeypatch.setattr(decode_run.DecodeRun, "plan",
+                        classmethod(lambda cls, engine: runs.append(plan(cls, engine)) or runs[-1]))
+    step_by_step, t0, t_end = run_one(MODEL, "sim", config, reqs, decode_runs=False)
+    assert not runs
+    fast, f0, f_end = run_one(MODEL, "sim", config, reqs, decode_runs=True)
+    in_runs = sum(len(r.ends) for r in runs if r is not None)
+    assert in_runs > 0.3 * step_by_step.metrics.totals["iterations"]
+    assert (f0, f_end) == (t0, t_end)
+    a, b = records(step_by_step), records(fast)
+    for name in a:
+        pd.testing.assert_frame_equal(a[name], b[name], check_exact=True, obj=name)
+    assert len(a["requests"]) == len(reqs)
+    if case == "pie-controller":
+        assert (a["events"]["kind"] == "controller").sum() > 5
+    fast.check_blocks()
+
+
+def test_on_demand_offload_moves_blocks_only_under_pressure():
+    """Eager offload fills the budget whatever the GPU holds; on demand moves nothing while the
+    GPU pool has room and, under pressure, still lets the host tier grow the batch."""
+    def run(gpu_blocks, offload):
+        policy = dict(policy="none") if offload == "none" else dict(policy="pie", swap_budget_blocks=400,
+                                                                    offload=offload)
+        config = EngineConfig(**{**BASE, "num_gpu_blocks": gpu_blocks}, **policy)
+        engine, _, _ = run_one(MODEL, "sim", config, workload(6.0))
+        return engine.metrics.iterations_df()
+
+    roomy = {mode: run(4000, mode) for mode in ("eager", "on-demand")}
+    assert roomy["eager"]["offload_bytes"].sum() > 0
+    assert roomy["on-demand"]["offload_bytes"].sum() == 0 and roomy["on-demand"]["stream_bytes"].sum() == 0
+    tight = {mode: run(300, mode) for mode in ("eager", "on-demand", "none")}
+    assert 0 < tight["on-demand"]["offload_bytes"].sum() < tight["eager"]["offload_bytes"].sum()
+    assert tight["on-demand"]["batch_size"].max() > tight["none"]["batch_size"].max()
