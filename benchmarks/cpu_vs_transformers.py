@@ -44,15 +44,6 @@ def reference_model(llm: LLM, model: str):
     return AutoModelForCausalLM.from_pretrained(gguf.resolve(model), dtype=torch.float32).eval()
 
 
-def best(fn, repeats: int):
-    times, out = [], None
-    for _ in range(repeats):
-        t = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t)
-    return min(times), out
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m")
@@ -70,34 +61,42 @@ def main(argv=None) -> int:
     prompts = make_prompts(llm, n)
     sp = SamplingParams(max_tokens=new, ignore_eos=True)
     llm.generate(prompts[:2], SamplingParams(max_tokens=2))
-    rows = {}
-    rows["pie_lab (cpu executor, policy none)"], outs = best(lambda: llm.generate(prompts, sp), args.repeats)
-    ours = [o.token_ids for o in outs]
-    llm.close()
-
     hf = reference_model(llm, args.model)
     hf.generation_config.eos_token_id = None           # plain greedy for exactly max_tokens, like ignore_eos
     pad = hf.config.pad_token_id if hf.config.pad_token_id is not None else 0
     width = max(map(len, prompts))
     ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
     mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
-    with torch.inference_mode():
-        rows["transformers generate (padded batch)"], gen = best(lambda: hf.generate(
-            input_ids=ids, attention_mask=mask, max_new_tokens=new, do_sample=False, pad_token_id=pad), args.repeats)
-    padded = [gen[i, width:].tolist() for i in range(n)]
-    agree = {"transformers generate (padded batch)": sum(a == b for a, b in zip(ours, padded))}
-    if not args.skip_generate_batch:
+
+    def padded():
+        gen = hf.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new, do_sample=False, pad_token_id=pad)
+        return [gen[i, width:].tolist() for i in range(n)]
+
+    def batch():
         from transformers import GenerationConfig
         cfg = GenerationConfig(max_new_tokens=new, do_sample=False, eos_token_id=None, pad_token_id=pad)
-        with torch.inference_mode():
-            rows["transformers generate_batch"], res = best(
-                lambda: hf.generate_batch(inputs=prompts, generation_config=cfg), args.repeats)
-        by_id = sorted(res.values(), key=lambda r: int(str(r.request_id).rsplit("_", 1)[-1]))
-        agree["transformers generate_batch"] = sum(a == list(r.generated_tokens) for a, r in zip(ours, by_id))
+        res = hf.generate_batch(inputs=prompts, generation_config=cfg)
+        return [list(r.generated_tokens) for r in
+                sorted(res.values(), key=lambda r: int(str(r.request_id).rsplit("_", 1)[-1]))]
+
+    engines = {"pie_lab (cpu executor, policy none)": lambda: [o.token_ids for o in llm.generate(prompts, sp)],
+               "transformers generate (padded batch)": padded}
+    if not args.skip_generate_batch:
+        engines["transformers generate_batch"] = batch
+    rows, outs = {name: float("inf") for name in engines}, {}
+    with torch.inference_mode():
+        for _ in range(args.repeats):                   # interleaved, so a load change hits every engine
+            for name, run in engines.items():
+                t = time.perf_counter()
+                outs[name] = run()
+                rows[name] = min(rows[name], time.perf_counter() - t)
+    llm.close()
+    ours = outs["pie_lab (cpu executor, policy none)"]
+    agree = {name: sum(a == b for a, b in zip(ours, o)) for name, o in outs.items()}
 
     tokens = n * new
     print(f"model {args.model}, {n} prompts ({min(map(len, prompts))}-{width} tokens), {new} new tokens each, "
-          f"torch threads {torch.get_num_threads()} for every engine, best of {args.repeats}")
+          f"torch threads {torch.get_num_threads()} for every engine, best of {args.repeats} interleaved runs")
     print(f"{'engine':<40}{'seconds':>9}{'tokens/s':>10}{'pie_lab x':>11}{'agree':>8}")
     ref = rows["pie_lab (cpu executor, policy none)"]
     for name, sec in rows.items():
