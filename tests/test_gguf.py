@@ -73,7 +73,7 @@ def test_self_written_gguf_equals_transformers(cache):
         assert torch.equal(a, b)                       # the file round-trips through transformers' reader
     rng = np.random.default_rng(0)
     prompts = [rng.integers(3, 500, n).tolist() for n in (3, 9, 17, 30)]
-    llm = LLM(str(path), "cpu", block_size=4, num_gpu_blocks=200, policy="pie", swap_budget_blocks=1000,
+    llm = LLM(str(path), "cpu", block_size=4, num_gpu_blocks=200, policy="pie", swap_budget_blocks=400,
               num_host_blocks=400, link_bandwidth_gbps=50.0)
     outs = llm.generate(prompts, SamplingParams(max_tokens=NEW_TOKENS, ignore_eos=True))
     llm.close()
