@@ -128,12 +128,23 @@ def test_on_the_cpu_executor_it_reaches_the_throughput_plateau_within_50_iterati
             eng.add_request([rng.randrange(3, 500) for _ in range(48)], SamplingParams(max_tokens=400, ignore_eos=True))
         return eng
 
-    eng = cpu_engine(0, True)
-    measure(eng, 0, 50)
-    chosen = eng.config.swap_budget_blocks
-    sweep = {b: measure(cpu_engine(b, False), 20, 50)[0] for b in (0, 32, 64, 96, 160)}
-    best = max(sweep.values())
-    at_chosen = max(t for b, t in sweep.items() if b <= chosen)
-    assert at_chosen >= 0.9 * best, (chosen, sweep)
-    assert sweep[0] < 0.8 * best                         # the budget matters in this setting
-    assert measure(eng, 50, 80)[1] <= TARGET
+    def attempt():
+        eng = cpu_engine(0, True)
+        measure(eng, 0, 50)
+        chosen = eng.config.swap_budget_blocks
+        sweep = {b: measure(cpu_engine(b, False), 20, 50)[0] for b in (0, 32, 64, 96, 160)}
+        best = max(sweep.values())
+        at_chosen = max(t for b, t in sweep.items() if b <= chosen)
+        failed = [what for what, ok in [
+            (f"throughput at the chosen budget {chosen} below 90% of the best fixed budget: {sweep}",
+             at_chosen >= 0.9 * best),
+            (f"the budget does not matter in this setting (budget 0 within 80% of the best): {sweep}",
+             sweep[0] < 0.8 * best),
+            ("stall overhead above target after convergence", measure(eng, 50, 80)[1] <= TARGET)] if not ok]
+        return failed
+
+    # Wall-clock measurements on a shared 2-core machine: a second try absorbs one noisy run.
+    failed = attempt()
+    if failed:
+        failed = attempt()
+    assert not failed, failed
