@@ -72,6 +72,12 @@ def test_preemption_happens_under_memory_pressure():
        swap=st.booleans(), gpu=st.integers(24, 80), chunked=st.booleans(), changes=st.lists(
            st.tuples(st.integers(0, 60), st.integers(0, 40), st.integers(1, 5), st.integers(1, 8)), max_size=8))
 def test_random_streams_and_knob_changes_never_leak_or_alter(seed, policy, swap, gpu, chunked, changes):
+    stream_with_knob_changes(seed, policy, swap, gpu, chunked, changes)
+
+
+def stream_with_knob_changes(seed, policy, swap, gpu, chunked, changes):
+    """Ten requests under live (swap_budget_blocks, prefetch_depth, max_num_seqs) changes at given
+    steps: tokens equal the no-swap reference and no block leaks. Returns the engine."""
     reqs = requests(10, seed=seed, max_tokens=(2, 20))
     ref, _ = run(BASE, reqs)
     cfg = BASE.replace(policy=policy, num_gpu_blocks=gpu, num_host_blocks=120, chunked_prefill=chunked,
@@ -93,6 +99,16 @@ def test_random_streams_and_knob_changes_never_leak_or_alter(seed, policy, swap,
         assert step < 5000
     assert outs == ref
     assert eng.blocks.gpu.num_used == 0 and eng.blocks.host.num_used == 0
+    return eng
+
+
+def test_shrinking_the_budget_shrinks_the_staging_ring_before_scheduling():
+    # Budget 30 -> 3 with depth 1 -> 4 (= num_layers): the ring, first sized at the new depth over
+    # the 30 resident blocks, must shrink as enforce_budget preempts or brings blocks back;
+    # a stale 30-block ring left request 1 no GPU block, and it failed (hypothesis, seed 376).
+    eng = stream_with_knob_changes(376, "pie", False, 31, False, [(0, 30, 1, 6), (9, 3, 4, 1)])
+    assert not [e for e in eng.metrics.events if e["kind"] == "error"]
+    assert max(r.staging_blocks for r in eng.metrics.iterations if r.step >= 9) <= 3
 
 
 @pytest.mark.parametrize("bad, match", [

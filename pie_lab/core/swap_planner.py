@@ -94,14 +94,17 @@ class SwapPlanner:
                     self._give_back(scheduler, sched, seq, excess)
 
     def _give_back(self, scheduler: Scheduler, sched: Schedule, seq: Sequence, n: int) -> int:
-        """Bring n host blocks of seq back to the GPU (newest first), or preempt seq. Returns host blocks released."""
+        """Bring n host blocks of seq back to the GPU (newest first), or preempt seq. Returns host blocks
+        released. The staging ring shrinks with them, so the next give-back and the scheduler see its room."""
         if self.blocks.gpu.num_free >= n:
             first = seq.host_count - n
             sched.swap_in.extend(self.blocks.bring_back(seq, i) for i in reversed(range(first, seq.host_count)))
-            return n
-        held = seq.num_host_blocks()
-        scheduler.preempt(seq, sched)
-        return held
+            released = n
+        else:
+            released = seq.num_host_blocks()
+            scheduler.preempt(seq, sched)
+        self.update_reserve(scheduler.running)
+        return released
 
     # -- after scheduling: fill up to the budget, and stream --------------------------------
     def plan_offload(self, sched: Schedule, scheduler: Scheduler | None = None) -> list[tuple[int, int]]:
