@@ -75,14 +75,14 @@ def test_random_streams_and_knob_changes_never_leak_or_alter(seed, policy, swap,
     stream_with_knob_changes(seed, policy, swap, gpu, chunked, changes)
 
 
-def stream_with_knob_changes(seed, policy, swap, gpu, chunked, changes):
-    """Ten requests under live (swap_budget_blocks, prefetch_depth, max_num_seqs) changes at given
-    steps: tokens equal the no-swap reference and no block leaks. Returns the engine."""
+def stream_with_knob_changes(seed, policy, swap, gpu, chunked, changes, knobs=("swap_budget_blocks", "prefetch_depth", "max_num_seqs"), **options):
+    """Ten requests under live changes of `knobs` at given steps (`changes`: (step, *values)):
+    tokens equal the no-swap reference and no block leaks. Returns the engine."""
     reqs = requests(10, seed=seed, max_tokens=(2, 20))
     ref, _ = run(BASE, reqs)
-    cfg = BASE.replace(policy=policy, num_gpu_blocks=gpu, num_host_blocks=120, chunked_prefill=chunked,
-                       preemption_mode="swap" if swap else "recompute",
-                       max_num_batched_tokens=48 if chunked else 64, flexgen_fraction=0.5)
+    cfg = BASE.replace(**{"policy": policy, "num_gpu_blocks": gpu, "num_host_blocks": 120, "chunked_prefill": chunked,
+                          "preemption_mode": "swap" if swap else "recompute",
+                          "max_num_batched_tokens": 48 if chunked else 64, "flexgen_fraction": 0.5, **options})
     eng = make_engine(cfg)
     for i, (p, sp) in enumerate(reqs):
         eng.add_request(p, sp, request_id=i)
@@ -90,8 +90,7 @@ def stream_with_knob_changes(seed, policy, swap, gpu, chunked, changes):
     changes = dict((c[0], c[1:]) for c in changes)
     while eng.has_unfinished():
         if step in changes:
-            budget, depth, seqs = changes[step]
-            eng.update(swap_budget_blocks=budget, prefetch_depth=depth, max_num_seqs=seqs)
+            eng.update(**dict(zip(knobs, changes[step])))
         for o in eng.step():
             outs[o.request_id] = o.token_ids
         eng.check_blocks()

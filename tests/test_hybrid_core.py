@@ -5,7 +5,7 @@ from hypothesis import given, settings, strategies as st, HealthCheck
 
 from pie_lab import ConfigError, EngineConfig
 from fake_executor import make_engine, run_to_completion
-from test_core_engine import BASE, requests, run
+from test_core_engine import BASE, requests, run, stream_with_knob_changes
 
 
 @pytest.mark.parametrize("changes", [
@@ -69,24 +69,6 @@ def test_hybrid_knobs_are_validated():
        changes=st.lists(st.tuples(st.integers(0, 60), st.integers(0, 40), st.integers(0, 40),
                                   st.integers(1, 5), st.integers(1, 8)), max_size=8))
 def test_random_splits_and_knob_changes_never_leak_or_alter(seed, swap, gpu, chunked, changes):
-    reqs = requests(10, seed=seed, max_tokens=(2, 20))
-    ref, _ = run(BASE, reqs)
-    cfg = BASE.replace(policy="hybrid", num_gpu_blocks=gpu, num_host_blocks=120, chunked_prefill=chunked,
-                       preemption_mode="swap" if swap else "recompute", swap_budget_blocks=4,
-                       host_compute_blocks=6, max_num_batched_tokens=48 if chunked else 64)
-    eng = make_engine(cfg)
-    for i, (p, sp) in enumerate(reqs):
-        eng.add_request(p, sp, request_id=i)
-    outs, step = {}, 0
-    changes = dict((c[0], c[1:]) for c in changes)
-    while eng.has_unfinished():
-        if step in changes:
-            budget, host, depth, seqs = changes[step]
-            eng.update(swap_budget_blocks=budget, host_compute_blocks=host, prefetch_depth=depth, max_num_seqs=seqs)
-        for o in eng.step():
-            outs[o.request_id] = o.token_ids
-        eng.check_blocks()
-        step += 1
-        assert step < 5000
-    assert outs == ref
-    assert eng.blocks.gpu.num_used == 0 and eng.blocks.host.num_used == 0
+    stream_with_knob_changes(seed, "hybrid", swap, gpu, chunked, changes,
+                             knobs=("swap_budget_blocks", "host_compute_blocks", "prefetch_depth", "max_num_seqs"),
+                             swap_budget_blocks=4, host_compute_blocks=6, flexgen_fraction=0.0)
