@@ -197,12 +197,13 @@ def test_a_source_fault_shows_once_and_the_run_goes_on():
 
 def test_cancel_queue_button_and_stall_shown():
     eng = create_engine("opt-13b", "sim", num_gpu_blocks=400, max_num_seqs=2, dtype="float16")
+    eng.step_run = lambda *args, **kw: eng.step()     # one step at a time, each through the scheduler
     runner = LiveRunner(eng, ListSource([]), stall_steps=10)
     d = Dashboard(runner, refresh_hz=20)
     try:
         runner.pause()
         for _ in range(6):
-            runner.submit(list(range(3, 40)), SamplingParams(max_tokens=400, ignore_eos=True))
+            runner.submit(list(range(3, 40)), SamplingParams(max_tokens=1500, ignore_eos=True))
         runner.resume()
         assert wait_for(lambda: eng.metrics.totals["iterations"] > 2)
         d.controls.cancel_button.click()
