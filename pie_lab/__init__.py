@@ -5,7 +5,7 @@ The engine core (pie_lab.core) imports no torch; executors and models load lazil
 from .config import ControllerConfig, EngineConfig, POLICIES, EXECUTORS, LIVE_KNOBS
 from .errors import ConfigError, EngineError, PieLabError
 from .sampling import SamplingParams
-from .model_spec import ModelSpec, NAMED_SHAPES, named_spec
+from .model_spec import ModelSpec, NAMED_SHAPES, named_spec, real_model_names, spec_from_model
 from .core.engine import Engine, RequestOutput
 from .engine_factory import create_engine
 from .llm import LLM
@@ -15,5 +15,5 @@ __version__ = "0.1.0"
 
 
 __all__ = ["LLM", "Engine", "create_engine", "EngineConfig", "ControllerConfig", "SamplingParams", "RequestOutput",
-           "ModelSpec", "NAMED_SHAPES", "named_spec", "ConfigError", "EngineError", "PieLabError",
+           "ModelSpec", "NAMED_SHAPES", "named_spec", "real_model_names", "spec_from_model", "ConfigError", "EngineError", "PieLabError",
            "POLICIES", "EXECUTORS", "LIVE_KNOBS", "chat_prompt_ids", "end_of_turn_ids", "load_tokenizer", "__version__"]

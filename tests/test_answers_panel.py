@@ -41,6 +41,7 @@ def test_real_model_answers_in_the_dashboard():
                             capacity=engine_capacity(eng), tokenizer=tok)
     runner = LiveRunner(eng, source)
     dash = Dashboard(runner, start=False)
+    assert eng.spec.name == "smollm2-135m" and dash.controls.model.value == "smollm2-135m"   # not its cache folder
     runner.start()
     assert runner.wait_idle(300)
     dash.refresh()

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import ipywidgets as W
 
-from pie_lab import EXECUTORS, NAMED_SHAPES, ConfigError, PieLabError
+from pie_lab import EXECUTORS, NAMED_SHAPES, ConfigError, PieLabError, real_model_names
 
 from .workload import WORKLOADS
 
@@ -90,7 +90,7 @@ class ControlPanel:
                                              step=0.05, readout_format=".3g", **c)
         self.executor = W.Dropdown(description="executor (restart)", options=list(EXECUTORS), style=STYLE,
                                    layout=LAYOUT)
-        self.model = W.Dropdown(description="model (restart)", options=list(NAMED_SHAPES), style=STYLE,
+        self.model = W.Dropdown(description="model (restart)", options=[*real_model_names(), *NAMED_SHAPES], style=STYLE,
                                 layout=LAYOUT)
         self.restart_button = W.Button(description="restart", icon="refresh", tooltip="rebuild the engine with "
                                        "this executor and model, keeping the knobs", layout=W.Layout(width="110px"))
@@ -161,7 +161,7 @@ class ControlPanel:
             if hasattr(src, "set_workload"):
                 self.workload.value = src.name
             self.executor.value = eng.executor_name if eng.executor_name in EXECUTORS else "cpu"
-            if eng.spec.name in NAMED_SHAPES:
+            if eng.spec.name in self.model.options:
                 self.model.value = eng.spec.name
         self.restart_button.disabled = self.on_restart is None
 

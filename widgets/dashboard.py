@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import ipywidgets as W
 
-from pie_lab import load_tokenizer, ControllerConfig, create_engine, EngineConfig, named_spec
+from pie_lab import load_tokenizer, ControllerConfig, create_engine, EngineConfig, spec_from_model
 from pie_lab.live import LiveRunner
 
 from .controls import ControlPanel, ErrorArea
@@ -226,7 +226,7 @@ class Dashboard:
         model = model or self.controls.model.value
         executor = executor or self.controls.executor.value
         old = self.runner.engine
-        spec = named_spec(model) if isinstance(model, str) else None
+        spec = spec_from_model(model) if isinstance(model, str) else None
         if executor == "cpu" and spec is not None and spec.num_params() > CPU_MAX_PARAMS:
             raise RuntimeError(f"{model} has {spec.num_params() / 1e9:.1f}B parameters: too big for the cpu "
                                "executor; pick executor 'sim' (modelled timings) or 'cuda'")

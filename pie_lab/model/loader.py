@@ -6,6 +6,7 @@ are cached per process: a second load of the same folder is fast.
 """
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 from typing import Any
@@ -120,9 +121,12 @@ def load_model(model: Any, dtype: str = "float32", device: Any = "cpu", seed: in
     import torch
     torch_dtype = _torch_dtype(dtype)
     device = torch.device(device)
+    name = model if isinstance(model, str) and model in gguf.REAL_MODELS else None
     if isinstance(model, (str, os.PathLike)):
         model = gguf.resolve(model)
     spec = spec_from_model(model)
+    if name is not None:                      # a real model keeps its name, not its cache folder's
+        spec = dataclasses.replace(spec, name=name)
     net = _build(spec, dtype)
     loaded: set = set()
     tokenizer = None
