@@ -154,6 +154,16 @@ class EngineConfig:
             raise ConfigError(f"controller must be a ControllerConfig or a dict, got {self.controller!r}")
 
     @property
+    def budgeted(self) -> bool:
+        """pie and hybrid: running sequences keep host-resident KV up to `host_budget_blocks`."""
+        return self.policy in ("pie", "hybrid")
+
+    @property
+    def host_budget_blocks(self) -> int:
+        """Host-resident blocks the running batch may hold: the swap budget, plus hybrid's host share."""
+        return self.swap_budget_blocks + (self.host_compute_blocks if self.policy == "hybrid" else 0)
+
+    @property
     def swap_preemption(self) -> bool:
         """Preempted sequences go to the host swap space (when it has room) instead of being recomputed."""
         mode = self.preemption_mode or ("swap" if self.policy == "vllm-swap" else "recompute")

@@ -54,8 +54,8 @@ def pool_sizes(config: EngineConfig, ex: Executor) -> tuple[int, int]:
         else "num_host_blocks"
     value = config.host_kv_limit_gb if knob == "host_kv_limit_gb" else host
     check_fits(knob, value, host * block, host_room, mem.host_name, _allowed(knob, host_room, block))
-    budget = config.swap_budget_blocks + (config.host_compute_blocks if config.policy == "hybrid" else 0)
-    if config.policy in ("pie", "hybrid") and budget > host:
+    budget = config.host_budget_blocks
+    if config.budgeted and budget > host:
         what = "swap_budget_blocks" + (" + host_compute_blocks" if config.policy == "hybrid" else "")
         raise ConfigError(f"{what}={budget} is more than the host tier holds ({host} blocks of {block} bytes); "
                           f"allowed: {what} <= {host}, or a larger num_host_blocks / host_kv_limit_gb (a budget "

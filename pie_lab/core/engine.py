@@ -56,7 +56,7 @@ class Engine:
         self.planner = SwapPlanner(self.blocks, self.spec.num_layers, lambda: self.config)
         self.metrics = Metrics()
         self.controller = None
-        if config.policy in ("pie", "hybrid"):
+        if config.budgeted:
             self.attach_controller()
         self._lock = threading.Lock()
         self._pending: dict[str, Any] = {}
@@ -114,10 +114,9 @@ class Engine:
     def _room(self, c: EngineConfig, gpu_limit: int) -> int:
         """KV blocks one request may span under config `c`: the GPU limit, plus (pie, hybrid) the
         host-resident budgets less the staging ring that streaming the swap budget takes from the GPU."""
-        if c.policy not in ("pie", "hybrid"):
+        if not c.budgeted:
             return gpu_limit
-        host = c.swap_budget_blocks + (c.host_compute_blocks if c.policy == "hybrid" else 0)
-        return gpu_limit + host - self.planner.staging_blocks(c.swap_budget_blocks, c.prefetch_depth)
+        return gpu_limit + c.host_budget_blocks - self.planner.staging_blocks(c.swap_budget_blocks, c.prefetch_depth)
 
     def add_request(self, prompt_token_ids: Seq[int], sampling: SamplingParams | None = None,
                     request_id: Any = None, arrival_time: float | None = None) -> int:
@@ -191,14 +190,14 @@ class Engine:
                 raise ConfigError(f"{knob}={changes[knob]} leaves {room} KV blocks per request, but request "
                                   f"{self._request_ids[sid]!r} in flight needs up to {need} ({total} tokens); "
                                   "allowed: num_gpu_blocks" + (" + host budgets - the staging ring"
-                                                               if new.policy in ("pie", "hybrid") else "") + f" >= {need}")
+                                                               if new.budgeted else "") + f" >= {need}")
         if "max_num_batched_tokens" in changes and not new.chunked_prefill and self._sizes:
             sid, (longest, _) = max(self._sizes.items(), key=lambda kv: kv[1][0])
             if new.max_num_batched_tokens < longest:
                 raise ConfigError(f"max_num_batched_tokens={new.max_num_batched_tokens} is less than the {longest}-token "
                                   f"prompt of request {self._request_ids[sid]!r} in flight, which could then never "
                                   f"run (chunked_prefill is off); allowed: >= {longest}")
-        if new.policy in ("pie", "hybrid") and ("prefetch_depth" in changes or "swap_budget_blocks" in changes):
+        if new.budgeted and ("prefetch_depth" in changes or "swap_budget_blocks" in changes):
             # the staging ring holds up to min(depth, L) layers of every host-resident block
             old = self.planner.staging_blocks(self.config.swap_budget_blocks, self.config.prefetch_depth)
             grown = self.planner.staging_blocks(new.swap_budget_blocks, new.prefetch_depth)

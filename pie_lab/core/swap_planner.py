@@ -60,7 +60,7 @@ class SwapPlanner:
     @property
     def total_budget(self) -> int:
         """Host-resident blocks the running batch may hold (pie, hybrid)."""
-        return self.budget + (self.host_budget if self.policy == "hybrid" else 0)
+        return self._config().host_budget_blocks
 
     def staging_blocks(self, host_blocks: int, depth: int | None = None) -> int:
         """GPU blocks' worth of memory for a ring of `depth` layer slots holding `host_blocks` blocks each."""
@@ -81,7 +81,7 @@ class SwapPlanner:
         if not self.active:
             return
         self.update_reserve(scheduler.running)
-        if self.policy in ("pie", "hybrid"):
+        if self._config().budgeted:
             over = sum(s.num_host_blocks() for s in scheduler.running) - self.total_budget
             for seq in reversed(list(scheduler.running)):
                 if over <= 0:
@@ -112,7 +112,7 @@ class SwapPlanner:
             return []
         moves: list[tuple[int, int]] = []
         room = self.total_budget - sum(s.num_host_blocks() for s, _ in sched.work) \
-            if self.policy in ("pie", "hybrid") else None
+            if self._config().budgeted else None
         if room is not None and self.on_demand:
             room = min(room, self.shortfall(sched.work, scheduler))
         # With depth >= num_layers the staging ring costs what offloading saves: offload only

@@ -45,7 +45,7 @@ class CPUExecutor(TorchRunner):
         # Leave a core to the link threads: OpenMP workers spinning on every core stall them badly.
         # With no host pool (policy none or recompute) the link never copies: use every core.
         cores = os.cpu_count() or 2
-        torch.set_num_threads(threads or (cores if config.host_blocks(None, block_bytes=1) == 0 else max(1, cores - 1)))
+        torch.set_num_threads(threads or (cores if config.host_blocks(None) == 0 else max(1, cores - 1)))
         decoder, tokenizer = load_model(model, dtype=config.dtype, device="cpu", seed=config.seed)
         return cls(decoder, tokenizer, config, threads)
 

@@ -168,7 +168,7 @@ def common_notes(rc: RunConfig, notes: Notes) -> None:
     e = rc.engine
     notes.add("unsupported", "engine.prefetch_depth", "", e.prefetch_depth,
               "no target streams host-resident KV into the GPU layer by layer during the forward pass")
-    if e.policy in ("pie", "hybrid") or e.controller.enabled:
+    if e.budgeted or e.controller.enabled:
         notes.add("unsupported", "engine.controller", "", e.controller.enabled,
                   "no adaptive budget: the target's host-tier size is fixed at start; the current "
                   f"budget ({e.swap_budget_blocks} blocks) is exported")
