@@ -61,6 +61,7 @@ class LiveRunner:
         self._reported = False
         self._t0 = 0.0
         self._idle = threading.Event()
+        self._parked = threading.Event()          # set by the loop while it holds no step in progress
         self._paused_at: float | None = None      # the run clock stops while paused or stopped
         self.rejected = 0
         self.fault_count = 0
@@ -80,11 +81,25 @@ class LiveRunner:
         self._thread.start()
         return self
 
-    def pause(self) -> None:
+    def pause(self, timeout: float = 10.0) -> bool:
+        """Stop between iterations: returns once the step in progress (if any) has finished, so the
+        engine's state is settled when pause() returns. False if that took longer than `timeout`."""
         self._raise_if_failed()
         if self._running.is_set():
             self._paused_at = self.engine.clock.now()
+            self._parked.clear()
         self._running.clear()
+        alive = self._thread is not None and self._thread.is_alive()
+        if not alive or threading.current_thread() is self._thread:
+            return True
+        deadline = time.monotonic() + timeout
+        while not self._parked.wait(0.01):
+            self._raise_if_failed()
+            if not self._thread.is_alive():
+                return True
+            if time.monotonic() > deadline:
+                return False
+        return True
 
     def resume(self) -> None:
         self._raise_if_failed()
@@ -238,6 +253,7 @@ class LiveRunner:
         try:
             while not self._stop.is_set():
                 if not self._running.is_set():
+                    self._parked.set()
                     self._running.wait(0.05)
                     continue
                 now = clock.now() - self._t0

@@ -97,6 +97,32 @@ def test_pause_resume_stop_and_rate_changes():
     assert runner.state == "stopped" and engine.metrics.totals["requests"] > done
 
 
+def test_pause_returns_after_the_step_in_progress():
+    engine = create_engine("opt-tiny", "cpu", block_size=4, num_gpu_blocks=200)
+    step, in_step = engine.step, []
+
+    def slow_step():
+        in_step.append(True)
+        time.sleep(0.2)                      # pause() lands in the middle of this
+        out = step()
+        in_step.pop()
+        return out
+    engine.step = slow_step
+    runner = LiveRunner(engine, ListSource([Request(i, (5, 6, 7, 8), 50, 0.0) for i in range(4)])).start()
+    deadline = time.monotonic() + 10
+    while not in_step:
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    assert runner.pause() is True
+    assert not in_step, "pause() returned while a step was still running"
+    iterations = engine.metrics.totals["iterations"]
+    time.sleep(0.3)
+    assert engine.metrics.totals["iterations"] == iterations and runner.state == "paused"
+    runner.resume()
+    assert runner.wait_idle(timeout=30)
+    runner.stop()
+
+
 def test_metrics_memory_stays_bounded_on_a_long_run():
     engine = create_engine("opt-13b", "sim", hardware="H200", policy="pie", swap_budget_blocks=64,
                            num_gpu_blocks=400, dtype="float16")
