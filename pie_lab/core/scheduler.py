@@ -89,13 +89,18 @@ class Scheduler:
         sched = sched or Schedule()
         self.shed_excess(sched)
         budget = self.config.max_num_batched_tokens
-        queue = list(self.running)
+        blocks, bs = self.blocks, self.blocks.block_size
+        queue = deque(self.running)
         while queue:
-            seq = queue.pop(0)
+            seq = queue.popleft()
             n = self._tokens_for(seq, budget)
             if n == 0:
                 continue
-            while not self.blocks.can_allocate(self.blocks.blocks_needed(seq, n)):
+            if -(-(seq.num_computed_tokens + n) // bs) <= len(seq.block_table):   # blocks_needed == 0
+                sched.work.append((seq, n))
+                budget -= n
+                continue
+            while not blocks.can_allocate(blocks.blocks_needed(seq, n)):
                 if queue:
                     self.preempt(queue.pop(), sched)
                     continue

@@ -68,7 +68,7 @@ class SwapPlanner:
 
     def update_reserve(self, running) -> None:
         """The staging ring holds the running batch's host-resident blocks: withhold its memory."""
-        resident = sum(s.num_host_blocks() for s in running) if self.active else 0
+        resident = sum(s.host_count for s in running) if self.active else 0
         if self.policy == "hybrid":             # the host-computed share is never staged
             resident -= min(resident, self.host_budget)
         self.blocks.gpu.reserved = self.staging_blocks(resident)
@@ -82,7 +82,7 @@ class SwapPlanner:
             return
         self.update_reserve(scheduler.running)
         if self._config().budgeted:
-            over = sum(s.num_host_blocks() for s in scheduler.running) - self.total_budget
+            over = sum(s.host_count for s in scheduler.running) - self.total_budget
             for seq in reversed(list(scheduler.running)):
                 if over <= 0:
                     break
@@ -111,7 +111,7 @@ class SwapPlanner:
         if not self.active:
             return []
         moves: list[tuple[int, int]] = []
-        room = self.total_budget - sum(s.num_host_blocks() for s, _ in sched.work) \
+        room = self.total_budget - sum(s.host_count for s, _ in sched.work) \
             if self._config().budgeted else None
         if room is not None and self.on_demand:
             room = min(room, self.shortfall(sched.work, scheduler))
@@ -119,6 +119,8 @@ class SwapPlanner:
         # while the GPU has headroom, never in a way that starves the batch of blocks.
         headroom = None if self.depth < self.num_layers else self.blocks.gpu.num_free - len(sched.work) - 1
         for seq, _ in sched.work:
+            if room is not None and room <= 0:
+                break                           # the budget is full: nothing more moves
             want = room if room is not None else self._target(seq) - seq.num_host_blocks()
             if headroom is not None:
                 want = min(want, headroom)
