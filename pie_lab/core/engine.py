@@ -267,7 +267,7 @@ class Engine:
         stream = self.planner.stream(sched, offload, host_computed)
         plan = self._build_plan(sched, offload, stream, host_computed)
         start = self.clock.now()
-        for seq, _ in sched.work:
+        for seq in sched.admitted:             # only a request never scheduled has no first time
             if seq.first_scheduled_time is None:
                 seq.first_scheduled_time = start
         try:
@@ -374,16 +374,21 @@ class Engine:
                         tuple(offload), stream, released)
 
     def _postprocess(self, sched: Schedule, out: StepOutput, now: float) -> list[RequestOutput]:
-        done, token_ids = [], out.token_ids
+        done, token_ids, stops, max_len = [], out.token_ids, self.eos_ids, self.max_model_len
         for seq, n in sched.work:
             seq.num_computed_tokens += n
-            if seq.num_computed_tokens < len(seq.prompt_token_ids) + len(seq.output_token_ids):
+            outputs = seq.output_token_ids
+            if seq.num_computed_tokens < len(seq.prompt_token_ids) + len(outputs):
                 continue
             token = token_ids[seq.seq_id]
-            seq.output_token_ids.append(token)
+            outputs.append(token)
             seq.token_times.append(now)
             if seq.first_token_time is None:
                 seq.first_token_time = now
+            sp = seq.sampling
+            if (token not in stops and not sp.stop_token_ids and len(outputs) < sp.max_tokens
+                    and len(seq.prompt_token_ids) + len(outputs) < max_len):
+                continue                          # what _finish_reason says, without the call
             reason = self._finish_reason(seq, token)
             if reason:
                 self.scheduler.finish(seq)

@@ -86,7 +86,12 @@ class StreamPlan:
 
     @classmethod
     def build(cls, depth: int, host_blocks) -> "StreamPlan":
-        blocks = tuple(sorted(host_blocks))
+        return cls.sorted(depth, sorted(host_blocks))
+
+    @classmethod
+    def sorted(cls, depth: int, host_blocks: list[int]) -> "StreamPlan":
+        """build() for host ids already in ascending order."""
+        blocks = tuple(host_blocks)
         return cls(depth, blocks, _runs(blocks))
 
     def new_since(self, previous: "StreamPlan | None") -> tuple[CopyRange, ...]:

@@ -22,6 +22,7 @@ class Schedule:
     preempted: list[Sequence] = field(default_factory=list)          # for recompute
     unfit: list[tuple[Sequence, str]] = field(default_factory=list)  # can never run here: (sequence, why)
     swapped_out: list[Sequence] = field(default_factory=list)
+    admitted: list[Sequence] = field(default_factory=list)           # taken from the waiting queue
 
     @property
     def empty(self) -> bool:
@@ -151,6 +152,7 @@ class Scheduler:
             seq.status = SeqStatus.RUNNING
             self.running.append(seq)
             sched.work.append((seq, n))
+            sched.admitted.append(seq)
             budget -= n
 
     def admits_any(self, budget: int, free_blocks: int) -> bool:

@@ -13,6 +13,7 @@ the ring's memory is withheld from the GPU pool.
 from __future__ import annotations
 
 import math
+import operator
 from typing import Callable
 
 from ..config import EngineConfig
@@ -188,6 +189,14 @@ class SwapPlanner:
         the GPU, and host-computed ones (hybrid) from host memory by the host."""
         fresh = {h for _, h in offloaded}
         hc = host_computed or {}
-        staged = [~b for seq, _ in sched.work if seq.host_count
-                  for b in seq.block_table[hc.get(seq.seq_id, 0):seq.host_count] if ~b not in fresh]
-        return StreamPlan.build(min(self.depth, self.num_layers), staged) if staged else None
+        refs = []                                   # host block refs (~id) the batch reads on the device
+        for seq, _ in sched.work:
+            if seq.host_count:
+                refs += seq.block_table[hc.get(seq.seq_id, 0):seq.host_count]
+        if not refs:
+            return None
+        refs.sort(reverse=True)                     # ascending host ids
+        staged = list(map(operator.invert, refs))
+        if fresh:
+            staged = [h for h in staged if h not in fresh]
+        return StreamPlan.sorted(min(self.depth, self.num_layers), staged) if staged else None

@@ -78,8 +78,9 @@ class ComputeOnlyLayers:
 
 @dataclass(frozen=True)
 class StreamedLayers:
-    """The layers of a step that streamed (no host-computed share), as columns: layer l is
-    LayerTiming(l, compute_start[l], compute_end[l], ...), built on access."""
+    """The layers of a step that streamed or had a host-computed share, as columns (one per
+    LayerTiming field): layer l is LayerTiming(l, compute_start[l], compute_end[l], ...), built on
+    access."""
 
     compute_start: tuple[float, ...]
     compute_end: tuple[float, ...]
@@ -89,6 +90,11 @@ class StreamedLayers:
     wait: tuple[float, ...]
     bytes: tuple[int, ...]
     copy_busy: tuple[float, ...]
+    host_start: tuple[float, ...]
+    host_end: tuple[float, ...]
+    host_wait: tuple[float, ...]
+    host_bytes: tuple[int, ...]
+    host_window: tuple[float, ...]
 
     def __len__(self) -> int:
         return len(self.compute_start)
@@ -101,23 +107,24 @@ class StreamedLayers:
         if not 0 <= l < len(self):
             raise IndexError(l)
         return LayerTiming(l, self.compute_start[l], self.compute_end[l], self.copy_issue[l], self.copy_start[l],
-                           self.copy_end[l], self.wait[l], self.bytes[l], self.copy_busy[l])
+                           self.copy_end[l], self.wait[l], self.bytes[l], self.copy_busy[l], self.host_start[l],
+                           self.host_end[l], self.host_wait[l], self.host_bytes[l], self.host_window[l])
 
     def __iter__(self):
         return (self[l] for l in range(len(self)))
 
-    def total(self, figure: str, zero):
+    def total(self, figure: str):
         """sum(getattr(layer, figure) for layer in self), from the columns (in layer order, so the
-        same float sum); host figures are `zero` (no host-computed share)."""
-        if figure in ("wait", "bytes"):
-            return sum(getattr(self, figure))
+        same float sum)."""
+        isnan = math.isnan
         if figure == "compute_time":
             return sum([e - s for s, e in zip(self.compute_start, self.compute_end)])
         if figure == "copy_time":
-            isnan = math.isnan
             return sum([0.0 if isnan(s) else (b if not isnan(b) else e - s)
                         for s, e, b in zip(self.copy_start, self.copy_end, self.copy_busy)])
-        return zero
+        if figure == "host_time":
+            return sum([0.0 if isnan(s) else e - s for s, e in zip(self.host_start, self.host_end)])
+        return sum(getattr(self, figure))
 
 
 @dataclass(frozen=True)
@@ -136,7 +143,7 @@ class StepTiming:
         if isinstance(self.layers, ComputeOnlyLayers):
             return self.layers.compute_time if figure == "compute_time" else zero
         if isinstance(self.layers, StreamedLayers):
-            return self.layers.total(figure, zero)
+            return self.layers.total(figure)
         return sum(map(attrgetter(figure), self.layers))
 
     @property

@@ -238,11 +238,10 @@ class CostModel:
         if delay > 0:
             layers = replace(layers, wait=(layers.wait[0] + delay,) + layers.wait[1:])
         if host is not None:
-            layers = tuple(replace(l, host_start=l.compute_start + host.start,
-                                   host_end=l.compute_start + host.start + host.path,
-                                   host_wait=host.wait, host_bytes=host.bytes, host_window=host.window)
-                           for l in layers)
-        end = (layers[-1].compute_end if len(layers) else start) + self.lm_head_time(shape)
+            layers = replace(layers, host_start=tuple(c + host.start for c in layers.compute_start),
+                             host_end=tuple(c + host.start + host.path for c in layers.compute_start),
+                             host_wait=(host.wait,) * n, host_bytes=(host.bytes,) * n, host_window=(host.window,) * n)
+        end = (layers.compute_end[-1] if n else start) + self.lm_head_time(shape)
         offload_time, async_bytes = self.offload_copy(plan)
         end = max(end, self._step_overhead + blocking + offload_time)
         return StepTiming(duration=end, layers=layers,
@@ -271,10 +270,11 @@ class CostModel:
             return None
         layers, depth, copy = timing.layers, plan.stream.depth, self.stream_copy_time(plan)
         n = len(layers)
-        link = next((l.copy_end for l in reversed(layers) if not math.isnan(l.copy_end)), 0.0)   # copies run in layer order
+        compute_end, copy_end = layers.compute_end, layers.copy_end      # StreamedLayers: something streamed
+        link = next((e for e in reversed(copy_end) if not math.isnan(e)), 0.0)   # copies run in layer order
         issue, begin, end = [], [], []
         for j in range(min(depth, n)):
-            freed = layers[n - depth + j].compute_end if n - depth + j >= 0 else 0.0
+            freed = compute_end[n - depth + j] if n - depth + j >= 0 else 0.0
             issue.append(freed - timing.duration)
             begin.append(max(freed, link) - timing.duration)
             link = max(freed, link) + copy

@@ -30,24 +30,23 @@ def schedule_columns(compute: Sequence[float], copy: Sequence[float], depth: int
     begins, ends, issues, c_starts, c_ends, waits = [], [], [], [], [], []
     link_free = start
     t = start
-    for l in range(n):
-        if copy[l] > 0 and l >= prestaged:
+    for l, (work, move) in enumerate(zip(compute, copy)):
+        if move > 0 and l >= prestaged:
             issue = start if l < depth else ends[l - depth]
-            c_start = max(issue, link_free)
-            c_end = c_start + copy[l]
-            link_free = c_end
-            ready = c_end
+            c_start = link_free if link_free > issue else issue          # max(issue, link_free)
+            link_free = ready = c_end = c_start + move
         else:
             issue = c_start = c_end = NAN
             ready = start
-        begin = max(t, ready)
+        begin = ready if ready > t else t                                # max(t, ready)
         waits.append(begin - t)
-        t = begin + compute[l]
+        t = begin + work
         begins.append(begin)
         ends.append(t)
         issues.append(issue)
         c_starts.append(c_start)
         c_ends.append(c_end)
     nbytes = tuple(layer_bytes) if layer_bytes else (0,) * n
+    nans, zeros = (NAN,) * n, (0.0,) * n
     return StreamedLayers(tuple(begins), tuple(ends), tuple(issues), tuple(c_starts), tuple(c_ends), tuple(waits),
-                          nbytes, (NAN,) * n)
+                          nbytes, nans, nans, nans, zeros, (0,) * n, zeros)
