@@ -18,7 +18,7 @@ import bisect
 import numpy as np
 
 from .metrics import IterationRecord
-from .plan import StepOutput, StepPlan
+from .plan import StepPlan
 from .scheduler import Schedule
 
 MAX_RUN_STEPS = 4096
@@ -28,7 +28,7 @@ class DecodeRun:
     """The running batch's decode steps from now on; `steps()` runs them."""
 
     def __init__(self, engine, sched: Schedule, horizon: int, allocations: list[tuple[int, int]],
-                 short: bool = False):
+                 short: bool = False, finishing: list[int] | None = None):
         self.engine = engine
         self.short = short                         # the step after the horizon runs out of GPU blocks
         self.sched = sched                         # work: every running sequence, one token each
@@ -36,6 +36,7 @@ class DecodeRun:
         self.horizon = horizon                     # steps before the first event
         self.allocations = allocations             # (step, batch index) of each new GPU block, in order
         self.alloc_steps = [j for j, _ in allocations]
+        self.finishing = finishing or []           # batch indices of the sequences the horizon's step finishes
         self.context = sum(s.num_computed_tokens for s in self.seqs)
         self.done = 0                              # steps whose effects the sequences already show
         self.allocated = 0                         # entries of `allocations` made
@@ -47,9 +48,9 @@ class DecodeRun:
         """The run starting at the next step, or None when that step is not a plain decode step
         (the engine then takes one ordinary step)."""
         scheduler, planner, blocks = engine.scheduler, engine.planner, engine.blocks
-        running, limits, gpu = scheduler.running, scheduler.config, blocks.gpu
+        running, config, gpu = scheduler.running, scheduler.config, blocks.gpu
         batch = len(running)
-        if not batch or batch > limits.max_num_batched_tokens or batch > limits.max_num_seqs:
+        if not batch or batch > config.max_num_batched_tokens or batch > config.max_num_seqs:
             return None
         if planner.policy not in ("none", "recompute", "vllm-swap", "pie"):
             return None                            # flexgen's share and hybrid's split follow the context
@@ -64,35 +65,38 @@ class DecodeRun:
             fill = host < planner.budget and blocks.host.num_free > 0
             if host > planner.budget or (fill and not planner.on_demand):
                 return None
-        token_budget = limits.max_num_batched_tokens - batch
+        token_budget = config.max_num_batched_tokens - batch
         if scheduler.admits_any(token_budget, gpu.num_free - batch):
             return None                            # a queued request starts next step, whatever it allocates
         bs, max_len = blocks.block_size, engine.max_model_len
         horizon = MAX_RUN_STEPS
-        allocations = []
-        for i, s in enumerate(running):
+        left, firsts = [], []
+        for s in running:
             computed, generated = s.num_computed_tokens, len(s.output_token_ids)
             num_tokens = len(s.prompt_token_ids) + generated
             if computed != num_tokens - 1 or s.first_token_time is None:
                 return None
-            horizon = min(horizon, s.sampling.max_tokens - generated, max_len - num_tokens)
-            # block b of the table is allocated in the step that writes position b * bs
-            allocations.extend((j, i) for j in range(len(s.block_table) * bs - computed, horizon, bs))
+            limit = min(s.sampling.max_tokens - generated, max_len - num_tokens)   # steps until it finishes
+            horizon = min(horizon, limit)
+            left.append(limit)
+            firsts.append(len(s.block_table) * bs - computed)   # the step that writes its next block's first slot
         if horizon < 1:
             return None
-        allocations.sort()
         free = gpu.num_free
-        short = len(allocations) > free and allocations[free][0] < horizon
+        firsts_np = np.array(firsts, dtype=np.int64)
+        short = _new_blocks(firsts_np, bs, horizon) > free
         if short:
-            horizon = allocations[free][0]         # that step preempts: the run ends before it
+            horizon = _step_of_block(firsts_np, bs, horizon, free)   # that step preempts: the run ends before it
             if horizon < 1:
                 return None
-        allocations = allocations[:bisect.bisect_left(allocations, (horizon, -1))]
-        if scheduler.admits_any(token_budget, free - bisect.bisect_left(allocations, (1, -1))):
+        if scheduler.admits_any(token_budget, free - _new_blocks(firsts_np, bs, 1)):
             return None
+        # block b of the table is allocated in the step that writes position b * bs, in batch order
+        allocations = sorted((j, i) for i, f in enumerate(firsts) for j in range(f, horizon, bs))
         if fill and planner.next_step_need((), scheduler) + batch > free - len(allocations):
             return None                            # on-demand offload might start within the run
-        return cls(engine, Schedule(work=[(s, 1) for s in running]), horizon, allocations, short)
+        return cls(engine, Schedule(work=[(s, 1) for s in running]), horizon, allocations, short,
+                   [i for i, limit in enumerate(left) if limit == horizon])
 
     def steps(self, until: float | None) -> list:
         """Run up to the horizon, stopping after the step that ends at or after `until`, or after
@@ -117,10 +121,8 @@ class DecodeRun:
             self.ends.append(end)
             last = j == self.horizon - 1 or (until is not None and end >= until)
             if last:
-                self._bring_up_to(j)
-                self._allocate_through(j)
-                finished = engine._postprocess(self.sched, StepOutput(self._last_tokens(j), timing), end)
-                self.done = j + 1
+                self._bring_up_to(j + 1)
+                finished = self._finish(end) if j == self.horizon - 1 else []
                 blocks.end_step()
             used = blocks.gpu.num_used if last else \
                 self.used_at_start + bisect.bisect_right(self.alloc_steps, j)
@@ -164,15 +166,44 @@ class DecodeRun:
             seq.token_times.extend(times)
         self.done = steps
 
+    def _finish(self, now: float) -> list:
+        """What the engine's postprocess does at the horizon: the sequences at their length limit
+        finish, in batch order (the sim never samples an end-of-sequence or stop id, so no other
+        sequence can)."""
+        engine, finished = self.engine, []
+        for i in self.finishing:
+            seq = self.seqs[i]
+            reason = engine._finish_reason(seq, seq.output_token_ids[-1])
+            if reason:
+                engine.scheduler.finish(seq)
+                finished.append(engine._retire(seq, reason, now))
+        return finished
+
     def _tokens(self, first: int, n: int) -> list[list[int]]:
         """Per sequence, the tokens sampled in steps first .. first + n - 1 of the run."""
         seqs = self.seqs
         ids = np.repeat(np.array([s.seq_id for s in seqs], dtype=np.int64), n)
         pos = (np.array([s.num_computed_tokens for s in seqs], dtype=np.int64)[:, None] + 1 + (first - self.done)
                + np.arange(n, dtype=np.int64)[None, :]).ravel()
-        stops = [s.sampling.stop_token_ids for s in seqs for _ in range(n)]
+        stops = [s.sampling.stop_token_ids for s in seqs for _ in range(n)] \
+            if any(s.sampling.stop_token_ids for s in seqs) else None
         flat = self.engine.executor.tokens_at(ids, pos, stops)
         return [flat[k * n:(k + 1) * n] for k in range(len(seqs))]
 
-    def _last_tokens(self, j: int) -> dict[int, int]:
-        return {s.seq_id: toks[0] for s, toks in zip(self.seqs, self._tokens(j, 1))}
+
+def _new_blocks(firsts: np.ndarray, block_size: int, steps: int) -> int:
+    """GPU blocks the batch allocates in its first `steps` steps; sequence i allocates one in
+    steps firsts[i], firsts[i] + block_size, ..."""
+    return int(np.maximum(0, (steps - firsts + block_size - 1) // block_size).sum())
+
+
+def _step_of_block(firsts: np.ndarray, block_size: int, horizon: int, n: int) -> int:
+    """The step (< horizon) in which the batch allocates its (n + 1)-th new GPU block."""
+    lo, hi = 0, horizon - 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if _new_blocks(firsts, block_size, mid + 1) > n:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo

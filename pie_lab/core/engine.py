@@ -18,7 +18,7 @@ from ..sampling import SamplingParams
 from .block_manager import BlockManager
 from .decode_run import DecodeRun
 from .metrics import IterationRecord, Metrics, request_record
-from .plan import SeqWork, StepOutput, StepPlan
+from .plan import BatchSummary, SeqWork, StepOutput, StepPlan
 from .scheduler import Schedule, Scheduler
 from .sequence import Sequence
 from .swap_planner import SwapPlanner
@@ -267,7 +267,7 @@ class Engine:
         stream = self.planner.stream(sched, offload, host_computed)
         plan = self._build_plan(sched, offload, stream, host_computed)
         start = self.clock.now()
-        for seq, _ in sched.work:
+        for seq in sched.admitted:             # only a request never scheduled has no first time
             if seq.first_scheduled_time is None:
                 seq.first_scheduled_time = start
         try:
@@ -353,32 +353,42 @@ class Engine:
         self.metrics.add_event(self.clock.now(), "error", **fault)
 
     def _build_plan(self, sched: Schedule, offload, stream, host_computed: dict[int, int]) -> StepPlan:
+        if not host_computed and getattr(self.executor, "times_decode_runs", False):
+            # the sim times a step from its sums and samples from (seq_id, position): no SeqWork
+            released, self._released = tuple(self._released), []
+            return StepPlan(self._step_id, (), tuple(sched.swap_out), tuple(sched.swap_in), tuple(offload), stream,
+                            released, BatchSummary.of_work(sched.work))
         fresh = {~h: g for g, h in offload}         # offloaded this step: still read from the GPU
         works = []
         for seq, n in sched.work:
-            start = seq.num_computed_tokens
-            table = seq.block_table
-            if fresh:
-                table = [fresh.get(b, b) for b in table]
-            tokens = (seq.last_token,) if n == 1 and start == seq.num_tokens - 1 else \
+            start, table, out = seq.num_computed_tokens, seq.block_table, seq.output_token_ids
+            num_tokens = len(seq.prompt_token_ids) + len(out)
+            if fresh and seq.host_count:            # host blocks are the table's first entries
+                table = [fresh.get(b, b) for b in table[:seq.host_count]] + table[seq.host_count:]
+            tokens = (seq.last_token,) if n == 1 and start == num_tokens - 1 else \
                 tuple(seq.token_ids[start:start + n])
-            works.append(SeqWork(seq.seq_id, tokens, start, tuple(table), start + n == seq.num_tokens,
-                                 seq.sampling, len(seq.output_token_ids), host_computed.get(seq.seq_id, 0)))
+            works.append(SeqWork(seq.seq_id, tokens, start, tuple(table), start + n == num_tokens,
+                                 seq.sampling, len(out), host_computed.get(seq.seq_id, 0)))
         released, self._released = tuple(self._released), []
         return StepPlan(self._step_id, tuple(works), tuple(sched.swap_out), tuple(sched.swap_in),
                         tuple(offload), stream, released)
 
     def _postprocess(self, sched: Schedule, out: StepOutput, now: float) -> list[RequestOutput]:
-        done = []
+        done, token_ids, stops, max_len = [], out.token_ids, self.eos_ids, self.max_model_len
         for seq, n in sched.work:
             seq.num_computed_tokens += n
-            if seq.num_computed_tokens < seq.num_tokens:
+            outputs = seq.output_token_ids
+            if seq.num_computed_tokens < len(seq.prompt_token_ids) + len(outputs):
                 continue
-            token = out.token_ids[seq.seq_id]
-            seq.output_token_ids.append(token)
+            token = token_ids[seq.seq_id]
+            outputs.append(token)
             seq.token_times.append(now)
             if seq.first_token_time is None:
                 seq.first_token_time = now
+            sp = seq.sampling
+            if (token not in stops and not sp.stop_token_ids and len(outputs) < sp.max_tokens
+                    and len(seq.prompt_token_ids) + len(outputs) < max_len):
+                continue                          # what _finish_reason says, without the call
             reason = self._finish_reason(seq, token)
             if reason:
                 self.scheduler.finish(seq)

@@ -5,11 +5,10 @@ Block moves are block mappings (src block id, dst block id), never copies made b
 """
 from __future__ import annotations
 
-import math
-from operator import attrgetter
 from dataclasses import dataclass, field
 
 from ..sampling import SamplingParams
+from .timing import NAN, ComputeOnlyLayers, LayerTiming, StepTiming, StreamedLayers  # noqa: F401 (re-exported)
 
 
 @dataclass(frozen=True)
@@ -87,7 +86,12 @@ class StreamPlan:
 
     @classmethod
     def build(cls, depth: int, host_blocks) -> "StreamPlan":
-        blocks = tuple(sorted(host_blocks))
+        return cls.sorted(depth, sorted(host_blocks))
+
+    @classmethod
+    def sorted(cls, depth: int, host_blocks: list[int]) -> "StreamPlan":
+        """build() for host ids already in ascending order."""
+        blocks = tuple(host_blocks)
         return cls(depth, blocks, _runs(blocks))
 
     def new_since(self, previous: "StreamPlan | None") -> tuple[CopyRange, ...]:
@@ -119,9 +123,45 @@ def _runs(ids) -> tuple[CopyRange, ...]:
 
 
 @dataclass(frozen=True)
+class BatchSummary:
+    """A step's sequences summed up, for an executor that times a step from its shape and
+    samples from (seq_id, position) alone (the sim): it stands in for the plan's SeqWork."""
+
+    batch_size: int
+    tokens: int                     # query tokens computed this step
+    attn_pairs: int                 # (query, key) pairs attended, causal within a prefill chunk
+    context_tokens: int             # KV positions read, the new ones included
+    prefill_tokens: int
+    decode_tokens: int
+    sample_ids: tuple[int, ...]     # sequences that sample a token, in batch order
+    sample_positions: tuple[int, ...]
+    stop_ids: tuple[tuple[int, ...], ...]
+
+    @classmethod
+    def of_work(cls, work) -> "BatchSummary":
+        """From (sequence, tokens fed) pairs: what SeqWork.context_len, is_prefill and sample say."""
+        tokens = pairs = context = prefill = decode = 0
+        ids, positions, stops = [], [], []
+        for seq, q in work:
+            p = seq.num_computed_tokens
+            tokens += q
+            context += p + q
+            pairs += q * p + q * (q + 1) // 2
+            if p == 0 or q > 1:
+                prefill += q
+            else:
+                decode += 1
+            if p + q == len(seq.prompt_token_ids) + len(seq.output_token_ids):
+                ids.append(seq.seq_id)
+                positions.append(p + q)
+                stops.append(seq.sampling.stop_token_ids)
+        return cls(len(work), tokens, pairs, context, prefill, decode, tuple(ids), tuple(positions), tuple(stops))
+
+
+@dataclass(frozen=True)
 class StepPlan:
     step_id: int
-    seqs: tuple[SeqWork, ...]
+    seqs: tuple[SeqWork, ...]                       # empty when `summary` stands in for them
     # Block mappings, every layer. Executors apply them in this order, then run the forward:
     swap_out: tuple[tuple[int, int], ...] = ()      # (gpu, host) vllm-swap preemption: blocking copy
     swap_in: tuple[tuple[int, int], ...] = ()       # (host, gpu) back to the GPU: blocking copy
@@ -129,17 +169,28 @@ class StepPlan:
                                                     # done by the step's end (the GPU block is freed then)
     stream: StreamPlan | None = None
     released_seq_ids: tuple[int, ...] = ()           # finished or preempted: drop per-sequence state
+    summary: BatchSummary | None = None             # the sequences summed up, for the sim (no host-computed share)
+
+    @property
+    def batch_size(self) -> int:
+        return self.summary.batch_size if self.summary else len(self.seqs)
 
     @property
     def num_prefill_tokens(self) -> int:
+        if self.summary:
+            return self.summary.prefill_tokens
         return sum(len(s.token_ids) for s in self.seqs if s.is_prefill)
 
     @property
     def num_decode_tokens(self) -> int:
+        if self.summary:
+            return self.summary.decode_tokens
         return sum(1 for s in self.seqs if not s.is_prefill)
 
     @property
     def num_tokens(self) -> int:
+        if self.summary:
+            return self.summary.tokens
         return sum(len(s.token_ids) for s in self.seqs)
 
     @property
@@ -150,122 +201,6 @@ class StepPlan:
     def num_host_computed_blocks(self) -> int:
         """Host-resident blocks attended on the host this step (policy hybrid), every layer."""
         return sum(s.host_computed for s in self.seqs)
-
-
-NAN = math.nan
-
-
-@dataclass(frozen=True)
-class LayerTiming:
-    """Seconds since the step's start. Copy fields are NaN when the layer streamed nothing."""
-
-    layer: int
-    compute_start: float
-    compute_end: float
-    copy_issue: float = NAN
-    copy_start: float = NAN
-    copy_end: float = NAN
-    wait: float = 0.0            # time compute waited for this layer's copy (the stall)
-    bytes: int = 0
-    copy_busy: float = NAN       # link time when the copy ran in parts (prefetch + appended tail)
-    host_start: float = NAN      # hybrid: the host's share of this layer's attention (queries out,
-    host_end: float = NAN        # attention over host KV, partials back), NaN when it had none
-    host_wait: float = 0.0       # time the device waited for the host's partials before the merge
-    host_bytes: int = 0          # host KV the host attended for this layer
-    host_window: float = 0.0     # device time from handing the queries over to reaching the merge
-
-    @property
-    def host_time(self) -> float:
-        return 0.0 if math.isnan(self.host_start) else self.host_end - self.host_start
-
-    @property
-    def compute_time(self) -> float:
-        return self.compute_end - self.compute_start
-
-    @property
-    def copy_time(self) -> float:
-        if math.isnan(self.copy_start):
-            return 0.0
-        return self.copy_busy if not math.isnan(self.copy_busy) else self.copy_end - self.copy_start
-
-
-@dataclass(frozen=True)
-class ComputeOnlyLayers:
-    """The layers of a step that streamed nothing, as one column of boundaries: layer l computes
-    from bounds[l] to bounds[l + 1]. A sequence of LayerTiming, built on access (the sim makes
-    millions of these and reads few)."""
-
-    bounds: tuple[float, ...]
-
-    def __len__(self) -> int:
-        return len(self.bounds) - 1
-
-    def __getitem__(self, l):
-        if isinstance(l, slice):
-            return tuple(self[i] for i in range(*l.indices(len(self))))
-        if l < 0:
-            l += len(self)
-        if not 0 <= l < len(self):
-            raise IndexError(l)
-        return LayerTiming(l, self.bounds[l], self.bounds[l + 1], wait=0.0)
-
-    def __iter__(self):
-        return (self[l] for l in range(len(self)))
-
-    @property
-    def compute_time(self) -> float:
-        b = self.bounds
-        return sum(b[l + 1] - b[l] for l in range(len(b) - 1))
-
-
-@dataclass(frozen=True)
-class StepTiming:
-    duration: float                      # seconds, whole step
-    layers: "tuple[LayerTiming, ...] | ComputeOnlyLayers" = ()
-    blocking_copy_time: float = 0.0      # swap-in/out copies before the forward (vllm-swap, shrinking)
-    blocking_copy_bytes: int = 0
-    async_copy_bytes: int = 0            # device-to-host offload issued this step
-    emulated_link: bool = False
-    link_cpu_time: float = 0.0           # CPU seconds an emulated link's copy threads spent (0: DMA or modelled)
-
-    def _total(self, figure: str, zero):
-        """A per-layer figure summed over the layers (compute-only layers: nothing streamed or
-        host-computed, so only their compute time is not `zero`)."""
-        if isinstance(self.layers, ComputeOnlyLayers):
-            return self.layers.compute_time if figure == "compute_time" else zero
-        return sum(map(attrgetter(figure), self.layers))
-
-    @property
-    def stream_bytes(self) -> int:
-        return self._total("bytes", 0)
-
-    @property
-    def stall(self) -> float:
-        return self._total("wait", 0.0)
-
-    @property
-    def copy_time(self) -> float:
-        return self._total("copy_time", 0.0)
-
-    @property
-    def compute_time(self) -> float:
-        return self._total("compute_time", 0.0)
-
-    @property
-    def host_wait(self) -> float:
-        return self._total("host_wait", 0.0)
-
-    @property
-    def host_time(self) -> float:
-        return self._total("host_time", 0.0)
-
-    @property
-    def host_bytes(self) -> int:
-        return self._total("host_bytes", 0)
-
-    @property
-    def host_window(self) -> float:
-        return self._total("host_window", 0.0)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ class Schedule:
     preempted: list[Sequence] = field(default_factory=list)          # for recompute
     unfit: list[tuple[Sequence, str]] = field(default_factory=list)  # can never run here: (sequence, why)
     swapped_out: list[Sequence] = field(default_factory=list)
+    admitted: list[Sequence] = field(default_factory=list)           # taken from the waiting queue
 
     @property
     def empty(self) -> bool:
@@ -89,13 +90,18 @@ class Scheduler:
         sched = sched or Schedule()
         self.shed_excess(sched)
         budget = self.config.max_num_batched_tokens
-        queue = list(self.running)
+        blocks, bs = self.blocks, self.blocks.block_size
+        queue = deque(self.running)
         while queue:
-            seq = queue.pop(0)
+            seq = queue.popleft()
             n = self._tokens_for(seq, budget)
             if n == 0:
                 continue
-            while not self.blocks.can_allocate(self.blocks.blocks_needed(seq, n)):
+            if -(-(seq.num_computed_tokens + n) // bs) <= len(seq.block_table):   # blocks_needed == 0
+                sched.work.append((seq, n))
+                budget -= n
+                continue
+            while not blocks.can_allocate(blocks.blocks_needed(seq, n)):
                 if queue:
                     self.preempt(queue.pop(), sched)
                     continue
@@ -146,6 +152,7 @@ class Scheduler:
             seq.status = SeqStatus.RUNNING
             self.running.append(seq)
             sched.work.append((seq, n))
+            sched.admitted.append(seq)
             budget -= n
 
     def admits_any(self, budget: int, free_blocks: int) -> bool:

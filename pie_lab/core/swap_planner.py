@@ -13,6 +13,7 @@ the ring's memory is withheld from the GPU pool.
 from __future__ import annotations
 
 import math
+import operator
 from typing import Callable
 
 from ..config import EngineConfig
@@ -68,7 +69,7 @@ class SwapPlanner:
 
     def update_reserve(self, running) -> None:
         """The staging ring holds the running batch's host-resident blocks: withhold its memory."""
-        resident = sum(s.num_host_blocks() for s in running) if self.active else 0
+        resident = sum(s.host_count for s in running) if self.active else 0
         if self.policy == "hybrid":             # the host-computed share is never staged
             resident -= min(resident, self.host_budget)
         self.blocks.gpu.reserved = self.staging_blocks(resident)
@@ -82,7 +83,7 @@ class SwapPlanner:
             return
         self.update_reserve(scheduler.running)
         if self._config().budgeted:
-            over = sum(s.num_host_blocks() for s in scheduler.running) - self.total_budget
+            over = sum(s.host_count for s in scheduler.running) - self.total_budget
             for seq in reversed(list(scheduler.running)):
                 if over <= 0:
                     break
@@ -111,7 +112,7 @@ class SwapPlanner:
         if not self.active:
             return []
         moves: list[tuple[int, int]] = []
-        room = self.total_budget - sum(s.num_host_blocks() for s, _ in sched.work) \
+        room = self.total_budget - sum(s.host_count for s, _ in sched.work) \
             if self._config().budgeted else None
         if room is not None and self.on_demand:
             room = min(room, self.shortfall(sched.work, scheduler))
@@ -119,6 +120,8 @@ class SwapPlanner:
         # while the GPU has headroom, never in a way that starves the batch of blocks.
         headroom = None if self.depth < self.num_layers else self.blocks.gpu.num_free - len(sched.work) - 1
         for seq, _ in sched.work:
+            if room is not None and room <= 0:
+                break                           # the budget is full: nothing more moves
             want = room if room is not None else self._target(seq) - seq.num_host_blocks()
             if headroom is not None:
                 want = min(want, headroom)
@@ -186,6 +189,14 @@ class SwapPlanner:
         the GPU, and host-computed ones (hybrid) from host memory by the host."""
         fresh = {h for _, h in offloaded}
         hc = host_computed or {}
-        staged = [~b for seq, _ in sched.work if seq.host_count
-                  for b in seq.block_table[hc.get(seq.seq_id, 0):seq.host_count] if ~b not in fresh]
-        return StreamPlan.build(min(self.depth, self.num_layers), staged) if staged else None
+        refs = []                                   # host block refs (~id) the batch reads on the device
+        for seq, _ in sched.work:
+            if seq.host_count:
+                refs += seq.block_table[hc.get(seq.seq_id, 0):seq.host_count]
+        if not refs:
+            return None
+        refs.sort(reverse=True)                     # ascending host ids
+        staged = list(map(operator.invert, refs))
+        if fresh:
+            staged = [h for h in staged if h not in fresh]
+        return StreamPlan.sorted(min(self.depth, self.num_layers), staged) if staged else None

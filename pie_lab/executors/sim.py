@@ -56,6 +56,7 @@ class SimExecutor:
         eos = self.spec.hf_config.get("eos_token_id")
         eos_ids = eos if isinstance(eos, (list, tuple)) else ([] if eos is None else [eos])
         self._forbidden = frozenset(range(FIRST_SAFE_TOKEN_ID)) | frozenset(int(e) for e in eos_ids)
+        self._forbidden_ids = [np.uint64(t) for t in sorted(self._forbidden) if t >= FIRST_SAFE_TOKEN_ID]
         self._span = self.spec.vocab_size - FIRST_SAFE_TOKEN_ID
         if self._span <= len(self._forbidden):
             raise ConfigError(f"vocab_size={self.spec.vocab_size} is too small for the sim executor's token ids")
@@ -144,22 +145,31 @@ class SimExecutor:
         raise EngineError(f"sequence {seq_id}: stop_token_ids leave the sim no token to produce")
 
     def _tokens(self, plan: StepPlan) -> dict[int, int]:
-        work = [(s.seq_id, s.start_pos + len(s.token_ids), s.sampling.stop_token_ids) for s in plan.seqs if s.sample]
-        if not work:
+        if plan.summary is not None:
+            ids, pos, stops = plan.summary.sample_ids, plan.summary.sample_positions, plan.summary.stop_ids
+        else:
+            work = [(s.seq_id, s.start_pos + len(s.token_ids), s.sampling.stop_token_ids) for s in plan.seqs if s.sample]
+            ids, pos, stops = zip(*work) if work else ((), (), ())
+        if not ids:
             return {}
-        ids, pos, stops = zip(*work)
-        return dict(zip(ids, self.tokens_at(np.array(ids, dtype=np.int64), np.array(pos, dtype=np.int64), stops)))
+        return dict(zip(ids, self.tokens_at(np.array(ids, dtype=np.int64), np.array(pos, dtype=np.int64),
+                                            stops if any(stops) else None)))
 
-    def tokens_at(self, seq_ids: np.ndarray, positions: np.ndarray, stop_ids: Sequence[Sequence[int]]) -> list[int]:
-        """token_for(seq_ids[i], positions[i], stop_ids[i]) for every i, vectorised: the first
-        candidate in numpy, the rare rejected one again in Python."""
+    def tokens_at(self, seq_ids: np.ndarray, positions: np.ndarray,
+                  stop_ids: Sequence[Sequence[int]] | None = None) -> list[int]:
+        """token_for(seq_ids[i], positions[i], stop_ids[i]) for every i (None: no stop ids),
+        vectorised: the first candidate in numpy, the rare rejected one again in Python."""
         ids = seq_ids.astype(np.uint64) & np.uint64(_MASK)
         x = _mix_np(_mix_np(np.uint64(_mix(self.config.seed)) ^ ids) ^ positions.astype(np.uint64))
-        toks = (x % np.uint64(self._span) + np.uint64(FIRST_SAFE_TOKEN_ID)).tolist()
-        forbidden = self._forbidden
-        for i, tok in enumerate(toks):
-            if tok in forbidden or tok in stop_ids[i]:
-                toks[i] = self.token_for(int(seq_ids[i]), int(positions[i]), stop_ids[i])
+        cand = x % np.uint64(self._span) + np.uint64(FIRST_SAFE_TOKEN_ID)
+        toks = cand.tolist()
+        redo = set()
+        for bad in self._forbidden_ids:            # a candidate is >= FIRST_SAFE_TOKEN_ID: only eos ids above it
+            redo.update(np.flatnonzero(cand == bad).tolist())
+        if stop_ids is not None:
+            redo.update(i for i, stops in enumerate(stop_ids) if stops and toks[i] in stops)
+        for i in redo:
+            toks[i] = self.token_for(int(seq_ids[i]), int(positions[i]), stop_ids[i] if stop_ids is not None else ())
         return toks
 
     def _replayed(self, plan: StepPlan) -> StepOutput:

@@ -13,8 +13,9 @@ import itertools
 import math
 from dataclasses import dataclass, replace
 
-from .overlap import schedule_layers
-from ..core.plan import ComputeOnlyLayers, LayerTiming, StepPlan, StepTiming, StreamPlan, coalesce
+from .overlap import schedule_columns
+from ..core.plan import StepPlan, StreamPlan, coalesce
+from ..core.timing import ComputeOnlyLayers, StepTiming, StreamedLayers
 from ..config import check_field
 from ..errors import check_choice
 from ..model_spec import DTYPE_BYTES, ModelSpec
@@ -34,6 +35,9 @@ class StepShape:
     @classmethod
     def of(cls, plan: StepPlan, block_size: int = 16) -> "StepShape":
         """The device's share: keys in host-computed blocks (hybrid) are attended by the host."""
+        if plan.summary is not None:
+            sm = plan.summary
+            return cls(sm.tokens, sm.attn_pairs, sm.context_tokens, len(sm.sample_ids))
         tokens = pairs = kv = sampled = 0
         for s in plan.seqs:
             q, p = len(s.token_ids), s.start_pos
@@ -228,21 +232,19 @@ class CostModel:
         start = self._step_overhead + blocking + self.embed_time(shape)
         ready = prefetch.end[:pre] if prefetch is not None else ()
         delay = max([0.0] + [r - (start + j * compute[0]) for j, r in enumerate(ready)])
-        layers = schedule_layers(compute, copy, depth, layer_bytes, start=start + delay)
+        layers = schedule_columns(compute, copy, depth, layer_bytes, start=start + delay)
         if prefetch is not None:
-            for j in range(min(pre, len(prefetch.end))):
-                layers[j] = prefetch.merge(layers[j], j)
+            layers = prefetch.merged(layers, min(pre, len(prefetch.end)))
         if delay > 0:
-            layers[0] = replace(layers[0], wait=layers[0].wait + delay)
+            layers = replace(layers, wait=(layers.wait[0] + delay,) + layers.wait[1:])
         if host is not None:
-            layers = [replace(l, host_start=l.compute_start + host.start,
-                              host_end=l.compute_start + host.start + host.path,
-                              host_wait=host.wait, host_bytes=host.bytes, host_window=host.window)
-                      for l in layers]
-        end = (layers[-1].compute_end if layers else start) + self.lm_head_time(shape)
+            layers = replace(layers, host_start=tuple(c + host.start for c in layers.compute_start),
+                             host_end=tuple(c + host.start + host.path for c in layers.compute_start),
+                             host_wait=(host.wait,) * n, host_bytes=(host.bytes,) * n, host_window=(host.window,) * n)
+        end = (layers.compute_end[-1] if n else start) + self.lm_head_time(shape)
         offload_time, async_bytes = self.offload_copy(plan)
         end = max(end, self._step_overhead + blocking + offload_time)
-        return StepTiming(duration=end, layers=tuple(layers),
+        return StepTiming(duration=end, layers=layers,
                           blocking_copy_time=blocking, blocking_copy_bytes=blocking_bytes,
                           async_copy_bytes=async_bytes, emulated_link=True)
 
@@ -268,10 +270,11 @@ class CostModel:
             return None
         layers, depth, copy = timing.layers, plan.stream.depth, self.stream_copy_time(plan)
         n = len(layers)
-        link = next((l.copy_end for l in reversed(layers) if not math.isnan(l.copy_end)), 0.0)   # copies run in layer order
+        compute_end, copy_end = layers.compute_end, layers.copy_end      # StreamedLayers: something streamed
+        link = next((e for e in reversed(copy_end) if not math.isnan(e)), 0.0)   # copies run in layer order
         issue, begin, end = [], [], []
         for j in range(min(depth, n)):
-            freed = layers[n - depth + j].compute_end if n - depth + j >= 0 else 0.0
+            freed = compute_end[n - depth + j] if n - depth + j >= 0 else 0.0
             issue.append(freed - timing.duration)
             begin.append(max(freed, link) - timing.duration)
             link = max(freed, link) + copy
@@ -292,10 +295,18 @@ class Prefetch:
     def shifted(self, dt: float) -> "Prefetch":
         return Prefetch(self.stream, *(tuple(t + dt for t in ts) for ts in (self.issue, self.start, self.end)))
 
-    def merge(self, layer: LayerTiming, j: int) -> LayerTiming:
-        """Layer j's timing with the prefetch as its first copy (the cpu executor's convention)."""
-        if math.isnan(layer.copy_start):
-            return replace(layer, copy_issue=self.issue[j], copy_start=self.start[j], copy_end=self.end[j])
-        busy = (self.end[j] - self.start[j]) + (layer.copy_end - layer.copy_start)
-        return replace(layer, copy_issue=self.issue[j], copy_start=self.start[j],
-                       copy_end=max(self.end[j], layer.copy_end), copy_busy=busy)
+    def merged(self, layers: StreamedLayers, count: int) -> StreamedLayers:
+        """The layers with the prefetch as the first copy of layers < count (the cpu executor's
+        convention): a layer that copied nothing itself gets the prefetch's times; one that
+        copied the appended rest too spans both, busy for their sum."""
+        issue, start, end, busy = (list(c) for c in (layers.copy_issue, layers.copy_start, layers.copy_end,
+                                                       layers.copy_busy))
+        for j in range(count):
+            if not math.isnan(start[j]):
+                busy[j] = (self.end[j] - self.start[j]) + (end[j] - start[j])
+                end[j] = max(self.end[j], end[j])
+            else:
+                end[j] = self.end[j]
+            issue[j], start[j] = self.issue[j], self.start[j]
+        return replace(layers, copy_issue=tuple(issue), copy_start=tuple(start), copy_end=tuple(end),
+                       copy_busy=tuple(busy))

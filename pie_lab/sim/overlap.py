@@ -12,33 +12,41 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from ..core.plan import LayerTiming, NAN
+from ..core.timing import NAN, LayerTiming, StreamedLayers
 
 
 def schedule_layers(compute: Sequence[float], copy: Sequence[float], depth: int,
                     layer_bytes: Sequence[int] | None = None, prestaged: int = 0,
                     start: float = 0.0) -> list[LayerTiming]:
     """compute[l], copy[l]: seconds for layer l (copy 0 means nothing to move)."""
+    return list(schedule_columns(compute, copy, depth, layer_bytes, prestaged, start))
+
+
+def schedule_columns(compute: Sequence[float], copy: Sequence[float], depth: int,
+                     layer_bytes: Sequence[int] | None = None, prestaged: int = 0,
+                     start: float = 0.0) -> StreamedLayers:
+    """schedule_layers as columns (what the sim keeps per step)."""
     n = len(compute)
-    out: list[LayerTiming] = []
-    compute_end: list[float] = []
+    begins, ends, issues, c_starts, c_ends, waits = [], [], [], [], [], []
     link_free = start
     t = start
-    for l in range(n):
-        nbytes = layer_bytes[l] if layer_bytes else 0
-        if copy[l] > 0 and l >= prestaged:
-            issue = start if l < depth else compute_end[l - depth]
-            c_start = max(issue, link_free)
-            c_end = c_start + copy[l]
-            link_free = c_end
-            ready = c_end
+    for l, (work, move) in enumerate(zip(compute, copy)):
+        if move > 0 and l >= prestaged:
+            issue = start if l < depth else ends[l - depth]
+            c_start = link_free if link_free > issue else issue          # max(issue, link_free)
+            link_free = ready = c_end = c_start + move
         else:
             issue = c_start = c_end = NAN
             ready = start
-        begin = max(t, ready)
-        wait = begin - t
-        t = begin + compute[l]
-        compute_end.append(t)
-        out.append(LayerTiming(l, begin, t, issue, c_start, c_end, wait, nbytes))
-    return out
-
+        begin = ready if ready > t else t                                # max(t, ready)
+        waits.append(begin - t)
+        t = begin + work
+        begins.append(begin)
+        ends.append(t)
+        issues.append(issue)
+        c_starts.append(c_start)
+        c_ends.append(c_end)
+    nbytes = tuple(layer_bytes) if layer_bytes else (0,) * n
+    nans, zeros = (NAN,) * n, (0.0,) * n
+    return StreamedLayers(tuple(begins), tuple(ends), tuple(issues), tuple(c_starts), tuple(c_ends), tuple(waits),
+                          nbytes, nans, nans, nans, zeros, (0,) * n, zeros)
