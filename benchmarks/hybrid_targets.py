@@ -8,7 +8,10 @@ and the H200 preset (PCIe gen5). Each runs vllm-swap, pie and hybrid (both with 
 controller) at `rate-factor` x vllm-swap's measured capacity, with the replication's machinery
 (`benchmarks/replication`: capacity calibration, steady tokens/s). Targets: hybrid >= 1.25x
 vllm-swap and above pie on GH200 and the A10G class; hybrid >= pie on the H200. Prints one row per
-setup: the ratios, the target met or not, and the bound (`pie_lab.sim.host_cost.hybrid_bound`).
+setup: the ratios, the target met or not, and the bound (`pie_lab.sim.host_cost.hybrid_bound`),
+with the pipelined schedules' KV/s over the unsplit hybrid's (`split_x`: the within-layer split
+the executors run, chosen per step when it pays; `pipe_x`: NEO's cross-layer pipeline, analysed).
+`*_swap`: pie and hybrid preempting by swap, as vllm-swap does (their default is recompute).
 """
 from __future__ import annotations
 
@@ -40,8 +43,9 @@ def run(mode: Mode, factor: float, log=print) -> pd.DataFrame:
         setup = setup_for(preset, model, work, mode)
         cap = _calibrate(setup)
         rate = round(factor * cap, 3)
-        df = run_cell({"setup": setup, "rate": rate, "factor": factor,
-                       "cases": policy_cases(setup, None, ("vllm-swap", "pie", "hybrid"))}).set_index("policy")
+        cases = policy_cases(setup, None, ("vllm-swap", "pie", "hybrid"))
+        cases += [{**c, "label": c["label"] + "-swap", "preemption_mode": "swap"} for c in cases[1:]]
+        df = run_cell({"setup": setup, "rate": rate, "factor": factor, "cases": cases}).set_index("policy")
         tp = df["steady_tokens_per_s"]
         hv, hp = tp["hybrid"] / tp["vllm-swap"], tp["hybrid"] / tp["pie"]
         met = (hv >= want and hp > 1.0) if want else hp >= 1.0
@@ -56,7 +60,11 @@ def run(mode: Mode, factor: float, log=print) -> pd.DataFrame:
                      "hybrid_gb": round(setup["bound_hybrid_gb"], 2), "bound_ratio": round(
                          (setup["bound_device_kv_gb"] + setup["bound_hybrid_gb"])
                          / (setup["bound_device_kv_gb"] + setup["bound_pie_gb"]), 3),
-                     "limit": setup["bound_limit"]})
+                     "limit": setup["bound_limit"], "split_x": round(setup["bound_split_ratio"], 3),
+                     "pipe_x": round(setup["bound_pipeline_ratio"], 3),
+                     "pie_swap": round(tp["pie-swap"]), "hybrid_swap": round(tp["hybrid-swap"]),
+                     "hybrid_swap/vllm": round(tp["hybrid-swap"] / tp["vllm-swap"], 3),
+                     "hybrid_swap/pie_swap": round(tp["hybrid-swap"] / tp["pie-swap"], 3)})
         log(f"{preset} {model} {work}: {time.perf_counter() - t0:.0f} s")
     return pd.DataFrame(rows)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, replace, asdict
 from typing import Any, Mapping, Sequence
 
+from .core.host_split import SPLIT_MODES
 from .errors import ConfigError, check_choice, check_float, check_int
 
 POLICIES = ("none", "recompute", "pie", "vllm-swap", "flexgen", "hybrid")
@@ -109,6 +110,9 @@ class EngineConfig:
     attention the host CPU computes over host memory, merged with the device's by log-sum-exp.
     host_attention_gbps: the host's attention rate over host KV (GB of KV per second); None: the
     executor's own (sim: the hardware preset's cores and memory; cpu: a paced default).
+    host_split: policy "hybrid": whether a decode layer's rows without a host-computed share run
+    their output projection and MLP while the host attends for the others ("auto": when the layer
+    ends sooner, core/host_split.py; "on"; "off").
     offload: when policies "pie" and "hybrid" move blocks to the host: "eager" fills the budget at
     once; "on-demand" only as many as the next step would otherwise lack GPU blocks for.
     """
@@ -130,6 +134,7 @@ class EngineConfig:
     flexgen_fraction: float = 0.0
     host_compute_blocks: int = 0
     host_attention_gbps: float | None = None
+    host_split: str = "auto"
     link_bandwidth_gbps: float | None = None   # None: the executor's own (sim: the hardware preset)
     link_latency_us: float | None = None
     dtype: str = "float32"
@@ -147,6 +152,7 @@ class EngineConfig:
         if self.preemption_mode is not None:
             check_choice("preemption_mode", self.preemption_mode, PREEMPTION_MODES)
         check_choice("offload", self.offload, OFFLOAD_MODES)
+        check_choice("host_split", self.host_split, SPLIT_MODES)
         check_choice("dtype", self.dtype, DTYPES)
         if isinstance(self.controller, dict):
             object.__setattr__(self, "controller", ControllerConfig(**self.controller))

@@ -79,8 +79,10 @@ def test_cuda_executor_swaps_whole_sequences_on_the_stand_in(reference):
     assert eng.metrics.iterations_df()["blocking_copy_bytes"].sum() > 0       # swap_out and swap_in ran
 
 
-def test_cuda_executor_runs_the_hybrid_host_share_on_the_stand_in(reference):
-    got, eng = stand_in_run(FakeCuda(), policy="hybrid", swap_budget_blocks=8, host_compute_blocks=12)
+@pytest.mark.parametrize("split", ["off", "on"])
+def test_cuda_executor_runs_the_hybrid_host_share_on_the_stand_in(reference, split):
+    got, eng = stand_in_run(FakeCuda(), policy="hybrid", swap_budget_blocks=8, host_compute_blocks=12,
+                            host_split=split)
     assert got == reference and not eng.faults
     assert eng.metrics.iterations_df()["host_computed_blocks"].max() > 0
 

@@ -72,3 +72,17 @@ def test_random_splits_and_knob_changes_never_leak_or_alter(seed, swap, gpu, chu
     stream_with_knob_changes(seed, "hybrid", swap, gpu, chunked, changes,
                              knobs=("swap_budget_blocks", "host_compute_blocks", "prefetch_depth", "max_num_seqs"),
                              swap_budget_blocks=4, host_compute_blocks=6, flexgen_fraction=0.0)
+
+
+def test_split_rule_and_the_fitted_post_attention_line():
+    from pie_lab.core.host_split import PostTimes, decide_split, split_pays
+    assert not split_pays(0.0, 1.0, 0.1, 1.0)                   # no wait: nothing to hide
+    assert not split_pays(0.5, 1.0, 1.0, 1.0)                   # memory-bound: a weight read for 0.5 s of wait
+    assert split_pays(0.5, 0.6, 0.45, 1.0)                      # compute-bound: 0.05 s for 0.5 s
+    assert not decide_split("on", 0, 1.0, 0.6, 0.45, 1.0) and decide_split("on", 3, 0.0, 1.0, 1.0, 1.0)
+    assert not decide_split("off", 3, 0.5, 0.6, 0.45, 1.0) and decide_split("auto", 3, 0.5, 0.6, 0.45, 1.0)
+    post = PostTimes()
+    assert post(10) is None
+    for rows in (10, 20, 40):
+        post.add(rows, 1e-3 + 1e-5 * rows)
+    assert post(30) == pytest.approx(1.3e-3) and post(0) == pytest.approx(1e-3)

@@ -13,7 +13,10 @@ from test_generate_equivalence import generate, prompts, reference  # noqa: F401
     dict(swap_budget_blocks=6, host_compute_blocks=10, num_gpu_blocks=40, num_host_blocks=400,
          preemption_mode="swap"),                                                # under memory pressure
     dict(swap_budget_blocks=4, host_compute_blocks=12, chunked_prefill=True, max_num_batched_tokens=24),
-], ids=["host-only", "split", "all", "pressure", "chunked"])
+    dict(swap_budget_blocks=8, host_compute_blocks=12, host_split="on"),            # sub-batches D, H
+    dict(swap_budget_blocks=4, host_compute_blocks=12, chunked_prefill=True, max_num_batched_tokens=24,
+         host_split="on"),                                                       # D holds prefill rows
+], ids=["host-only", "split", "all", "pressure", "chunked", "sub-batches", "sub-batches-chunked"])
 def test_hybrid_tokens_equal_transformers_generate(reference, options):  # noqa: F811
     name, _, ps, refs = reference
     options = {"num_gpu_blocks": 400, "link_bandwidth_gbps": 50.0, "host_attention_gbps": 50.0, **options}
@@ -28,6 +31,21 @@ def test_hybrid_tokens_equal_transformers_generate(reference, options):  # noqa:
         from widgets.charts import timeline_rows
         kinds = {r["kind"] for r in timeline_rows(layers[layers.step.isin(lane.step.unique()[-3:])])}
         assert {"compute", "host attention"} <= kinds
+
+
+def test_sub_batches_run_d_before_the_merge_and_widen_the_host_window():
+    """host_split="on": D's post-attention pass runs before the wait, so the window the host gets
+    (handing queries over -> merge) holds it; both passes are measured for "auto"'s rule."""
+    runs = {}
+    for mode in ("off", "on"):
+        llm = LLM("opt-tiny", "cpu", block_size=4, max_num_seqs=16, policy="hybrid", num_gpu_blocks=400,
+                  swap_budget_blocks=0, host_compute_blocks=6, host_attention_gbps=50.0, host_split=mode)
+        toks = [o.token_ids for o in llm.generate(prompts(8, seed=5), SamplingParams(max_tokens=12, ignore_eos=True))]
+        share = llm.engine.executor.host_attention()
+        runs[mode] = toks, len(share.post.samples)
+        llm.close()
+    assert runs["on"][0] == runs["off"][0]
+    assert runs["on"][1] > runs["off"][1] > 0          # split: two measured passes per layer
 
 
 def test_host_attention_is_paced_to_its_rate():

@@ -107,3 +107,44 @@ def test_bound_names_what_limits_each_setup():
     assert a10["limit"] == "host attention (cores)" and a10["hybrid_gb"] > 2 * a10["pie_gb"]
     for b in (gh, h2, a10):
         assert b["hybrid_gb"] <= b["dram_gb"] + 1e-9 and b["hybrid_gb"] >= b["pie_gb"]
+
+
+def split_timings(plan, preset="A10G", model="llama-3.1-8b"):
+    return {mode: CostModel(named_spec(model), load_preset(preset), "float16", BS, host_split=mode).step_timing(plan)
+            for mode in ("off", "on", "auto")}
+
+
+def test_split_never_pays_when_the_h_rows_linears_are_memory_bound():
+    """32 rows on an A10G: a second post-attention pass re-reads the weights, more than the wait it hides."""
+    t = split_timings(decode_plan(32, 24, 20, host_seqs=16))
+    off, on = t["off"].layers[0], t["on"].layers[0]
+    assert off.host_wait > 0 and on.host_time < on.host_window       # the split hides the wait ...
+    assert t["on"].duration > t["off"].duration                       # ... at a weight read's cost
+    assert t["auto"].duration == t["off"].duration and t["auto"].layers[0].host_window == off.host_window
+
+
+def test_split_pays_when_both_sub_batches_are_compute_bound():
+    """400 rows, 200 of them with a host share: the post-attention linears cost per row, so the
+    second pass costs little and D's pass widens the host's window past its path."""
+    plan = decode_plan(400, 6, 5, host_seqs=200)
+    t = split_timings(plan)
+    cm = CostModel(named_spec("llama-3.1-8b"), load_preset("A10G"), "float16", BS)
+    off, auto = t["off"].layers[0], t["auto"].layers[0]
+    assert auto.host_window == pytest.approx(off.host_window + cm.post_attention_time(200))
+    assert auto.host_time < auto.host_window                          # no wait at the merge ...
+    extra = cm.post_attention_time(200) * 2 - cm.post_attention_time(400)
+    assert auto.host_wait == pytest.approx(extra) and extra < off.host_wait   # ... the second pass is its cost
+    assert t["auto"].duration == t["on"].duration < t["off"].duration
+    assert auto.compute_end - auto.compute_start == pytest.approx(
+        off.compute_end - off.compute_start - off.host_wait + extra)
+
+
+def test_bound_draws_the_pipelined_schedules_next_to_the_unsplit_one():
+    """At the benchmarks' batches the linears are memory-bound: both pipelines widen the host's
+    window and serve more host KV per step, but the second pass costs more time than it buys."""
+    for preset, model in (("A10G", "llama-3.1-8b"), ("GH200", "opt-30b"), ("H200", "opt-30b")):
+        b = hybrid_bound(CostModel(named_spec(model), load_preset(preset), "float16", BS), 80, 408)
+        assert b["split_window_ms"] > b["attention_ms"] and b["split_gb"] >= b["hybrid_gb"]
+        assert b["split_layer_ms"] > b["layer_ms"] and b["split_ratio"] < 1.0 and b["pipeline_ratio"] < 1.0
+    big = hybrid_bound(CostModel(named_spec("llama-3.1-8b"), load_preset("A10G"), "float16", BS), 1000, 100)
+    assert big["split_ratio"] > 1.0                    # compute-bound linears: the split pays

@@ -11,7 +11,8 @@ if TYPE_CHECKING:
 
 BOUND_COLUMNS = [("bound_device_kv_gb", "device KV GB/step"), ("bound_pie_gb", "pie: link GB/step"),
                  ("bound_host_gb", "host attention GB/step"), ("bound_dram_gb", "host DRAM cap GB/step"),
-                 ("bound_hybrid_gb", "hybrid GB/step"), ("bound_limit", "limited by")]
+                 ("bound_hybrid_gb", "hybrid GB/step"), ("bound_limit", "limited by"),
+                 ("bound_split_ratio", "split x"), ("bound_pipeline_ratio", "pipeline x")]
 
 
 def hybrid_rows(report: Report) -> pd.DataFrame:
@@ -53,7 +54,11 @@ def hybrid_section(report: Report) -> str:
            "both read host DRAM, which caps their sum. The host attention rate is the preset's `host_cores x "
            "host_core_attention_gbps` (the H200 host measured 61-73 GB/s with 16 threads), capped by its memory "
            "bandwidth. `device KV` is what the device itself reads per step, for scale: the host side adds "
-           "`hybrid GB / device KV` of capacity at most.\n\n"
+           "`hybrid GB / device KV` of capacity at most. Pipelining widens the host's window: `split x` is the "
+           "within-layer split the executors run (rows with no host share run their output projection and MLP "
+           "while the host attends; the others merge, then run a second post-attention pass; `host_split=\"auto\"` "
+           "takes it in a step only when that step ends sooner), `pipeline x` NEO's cross-layer asymmetric "
+           "pipeline (analysed, not run): KV per second at the bound's batch over the unsplit hybrid's.\n\n"
            "`waits`: hybrid's copy stall / host wait, share of its run time. `pie budget`, `stream`, `host`: "
            "median host-resident blocks of pie, and of hybrid's streamed and host-computed shares.\n\n")
     txt += md_table(df, [("preset", "preset"), ("model", "model"), ("workload", "workload"),
@@ -81,4 +86,7 @@ def _what_it_shows(df: pd.DataFrame) -> str:
             "and hybrid cannot add KV per step over pie; on the H200 over PCIe the link and the host together "
             "reach a few GB per step against the tens of GB the device reads itself (`device KV GB/step`). Hybrid pays off where the "
             "host's cores attend more than the link streams and the device's own KV is small: an A10G-class "
-            "card with a DDR5 server host (`python benchmarks/hybrid_targets.py`).\n")
+            "card with a DDR5 server host (`python benchmarks/hybrid_targets.py`). Pipelining does not change "
+            "this at these batches (`split x`, `pipeline x` < 1): the post-attention linears are memory-bound, "
+            "so the second sub-batch's pass re-reads the layer's weights, costing at least the window it "
+            "adds; it pays only where both sub-batches' linears are compute-bound (hundreds of rows each).\n")

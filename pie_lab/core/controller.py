@@ -13,7 +13,10 @@ its stall is the device's wait for the host's attention partials, its target the
 `target_overhead` and the capacity the share adds (host-computed / eligible blocks: a wait longer
 than that costs more than it gains), and its predicted limit the share whose host attention takes
 one device layer time (per-layer device time x measured host attention rate / bytes per block).
-The streamed share keeps the link rule above.
+The share is fitted to the window the executor reports (device time from handing the queries over
+to the merge): the device's attention, plus D's post-attention linears when the layer runs split
+(`core/host_split.py`); the split's second pass is device time, in the iteration's duration, not a
+wait. The streamed share keeps the link rule above.
 Every decision is an event with its inputs, the share it sized and the rule that fired. Imports no torch.
 """
 from __future__ import annotations
@@ -215,7 +218,8 @@ class AdaptiveController:
     @staticmethod
     def _fit_host(window: list[IterationRecord]) -> int | None:
         """The host-computed share whose attention would just end at the merge: the measured share
-        scaled by the device's time before the merge (its window) over the host's busy time."""
+        scaled by the device's time before the merge (its window, wider when split) over the host's
+        busy time."""
         decode = [r for r in window if r.prefill_tokens == 0 and r.host_time > 0]
         if not decode:
             return None

@@ -28,7 +28,8 @@ class LayerTiming:
     copy_busy: float = NAN       # link time when the copy ran in parts (prefetch + appended tail)
     host_start: float = NAN      # hybrid: the host's share of this layer's attention (queries out,
     host_end: float = NAN        # attention over host KV, partials back), NaN when it had none
-    host_wait: float = 0.0       # time the device waited for the host's partials before the merge
+    host_wait: float = 0.0       # time the device waited for the host's partials before the merge, plus,
+                                 # split (core/host_split.py), the second post-attention pass's extra
     host_bytes: int = 0          # host KV the host attended for this layer
     host_window: float = 0.0     # device time from handing the queries over to reaching the merge
 

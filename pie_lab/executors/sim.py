@@ -50,7 +50,8 @@ class SimExecutor:
         self.spec = spec_from_model(model)
         self.hardware = resolve_hardware(hardware, config.hardware)
         self.cost_model = CostModel(self.spec, self.hardware, config.dtype, config.block_size,
-                                    config.link_bandwidth_gbps, config.link_latency_us, config.host_attention_gbps)
+                                    config.link_bandwidth_gbps, config.link_latency_us, config.host_attention_gbps,
+                                    config.host_split)
         self.clock = VirtualClock()
         self.replay = replay
         eos = self.spec.hf_config.get("eos_token_id")

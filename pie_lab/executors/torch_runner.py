@@ -101,7 +101,7 @@ class TorchRunner:
     def host_attention(self):
         if self._host_attention is None:
             from .host_attention import HostAttention
-            self._host_attention = HostAttention(self.kv.host, self.host_rate)
+            self._host_attention = HostAttention(self.kv.host, self.host_rate, split=self.config.host_split)
         return self._host_attention
 
     def set_host_attention(self, gbps: float | None) -> None:

@@ -12,6 +12,8 @@ combines them exactly: softmax over the union of keys = the LSE-weighted sum of 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -87,38 +89,30 @@ def _decode_attention(q: Tensor, kv_layer: Tensor, staged: Tensor | None, tables
 
 
 def paged_attention(q: Tensor, kv_layer: Tensor, staged: Tensor | None, batch: ForwardBatch,
-                    scale: float, window: int | None = None, layer: int | None = None) -> Tensor:
+                    scale: float, window: int | None = None, decode: DecodeRows | None = None) -> Tensor:
     """q: [T, nh, hd] -> [T, nh, hd]. This step's K/V must already be written (write_kv).
 
-    A query token at position p attends to context positions <= p (and > p - window). With a
-    host share (policy hybrid) and the layer index, the host attends its blocks of layer `layer`.
+    A query token at position p attends to context positions <= p (and > p - window). `decode`
+    (policy hybrid): attend only these decode rows (and every prefill row); the other decode rows
+    of the output are left unset for the caller (the host share's merge) to fill.
     """
-    if batch.host_share is not None and layer is not None:
-        return batch.host_share.attend(layer, q, kv_layer, staged, batch, scale, window,
-                                       lambda q_: _paged_attention(q_, kv_layer, staged, batch, scale, window))
-    return _paged_attention(q, kv_layer, staged, batch, scale, window)
-
-
-def _paged_attention(q: Tensor, kv_layer: Tensor, staged: Tensor | None, batch: ForwardBatch,
-                     scale: float, window: int | None) -> Tensor:
-    if batch.decode_only:
-        if q.is_cuda and triton_attention.available() and (window is None or batch.max_context_len <= window):
-            return triton_attention.decode_attention(q, kv_layer, staged, batch.block_tables,
-                                                     batch.context_lens, scale)
-        return _decode_attention(q, kv_layer, staged, batch.block_tables, batch.context_lens,
-                                 batch.max_context_len, scale, window)
-
+    if batch.decode_only and decode is None:
+        return _decode_rows(q, kv_layer, staged, batch.block_tables, batch.context_lens, batch.max_context_len,
+                            scale, window)
     out = torch.empty_like(q)
-    if batch.decode_seqs:
-        max_ctx = max(batch.context_lens_list[i] for i in batch.decode_seqs)
-        out[batch.decode_token_idx] = _decode_attention(
-            q[batch.decode_token_idx], kv_layer, staged, batch.block_tables[batch.decode_seq_idx],
-            batch.context_lens[batch.decode_seq_idx], max_ctx, scale, window)
+    if decode is None:
+        decode = DecodeRows(batch.decode_seq_idx, batch.decode_token_idx, batch.decode_seqs)
+    if decode.seqs:
+        max_ctx = max(batch.context_lens_list[i] for i in decode.seqs)
+        out[decode.token_idx] = _decode_rows(q[decode.token_idx], kv_layer, staged, batch.block_tables[decode.seq_idx],
+                                             batch.context_lens[decode.seq_idx], max_ctx, scale, window)
+    if batch.decode_only:
+        return out
     bs = kv_layer.shape[2]
     start = 0
-    decode = set(batch.decode_seqs)
+    decoding = set(batch.decode_seqs)
     for i, (n, ctx) in enumerate(zip(batch.query_lens, batch.context_lens_list)):
-        if i not in decode:
+        if i not in decoding:
             nb = -(-ctx // bs)
             k, v = _dense_kv(kv_layer, staged, batch.block_tables[i:i + 1, :nb])   # [1, S, kvh, hd]
             q_pos = torch.arange(ctx - n, ctx, device=q.device)[None]             # [1, n]
@@ -126,6 +120,24 @@ def _paged_attention(q: Tensor, kv_layer: Tensor, staged: Tensor | None, batch: 
                                            _mask(q_pos, nb * bs, window), scale)[0]
         start += n
     return out
+
+
+@dataclass(frozen=True)
+class DecodeRows:
+    """A subset of a batch's decode sequences: their indices [Bd] and token rows [Bd] (tensors on
+    the device), and the indices as a host list."""
+
+    seq_idx: Tensor
+    token_idx: Tensor
+    seqs: list[int]
+
+
+def _decode_rows(q: Tensor, kv_layer: Tensor, staged: Tensor | None, tables: Tensor, context_lens: Tensor,
+                 max_context: int, scale: float, window: int | None) -> Tensor:
+    """Decode attention of one query per sequence, the Triton kernel on CUDA where it applies."""
+    if q.is_cuda and triton_attention.available() and (window is None or max_context <= window):
+        return triton_attention.decode_attention(q, kv_layer, staged, tables, context_lens, scale)
+    return _decode_attention(q, kv_layer, staged, tables, context_lens, max_context, scale, window)
 
 
 # -- partial attention with log-sum-exp (policy hybrid) ------------------------------------------

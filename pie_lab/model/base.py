@@ -5,6 +5,7 @@ import torch
 from torch import Tensor, nn
 
 from ..model_spec import ModelSpec
+from .attention import paged_attention
 from .batch import ForwardBatch
 
 
@@ -16,14 +17,30 @@ class PagedDecoder(nn.Module):
 
     spec: ModelSpec
     num_layers: int
+    attn_scale: float = 1.0                 # softmax scale inside attention
+    window: int | None = None               # sliding window (Mistral), None: full context
 
     def embed(self, batch: ForwardBatch) -> Tensor:          # [T, H]
         raise NotImplementedError
 
+    def attention_input(self, l: int, hidden: Tensor, batch: ForwardBatch, kv_layer: Tensor) -> Tensor:
+        """Layer `l` up to attention: writes this step's K/V into `kv_layer` ([G, 2, bs, kvh, hd]);
+        returns the queries [T, nh, hd]."""
+        raise NotImplementedError
+
+    def post_attention(self, l: int, hidden: Tensor, o: Tensor) -> Tensor:
+        """Layer `l` after attention, row by row: hidden [R, H], attention output o [R, nh, hd] -> [R, H]."""
+        raise NotImplementedError
+
     def layer(self, l: int, hidden: Tensor, batch: ForwardBatch, kv_layer: Tensor,
               staged: Tensor | None) -> Tensor:              # [T, H]
-        """Run decoder layer `l`; writes this step's K/V into `kv_layer` ([G, 2, bs, kvh, hd])."""
-        raise NotImplementedError
+        """Run decoder layer `l`. With a host share (policy hybrid) the share runs attention and
+        the post-attention part, split into sub-batches when it pays (executors/host_attention.py)."""
+        q = self.attention_input(l, hidden, batch, kv_layer)
+        if batch.host_share is not None:
+            return batch.host_share.layer(l, q, hidden, kv_layer, staged, batch, self)
+        return self.post_attention(l, hidden, paged_attention(q, kv_layer, staged, batch, self.attn_scale,
+                                                              self.window))
 
     def compute_logits(self, hidden: Tensor, batch: ForwardBatch) -> Tensor:   # [N, V] float32
         raise NotImplementedError

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..model_spec import ModelSpec
-from .attention import paged_attention, write_kv
+from .attention import write_kv
 from .base import PagedDecoder
 from .batch import ForwardBatch
 
@@ -117,7 +117,7 @@ class LlamaForPagedLM(PagedDecoder):
             mlp_bias = bool(cfg.get("mlp_bias", False))
             self.window = cfg.get("sliding_window") if spec.arch == "mistral" else None
         self.tied = bool(cfg.get("tie_word_embeddings", False))
-        self.scale = spec.head_dim ** -0.5
+        self.scale = self.attn_scale = spec.head_dim ** -0.5
 
         self.model = nn.Module()
         self.model.embed_tokens = nn.Embedding(spec.vocab_size, spec.hidden_size)
@@ -141,23 +141,24 @@ class LlamaForPagedLM(PagedDecoder):
     def embed(self, batch: ForwardBatch) -> Tensor:
         return self.model.embed_tokens(batch.input_ids)
 
-    def layer(self, l: int, hidden: Tensor, batch: ForwardBatch, kv_layer: Tensor,
-              staged: Tensor | None) -> Tensor:
+    def attention_input(self, l: int, hidden: Tensor, batch: ForwardBatch, kv_layer: Tensor) -> Tensor:
         if self._cos is None or self._cos.device != hidden.device:
             self.init_buffers()
-        blk = self.model.layers[l]
-        attn = blk.self_attn
+        attn = self.model.layers[l].self_attn
         T = hidden.shape[0]
         nh, kvh, hd = self.spec.num_heads, self.spec.num_kv_heads, self.spec.head_dim
-        x = blk.input_layernorm(hidden)
+        x = self.model.layers[l].input_layernorm(hidden)
         q = attn.q_proj(x).view(T, nh, hd)
         k = attn.k_proj(x).view(T, kvh, hd)
         v = attn.v_proj(x).view(T, kvh, hd)
         cos, sin = self._cos[batch.positions], self._sin[batch.positions]    # [T, hd/2]
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         write_kv(kv_layer, k, v, batch.slot_mapping)
-        o = paged_attention(q, kv_layer, staged, batch, self.scale, self.window, layer=l)   # [T, nh, hd]
-        hidden = hidden + attn.o_proj(o.reshape(T, nh * hd))
+        return q
+
+    def post_attention(self, l: int, hidden: Tensor, o: Tensor) -> Tensor:
+        blk = self.model.layers[l]
+        hidden = hidden + blk.self_attn.o_proj(o.reshape(o.shape[0], -1))
         return hidden + blk.mlp(blk.post_attention_layernorm(hidden))
 
     def compute_logits(self, hidden: Tensor, batch: ForwardBatch) -> Tensor:

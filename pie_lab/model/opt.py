@@ -7,7 +7,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..model_spec import ModelSpec
-from .attention import paged_attention, write_kv
+from .attention import write_kv
 from .base import PagedDecoder
 from .batch import ForwardBatch
 
@@ -75,19 +75,21 @@ class OPTForPagedLM(PagedDecoder):
             x = dec.project_in(x)                                      # [T, H]
         return x + dec.embed_positions(batch.positions + POSITION_OFFSET)
 
-    def layer(self, l: int, hidden: Tensor, batch: ForwardBatch, kv_layer: Tensor,
-              staged: Tensor | None) -> Tensor:
+    def attention_input(self, l: int, hidden: Tensor, batch: ForwardBatch, kv_layer: Tensor) -> Tensor:
         blk = self.model.decoder.layers[l]
         attn = blk.self_attn
         T = hidden.shape[0]
         nh, hd = self.spec.num_heads, self.spec.head_dim
         # pre-norm: x + f(norm(x)); post-norm (opt-350m): norm(x + f(x))
         x = blk.self_attn_layer_norm(hidden) if self.pre_norm else hidden
-        # transformers scales q before the product (scale 1.0 in attention); same order here
+        # transformers scales q before the product (attn_scale 1.0 in attention); same order here
         q = (attn.q_proj(x) * self.scale).view(T, nh, hd)
         write_kv(kv_layer, attn.k_proj(x).view(T, nh, hd), attn.v_proj(x).view(T, nh, hd), batch.slot_mapping)
-        o = paged_attention(q, kv_layer, staged, batch, 1.0, layer=l)    # [T, nh, hd]
-        hidden = hidden + attn.out_proj(o.reshape(T, nh * hd))
+        return q
+
+    def post_attention(self, l: int, hidden: Tensor, o: Tensor) -> Tensor:
+        blk = self.model.decoder.layers[l]
+        hidden = hidden + blk.self_attn.out_proj(o.reshape(o.shape[0], -1))
         if not self.pre_norm:
             hidden = blk.self_attn_layer_norm(hidden)
         x = blk.final_layer_norm(hidden) if self.pre_norm else hidden

@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass, replace
 
 from .overlap import schedule_columns
+from ..core.host_split import SPLIT_MODES
 from ..core.plan import StepPlan, StreamPlan, coalesce
 from ..core.timing import ComputeOnlyLayers, StepTiming, StreamedLayers
 from ..config import check_field
@@ -70,9 +71,11 @@ class CostModel:
     link_bandwidth_gbps: float | None = None     # None: the preset's h2d_gbps / d2h_gbps
     link_latency_us: float | None = None         # None: the preset's link_latency_us
     host_attention_gbps: float | None = None     # None: the preset's host cores and memory (hybrid)
+    host_split: str = "auto"                     # hybrid's within-layer split (core/host_split.py)
 
     def __post_init__(self):
         check_choice("dtype", self.dtype, DTYPE_BYTES)
+        check_choice("host_split", self.host_split, SPLIT_MODES)
         for name in ("block_size", "link_bandwidth_gbps", "link_latency_us"):
             if getattr(self, name) is not None:
                 check_field(name, getattr(self, name))
@@ -137,6 +140,17 @@ class CostModel:
         attention = max(self._attn_flops_pair * shape.attn_pairs / self._flops,
                         shape.kv_tokens * self._kv_bytes_token / self._hbm)
         return linear, attention, shape.tokens * self._kv_bytes_token / self._hbm
+
+    def linear_time(self, tokens: int, share: float = 1.0) -> float:
+        """Roofline of `share` of one layer's linears over `tokens` rows (memory-bound: the weights'
+        bytes, whatever the rows; compute-bound: the rows' FLOPs)."""
+        if tokens <= 0:
+            return 0.0
+        return share * max(2.0 * self._layer_params * tokens / self._flops, self._weight_bytes_layer / self._hbm)
+
+    def post_attention_time(self, tokens: int) -> float:
+        """Output projection and MLP of one layer over `tokens` rows (hybrid's split runs two)."""
+        return self.linear_time(tokens, 1.0 - self._qkv_share)
 
     def layer_parts(self, shape: StepShape) -> tuple[float, float]:
         """(QKV projection, attention incl. the KV write) of one layer: hybrid's host share starts
@@ -217,8 +231,9 @@ class CostModel:
         qkv, attention = self.layer_parts(shape)
         host = None if not plan.num_host_computed_blocks else self._host.layer(
             plan, qkv, attention, self._h2d, self._d2h, self._latency,
-            min(self.stream_layer_bytes(plan) / layer, self._h2d) if layer > 0 else 0.0)   # the stream's DRAM draw
-        compute = [layer + (host.wait if host else 0.0)] * n
+            min(self.stream_layer_bytes(plan) / layer, self._h2d) if layer > 0 else 0.0,   # the stream's DRAM draw
+            self.post_attention_time, self.host_split)
+        compute = [layer + (host.wait + host.extra if host else 0.0)] * n
         stream = plan.stream
         depth = stream.depth if stream else 1
         pre = min(prestaged_layers, n) if stream and stream.num_blocks else 0
@@ -240,7 +255,7 @@ class CostModel:
         if host is not None:
             layers = replace(layers, host_start=tuple(c + host.start for c in layers.compute_start),
                              host_end=tuple(c + host.start + host.path for c in layers.compute_start),
-                             host_wait=(host.wait,) * n, host_bytes=(host.bytes,) * n, host_window=(host.window,) * n)
+                             host_wait=(host.wait + host.extra,) * n, host_bytes=(host.bytes,) * n, host_window=(host.window,) * n)
         end = (layers.compute_end[-1] if n else start) + self.lm_head_time(shape)
         offload_time, async_bytes = self.offload_copy(plan)
         end = max(end, self._step_overhead + blocking + offload_time)

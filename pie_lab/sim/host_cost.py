@@ -8,11 +8,15 @@ meanwhile attends over its own and streamed blocks. The merge waits for the late
 device's wait is the host path minus the device's attention time. Host memory bandwidth is shared:
 the link's streaming reads and the host's attention draw on the same DRAM.
 The host and its queries are modelled one layer at a time: layer l + 1 needs layer l's output.
+With the within-layer split (`core/host_split.py`) the rows without a host share run their
+post-attention linears before the merge: the window grows by that time and the rows with one run
+a second post-attention pass (its extra device time from the cost model's roofline per sub-batch).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..core.host_split import decide_split, split_cost
 from ..core.plan import StepPlan
 from ..config import check_field
 from ..model_spec import DTYPE_BYTES, ModelSpec
@@ -28,8 +32,10 @@ class HostLayer:
     start: float                 # queries leave the device (end of the QKV projection)
     path: float                  # queries out + host attention + partials back
     wait: float                  # the device's wait at the merge
-    window: float                # the device's attention time: what the host may take without a wait
+    window: float                # device time before the merge: attention (+ D's post-attention, split)
     bytes: int                   # host KV attended
+    split: bool = False          # sub-batch D ran its post-attention linears before the merge
+    extra: float = 0.0           # split: the second post-attention pass's extra device time
 
 
 @dataclass(frozen=True)
@@ -64,19 +70,27 @@ class HostAttentionCost:
 
     def layer(self, plan: StepPlan, qkv_time: float, device_attention_time: float,
               h2d_bytes_per_s: float, d2h_bytes_per_s: float, latency: float,
-              streamed_bytes_per_s: float = 0.0) -> HostLayer | None:
-        """The host share of one decode layer of `plan` (None when the plan has none)."""
+              streamed_bytes_per_s: float = 0.0, post=None, split: str = "off") -> HostLayer | None:
+        """The host share of one decode layer of `plan` (None when the plan has none). `post(rows)`:
+        the device's post-attention seconds for `rows` token rows; `split`: the host_split mode."""
         blocks = plan.num_host_computed_blocks
         if not blocks:
             return None
         rows = sum(1 for s in plan.seqs if s.host_computed)
+        tokens = sum(len(s.token_ids) for s in plan.seqs)
         s, db = self.spec, DTYPE_BYTES[self.dtype]
         q_bytes = rows * s.num_heads * s.head_dim * db
         partial_bytes = rows * s.num_heads * (s.head_dim * db + PARTIAL_LSE_BYTES)
         nbytes = blocks * self.block_bytes_per_layer
         path = (2 * latency + q_bytes / d2h_bytes_per_s + partial_bytes / h2d_bytes_per_s
                 + self.attention_time(nbytes, streamed_bytes_per_s))
-        return HostLayer(qkv_time, path, max(0.0, path - device_attention_time), device_attention_time, nbytes)
+        wait = max(0.0, path - device_attention_time)
+        if post is not None and split != "off":
+            p_d, p_h, p_all = post(tokens - rows), post(rows), post(tokens)
+            if decide_split(split, tokens - rows, wait, p_d, p_h, p_all):
+                w, extra = split_cost(wait, p_d, p_h, p_all)
+                return HostLayer(qkv_time, path, w, device_attention_time + p_d, nbytes, True, extra)
+        return HostLayer(qkv_time, path, wait, device_attention_time, nbytes)
 
 
 def hybrid_bound(cm, batch: int, context: int) -> dict:
@@ -87,20 +101,52 @@ def hybrid_bound(cm, batch: int, context: int) -> dict:
     attention time (the window one batch leaves it: queries exist only after the QKV projection and
     the next layer needs the merged output); both read host DRAM, which caps their sum. `issue_host`
     is the looser figure that lets the host overlap the whole layer (host rate x layer time).
-    `device` is the KV the device itself reads per step, for scale."""
+    `device` is the KV the device itself reads per step, for scale.
+
+    Pipelining, drawn next to it (KV per second against the unsplit hybrid's, the throughput ratio
+    at equal context): `split_*` the within-layer split the executors run (window + D's
+    post-attention linears, a second post-attention pass for the H rows), `pipeline_*` NEO's
+    cross-layer asymmetric pipeline (window: D's whole layer; every linear of the layer twice),
+    analysed only. H rows: as many as the host-computed KV fills at `context`."""
     from .cost_model import StepShape                    # cost_model imports this module
     shape = StepShape.decode(max(1, batch), max(1, context))
     n, hw = cm.spec.num_layers, cm.hardware
     layer = cm.layer_time(shape)
     _, window = cm.layer_parts(shape)
-    link = (cm.link_bandwidth_gbps or hw.h2d_gbps) * layer * n
-    host = cm.host.rate / 1e9 * window * n
-    dram = hw.host_memory_gbps * layer * n
+    link_rate, dram_rate, host_rate = (cm.link_bandwidth_gbps or hw.h2d_gbps), hw.host_memory_gbps, cm.host.rate / 1e9
+    link = link_rate * layer * n
+    host = host_rate * window * n
+    dram = dram_rate * layer * n
     extra = min(dram, link + host)
     limit = "host memory bandwidth" if dram < link + host else \
         "link" if link >= host else "host attention (cores)" if cm.host.rate / 1e9 < hw.host_memory_gbps \
         else "host memory bandwidth"
     device = shape.kv_tokens * cm.spec.kv_bytes_per_token_per_layer(cm.dtype) * n / 1e9
+    row_gb = device / shape.tokens                       # one sequence's KV at `context`, all layers
+    unsplit = (device + extra) / layer
+
+    def pipelined(window_of, time_of) -> tuple[float, float, float]:
+        """(extra GB, device seconds per layer, window) at the H rows the host share fills."""
+        rows, gb, t, w = 0, 0.0, layer, window
+        for _ in range(50):                              # rows <-> host share: a fixed point
+            t, w = time_of(rows), window_of(rows)
+            gb = min(dram_rate * t * n, link_rate * t * n + host_rate * w * n)
+            new = min(shape.tokens - 1, int(min(host_rate * w * n, gb) / row_gb))
+            if new == rows:
+                break
+            rows = new
+        return gb, t, w
+
+    post = cm.post_attention_time
+    split_gb, split_t, split_w = pipelined(lambda h: window + post(shape.tokens - h),
+                                           lambda h: layer + post(shape.tokens - h) + post(h) - post(shape.tokens))
+    pipe_gb, pipe_t, pipe_w = pipelined(
+        lambda h: window + cm.linear_time(shape.tokens - h),
+        lambda h: layer + cm.linear_time(shape.tokens - h) + cm.linear_time(h) - cm.linear_time(shape.tokens))
     return {"layer_ms": layer * 1e3, "attention_ms": window * 1e3, "stream_gb": link,
             "host_gb": host, "dram_gb": dram, "hybrid_gb": extra, "pie_gb": min(link, dram),
-            "issue_host_gb": cm.host.rate / 1e9 * layer * n, "device_kv_gb": device, "limit": limit}
+            "issue_host_gb": cm.host.rate / 1e9 * layer * n, "device_kv_gb": device, "limit": limit,
+            "split_window_ms": split_w * 1e3, "split_layer_ms": split_t * 1e3, "split_gb": split_gb,
+            "split_ratio": (device + split_gb) / split_t / unsplit,
+            "pipeline_window_ms": pipe_w * 1e3, "pipeline_layer_ms": pipe_t * 1e3, "pipeline_gb": pipe_gb,
+            "pipeline_ratio": (device + pipe_gb) / pipe_t / unsplit}
