@@ -12,6 +12,8 @@ setup: the ratios, the target met or not, and the bound (`pie_lab.sim.host_cost.
 with the pipelined schedules' KV/s over the unsplit hybrid's (`split_x`: the within-layer split
 the executors run, chosen per step when it pays; `pipe_x`: NEO's cross-layer pipeline, analysed).
 `*_swap`: pie and hybrid preempting by swap, as vllm-swap does (their default is recompute).
+`decode:` the ratios over the steady window's decode-only steps; `prefill_share`: the window's time
+in steps with a prefill (vllm-swap / hybrid / hybrid-swap), which every policy pays alike.
 """
 from __future__ import annotations
 
@@ -46,7 +48,7 @@ def run(mode: Mode, factor: float, log=print) -> pd.DataFrame:
         cases = policy_cases(setup, None, ("vllm-swap", "pie", "hybrid"))
         cases += [{**c, "label": c["label"] + "-swap", "preemption_mode": "swap"} for c in cases[1:]]
         df = run_cell({"setup": setup, "rate": rate, "factor": factor, "cases": cases}).set_index("policy")
-        tp = df["steady_tokens_per_s"]
+        tp, dec = df["steady_tokens_per_s"], df["steady_decode_tokens_per_s"]
         hv, hp = tp["hybrid"] / tp["vllm-swap"], tp["hybrid"] / tp["pie"]
         met = (hv >= want and hp > 1.0) if want else hp >= 1.0
         rows.append({"preset": preset, "model": model, "workload": work, "rate": rate,
@@ -60,11 +62,17 @@ def run(mode: Mode, factor: float, log=print) -> pd.DataFrame:
                      "hybrid_gb": round(setup["bound_hybrid_gb"], 2), "bound_ratio": round(
                          (setup["bound_device_kv_gb"] + setup["bound_hybrid_gb"])
                          / (setup["bound_device_kv_gb"] + setup["bound_pie_gb"]), 3),
-                     "limit": setup["bound_limit"], "split_x": round(setup["bound_split_ratio"], 3),
+                     "limit": setup["bound_limit"],
+                     "bound_vs_vllm": round(1 + setup["bound_hybrid_gb"] / setup["bound_device_kv_gb"], 3),
+                     "split_x": round(setup["bound_split_ratio"], 3),
                      "pipe_x": round(setup["bound_pipeline_ratio"], 3),
                      "pie_swap": round(tp["pie-swap"]), "hybrid_swap": round(tp["hybrid-swap"]),
                      "hybrid_swap/vllm": round(tp["hybrid-swap"] / tp["vllm-swap"], 3),
-                     "hybrid_swap/pie_swap": round(tp["hybrid-swap"] / tp["pie-swap"], 3)})
+                     "hybrid_swap/pie_swap": round(tp["hybrid-swap"] / tp["pie-swap"], 3),
+                     "decode: hybrid/vllm": round(dec["hybrid"] / dec["vllm-swap"], 3),
+                     "decode: hybrid_swap/vllm": round(dec["hybrid-swap"] / dec["vllm-swap"], 3),
+                     "prefill_share": "/".join(f"{100 * df.loc[p, 'steady_prefill_time_share']:.0f}%"
+                                               for p in ("vllm-swap", "hybrid", "hybrid-swap"))})
         log(f"{preset} {model} {work}: {time.perf_counter() - t0:.0f} s")
     return pd.DataFrame(rows)
 
@@ -151,7 +159,8 @@ def main(argv=None) -> int:
     print(df.to_string(index=False))
     print(f"steady generated tokens/s at {args.rate_factor}x capacity, sim executor, mode {mode.name}; "
           f"load average {os.getloadavg()[0]:.2f}. bound_ratio: (device KV + hybrid GB) / (device KV + pie GB), "
-          "the most extra capacity hybrid can have over pie per step.")
+          "the most extra capacity hybrid can have over pie per step; bound_vs_vllm: 1 + hybrid GB / device KV, over "
+          "vllm-swap (the device's KV only) at equal step time.")
     return 0
 
 

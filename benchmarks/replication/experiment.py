@@ -46,6 +46,8 @@ def run_cell(task: dict) -> pd.DataFrame:
         it = res.iterations[res.iterations["policy"] == label]
         max_seqs = next(c.get("max_num_seqs", ENGINE["max_num_seqs"]) for c in task["cases"] if c["label"] == label)
         queued = it["waiting"] > 0
+        steady = it[(it["end"] > STEADY_FROM * last_arrival) & (it["end"] <= last_arrival)]
+        decode = steady[steady["prefill_tokens"] == 0]
         rows.append({
             "preset": setup["preset"], "model": setup["model"], "workload": setup["workload"],
             "rate_factor": task.get("factor"), "rate": rate, "requests": len(work), "policy": label,
@@ -59,6 +61,11 @@ def run_cell(task: dict) -> pd.DataFrame:
                                                  & (it["end"] <= last_arrival), "batch_size"].sum()
                                           / ((1 - STEADY_FROM) * last_arrival))
                                     if last_arrival > 0 else row["tokens_per_s"]),
+            # the same window's decode-only steps (the policies differ there; prefills cost all alike)
+            "steady_decode_tokens_per_s": float(decode["batch_size"].sum() / decode["duration"].sum())
+                                          if len(decode) else float("nan"),
+            "steady_prefill_time_share": float(steady.loc[steady["prefill_tokens"] > 0, "duration"].sum()
+                                               / steady["duration"].sum()) if len(steady) else float("nan"),
             "norm_latency_s": float((rq["e2e"] / rq["output_tokens"]).mean()),
             "e2e_p50_s": row["e2e_p50_s"], "e2e_p99_s": row["e2e_p99_s"], "ttft_p50_s": row["ttft_p50_s"],
             "mean_batch": float(it["batch_size"].mean()),

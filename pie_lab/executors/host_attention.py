@@ -10,7 +10,8 @@ host's partial output and log-sum-exp (the layer's one synchronisation point), m
 and runs the post-attention part of the rows not yet done. The host worker is its own thread; with
 a `rate` it is paced like the emulated link (latency + host KV bytes / rate) so the cpu executor
 behaves like a host of that speed. "auto" splits from measurements: the unsplit wait (host path
-end - device attention end) and a line fitted to the post-attention times of past layers.
+end - device attention end) and a line fitted to the post-attention times of past layers; on CUDA
+those host-clock times are kernel launches, so "auto" does not split there ("on" does).
 """
 from __future__ import annotations
 
@@ -78,6 +79,9 @@ class HostAttention:
         d_rows = [r for r in range(starts[-1]) if r not in host_rows]
         dev = batch.input_ids.device
         post = [self.post(n) for n in (len(d_rows), len(rows), starts[-1])]
+        if self.split == "auto" and dev.type == "cuda":
+            # the host clock times kernel launches, not the GPU's work: no measurement to decide by
+            post = [None]
         split = decide_split(self.split, len(d_rows), self.unsplit_wait, *post) if None not in post \
             else self.split == "on" and bool(d_rows)
         return HostShare(self, torch.tensor(rows, device=dev), torch.tensor(seqs, device=dev), ids, counts,
@@ -134,7 +138,6 @@ class HostShare:
                                                batch.context_lens[self.seq_idx], self.key_start,
                                                self.max_context, scale, window)
         attention_end = time.perf_counter()
-        out = hidden_d = None
         if self.split:
             hidden_d = model.post_attention(layer, hidden[self.d_rows], o[self.d_rows])    # [T - Bh, H]
             self.owner.post.add(len(self.d_rows), time.perf_counter() - attention_end)
