@@ -30,11 +30,18 @@ def hybrid_rows(report: Report) -> pd.DataFrame:
             "memory_bound": "yes" if v["kv_bound"] > 0.5 or v["preemptions"] > 0 else "no",
             "vllm": tp["vllm-swap"], "pie": tp["pie"], "hybrid": tp["hybrid"],
             "hybrid_vllm": f"{tp['hybrid'] / tp['vllm-swap']:.2f}x", "hybrid_pie": f"{tp['hybrid'] / tp['pie']:.2f}x",
+            "decode_vllm": _ratio(g.loc["hybrid", "steady_decode_tokens_per_s"], v["steady_decode_tokens_per_s"]),
+            "prefill": f"{100 * v['steady_prefill_time_share']:.0f}% / {100 * g.loc['hybrid', 'steady_prefill_time_share']:.0f}%",
             "pie_budget": g.loc["pie", "median_budget"], "stream": g.loc["hybrid", "median_budget"],
             "host": g.loc["hybrid", "median_host_budget"],
             "waits": f"{100 * g.loc['hybrid', 'stall_share']:.1f}% / {100 * g.loc['hybrid', 'host_wait_share']:.1f}%",
             **{c: getattr(x, c) for c, _ in BOUND_COLUMNS}})
     return pd.DataFrame(rows)
+
+
+def _ratio(a: float, b: float) -> str:
+    """a / b as "1.23x", "-" where either is missing (no decode-only step in the window)."""
+    return "-" if pd.isna(a) or pd.isna(b) or not b else f"{a / b:.2f}x"
 
 
 def hybrid_section(report: Report) -> str:
@@ -59,12 +66,16 @@ def hybrid_section(report: Report) -> str:
            "while the host attends; the others merge, then run a second post-attention pass; `host_split=\"auto\"` "
            "takes it in a step only when that step ends sooner), `pipeline x` NEO's cross-layer asymmetric "
            "pipeline (analysed, not run): KV per second at the bound's batch over the unsplit hybrid's.\n\n"
+           "`decode steps`: the ratio over the decode-only steps of the same window; `prefill time`: the window's "
+           "time in steps with a prefill, vllm-swap / hybrid (a prefill costs every policy alike, and hybrid's "
+           "recompute preemptions add some).\n\n"
            "`waits`: hybrid's copy stall / host wait, share of its run time. `pie budget`, `stream`, `host`: "
            "median host-resident blocks of pie, and of hybrid's streamed and host-computed shares.\n\n")
     txt += md_table(df, [("preset", "preset"), ("model", "model"), ("workload", "workload"),
                          ("memory_bound", "memory-bound"), ("vllm", "vllm-swap tok/s"), ("pie", "pie tok/s"),
                          ("hybrid", "hybrid tok/s"), ("hybrid_vllm", "hybrid / vllm-swap"),
-                         ("hybrid_pie", "hybrid / pie"), ("pie_budget", "pie budget"), ("stream", "stream"),
+                         ("hybrid_pie", "hybrid / pie"), ("decode_vllm", "decode steps: hybrid / vllm-swap"),
+                         ("prefill", "prefill time"), ("pie_budget", "pie budget"), ("stream", "stream"),
                          ("host", "host"), ("waits", "waits")] + BOUND_COLUMNS)
     return txt + "\n" + _what_it_shows(df)
 
@@ -89,4 +100,7 @@ def _what_it_shows(df: pd.DataFrame) -> str:
             "card with a DDR5 server host (`python benchmarks/hybrid_targets.py`). Pipelining does not change "
             "this at these batches (`split x`, `pipeline x` < 1): the post-attention linears are memory-bound, "
             "so the second sub-batch's pass re-reads the layer's weights, costing at least the window it "
-            "adds; it pays only where both sub-batches' linears are compute-bound (hundreds of rows each).\n")
+            "adds; it pays only where both sub-batches' linears are compute-bound (hundreds of rows each). "
+            "Where decode steps gain (`decode steps`), the steady ratio gains less: prefill steps, which the "
+            "host tier does not shorten, take a third or more of the time at these rates, more for hybrid "
+            "(its batch admits more requests, and its recompute preemptions prefill again).\n")
