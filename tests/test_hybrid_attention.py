@@ -86,3 +86,34 @@ def test_half_precision_partials_merge_in_float32():
     assert o.dtype == torch.float16 and lse.dtype == torch.float32
     ref = dense(q, k, v, torch.ones(2, 10, dtype=torch.bool), 0.35)
     assert (o.double() - ref).abs().max() < 2e-3            # fp16 output rounding only
+
+
+@pytest.mark.parametrize("mixed", [False, True])
+def test_device_attends_only_the_rows_it_is_given(monkeypatch, mixed):
+    """paged_attention with a subset of decode rows (hybrid's sub-batch D) computes exactly those
+    rows and every prefill row, each equal to the full computation (to 1e-6: a batch padded to
+    another length may sum in another order), and attends no other row."""
+    from pie_lab import SamplingParams
+    from pie_lab.core.plan import SeqWork, StepPlan
+    from pie_lab.model import attention
+    from pie_lab.model.batch import build_forward_batch
+    gen = torch.Generator().manual_seed(3)
+    bs, kvh, hd, nh = 4, 2, 8, 4
+    pool = torch.randn(40, 2, bs, kvh, hd, generator=gen)
+    works = [SeqWork(i, (5,), 9 + i, tuple(range(4 * i, 4 * i + 4)), True, SamplingParams(), 1) for i in range(4)]
+    if mixed:                                               # a prefill chunk of 3 tokens after 5 cached
+        works.insert(1, SeqWork(9, (5, 6, 7), 5, (30, 31), True, SamplingParams(), 0))
+    batch = build_forward_batch(StepPlan(0, tuple(works)), bs, "cpu")
+    q = torch.randn(batch.num_tokens, nh, hd, generator=gen)
+    full = attention.paged_attention(q, pool, None, batch, 0.3)
+    keep = [i for i in batch.decode_seqs if works[i].seq_id in (0, 2)]
+    rows = [int(batch.query_start_loc[i]) for i in keep]
+    seen = []
+    real = attention._decode_attention
+    monkeypatch.setattr(attention, "_decode_attention", lambda q_, *a: seen.append(q_.shape[0]) or real(q_, *a))
+    sub = attention.DecodeRows(torch.tensor(keep), torch.tensor(rows), keep)
+    part = attention.paged_attention(q, pool, None, batch, 0.3, decode=sub)
+    assert seen == [len(keep)]
+    assert (part[rows] - full[rows]).abs().max() < 1e-6
+    if mixed:
+        assert torch.equal(part[1:4], full[1:4])            # the prefill rows: computed alike
