@@ -57,6 +57,7 @@ class BlockManager:
         self._pending_gpu: list[int] = []
         self._pending_host: list[int] = []
         self._filled_this_step: set[int] = set()   # GPU blocks a blocking host-to-device copy fills this step
+        self.host_moves = 0                        # changes to block tables' host entries so far (a cache key)
 
     # -- sizing ---------------------------------------------------------------------------
     def blocks_needed(self, seq: Sequence, num_new_tokens: int) -> int:
@@ -73,6 +74,7 @@ class BlockManager:
             seq.block_table.extend(self.gpu.allocate(need))
 
     def free(self, seq: Sequence) -> None:
+        self.host_moves += seq.host_count > 0
         self.gpu.free(b for b in seq.block_table if not is_host(b))
         self.host.free(~b for b in seq.block_table if is_host(b))
         seq.block_table = []
@@ -89,6 +91,7 @@ class BlockManager:
         (host_id,) = self.host.allocate(1)
         seq.block_table[index] = host_ref(host_id)
         seq.host_count += 1
+        self.host_moves += 1
         self._pending_gpu.append(gpu_id)
         return gpu_id, host_id
 
@@ -100,6 +103,7 @@ class BlockManager:
         (gpu_id,) = self.gpu.allocate(1)
         seq.block_table[index] = gpu_id
         seq.host_count -= 1
+        self.host_moves += 1
         self._filled_this_step.add(gpu_id)
         self._pending_host.append(host_id)
         return host_id, gpu_id
@@ -118,6 +122,7 @@ class BlockManager:
                 mapping.append((b, h))
                 seq.block_table[i] = host_ref(h)
         seq.host_count = len(seq.block_table)
+        self.host_moves += 1
         self.gpu.free(g for g, _ in mapping)
         return mapping
 

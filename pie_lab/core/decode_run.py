@@ -69,17 +69,15 @@ class DecodeRun:
         if scheduler.admits_any(token_budget, gpu.num_free - batch):
             return None                            # a queued request starts next step, whatever it allocates
         bs, max_len = blocks.block_size, engine.max_model_len
-        horizon = MAX_RUN_STEPS
-        left, firsts = [], []
+        left, firsts = [], []           # per sequence: steps until it finishes; the step that writes its next block's first slot
         for s in running:
             computed, generated = s.num_computed_tokens, len(s.output_token_ids)
             num_tokens = len(s.prompt_token_ids) + generated
             if computed != num_tokens - 1 or s.first_token_time is None:
                 return None
-            limit = min(s.sampling.max_tokens - generated, max_len - num_tokens)   # steps until it finishes
-            horizon = min(horizon, limit)
-            left.append(limit)
-            firsts.append(len(s.block_table) * bs - computed)   # the step that writes its next block's first slot
+            left.append(min(s.sampling.max_tokens - generated, max_len - num_tokens))
+            firsts.append(len(s.block_table) * bs - computed)
+        horizon = min(MAX_RUN_STEPS, min(left))
         if horizon < 1:
             return None
         free = gpu.num_free
@@ -199,7 +197,12 @@ def _new_blocks(firsts: np.ndarray, block_size: int, steps: int) -> int:
 
 def _step_of_block(firsts: np.ndarray, block_size: int, horizon: int, n: int) -> int:
     """The step (< horizon) in which the batch allocates its (n + 1)-th new GPU block."""
-    lo, hi = 0, horizon - 1
+    near = min(horizon, 64)                        # first, the steps < near at once
+    counts = np.maximum(0, (np.arange(1, near + 1)[None, :] - firsts[:, None] + block_size - 1) // block_size).sum(0)
+    step = int(np.searchsorted(counts, n, side="right"))       # counts[s]: blocks allocated in steps <= s
+    if step < near:
+        return step
+    lo, hi = near, horizon - 1
     while lo < hi:
         mid = (lo + hi) // 2
         if _new_blocks(firsts, block_size, mid + 1) > n:

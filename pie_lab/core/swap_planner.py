@@ -29,6 +29,7 @@ class SwapPlanner:
         self.blocks = blocks
         self.num_layers = num_layers
         self._config = config                  # the engine's current config (the knobs' owner)
+        self._stream_key, self._stream = None, None     # stream(): the last plan and what it was made from
 
     @property
     def policy(self) -> str:
@@ -187,6 +188,15 @@ class SwapPlanner:
                host_computed: dict[int, int] | None = None) -> StreamPlan | None:
         """Host blocks the step reads on the device; blocks offloaded this step are still read from
         the GPU, and host-computed ones (hybrid) from host memory by the host."""
+        if not offloaded and not host_computed:     # the same host-holding sequences, no table changed: the same plan
+            key = (self.blocks.host_moves, self.depth, [id(seq) for seq, _ in sched.work if seq.host_count])
+            if key != self._stream_key:
+                self._stream_key, self._stream = key, self._stream_of(sched, offloaded, host_computed)
+            return self._stream
+        return self._stream_of(sched, offloaded, host_computed)
+
+    def _stream_of(self, sched: Schedule, offloaded: list[tuple[int, int]],
+                   host_computed: dict[int, int] | None) -> StreamPlan | None:
         fresh = {h for _, h in offloaded}
         hc = host_computed or {}
         refs = []                                   # host block refs (~id) the batch reads on the device
