@@ -1,9 +1,11 @@
-"""Decode runs (several decode steps at once on the sim) decide exactly what step-by-step does.
+"""The sim's fast paths decide exactly what plain step-by-step does.
 
-The same workload runs twice through the benchmark driver: once with `Engine.step()` only, once
-with `Engine.step_run()`. Every record must be equal to the last bit: per-request results,
-per-iteration records, per-layer timings and controller decisions; and the runs must really
-have covered most steps (else the test proves nothing).
+The same workload runs twice through the benchmark driver: once with `Engine.step()` only and
+full plans (a SeqWork per sequence, as the cpu and cuda executors get), once with
+`Engine.step_run()`: decode runs (several decode steps at once) and summarised plans
+(`BatchSummary`). Every record must be equal to the last bit: per-request results,
+per-iteration records, per-layer timings and controller decisions; the thrashing workload must
+really preempt, and the runs must really have covered most steps (else the test proves nothing).
 """
 from __future__ import annotations
 
@@ -13,18 +15,25 @@ import pytest
 from pie_lab import ControllerConfig, EngineConfig, named_spec
 from pie_lab.bench.harness import as_requests, run_one
 from pie_lab.core import decode_run
+from pie_lab.executors.sim import SimExecutor
 from pie_lab.workloads import sharegpt_like
 
 MODEL = "opt-13b"
 BASE = dict(hardware="H200", dtype="float16", block_size=16, max_num_seqs=64, max_num_batched_tokens=1024,
             num_gpu_blocks=900)
+CONTROLLER = ControllerConfig(enabled=True, warmup_iterations=2, window=3)
 CASES = {
     "none": dict(policy="none"),
+    "recompute": dict(policy="recompute"),
     "vllm-swap": dict(policy="vllm-swap"),
-    "pie-controller": dict(policy="pie", controller=ControllerConfig(enabled=True, warmup_iterations=2, window=3)),
+    "pie-controller": dict(policy="pie", controller=CONTROLLER),
     "pie-budget": dict(policy="pie", swap_budget_blocks=120),
     "pie-on-demand": dict(policy="pie", swap_budget_blocks=120, offload="on-demand"),
+    "hybrid-controller": dict(policy="hybrid", controller=CONTROLLER),
+    "hybrid-split": dict(policy="hybrid", swap_budget_blocks=80, host_compute_blocks=40),
 }
+# offline: everything at once into 500 GPU blocks, so the batch thrashes (preemption after preemption)
+WORKLOADS = {"offline-thrashing": (None, 500), "poisson": (6.0, 900)}
 
 
 def workload(rate):
@@ -38,26 +47,35 @@ def records(engine) -> dict:
     return dict(requests=m.requests_df(), iterations=m.iterations_df(), layers=m.layers_df(), events=m.events_df())
 
 
-@pytest.mark.parametrize("rate", [None, 6.0], ids=["offline", "poisson"])
+@pytest.mark.parametrize("load", list(WORKLOADS))
 @pytest.mark.parametrize("case", list(CASES))
-def test_decode_runs_equal_step_by_step(case, rate, monkeypatch):
+def test_fast_paths_equal_step_by_step(case, load, monkeypatch):
+    rate, gpu_blocks = WORKLOADS[load]
     reqs = workload(rate)
-    config = EngineConfig(**BASE, **CASES[case])
+    config = EngineConfig(**{**BASE, "num_gpu_blocks": gpu_blocks}, **CASES[case])
     runs = []
     plan = decode_run.DecodeRun.plan.__func__
     monkeypatch.setattr(decode_run.DecodeRun, "plan",
                         classmethod(lambda cls, engine: runs.append(plan(cls, engine)) or runs[-1]))
-    step_by_step, t0, t_end = run_one(MODEL, "sim", config, reqs, decode_runs=False)
+    with monkeypatch.context() as full_plans:       # the reference: a SeqWork per sequence, one step at a time
+        full_plans.setattr(SimExecutor, "times_decode_runs", property(lambda self: False))
+        step_by_step, t0, t_end = run_one(MODEL, "sim", config, reqs, decode_runs=False)
     assert not runs
     fast, f0, f_end = run_one(MODEL, "sim", config, reqs, decode_runs=True)
-    in_runs = sum(len(r.ends) for r in runs if r is not None)
-    assert in_runs > 0.3 * step_by_step.metrics.totals["iterations"]
     assert (f0, f_end) == (t0, t_end)
     a, b = records(step_by_step), records(fast)
     for name in a:
         pd.testing.assert_frame_equal(a[name], b[name], check_exact=True, obj=name)
     assert len(a["requests"]) == len(reqs)
-    if case == "pie-controller":
+    it = a["iterations"]
+    if load == "offline-thrashing":
+        assert it["preempted"].sum() + it["swapped_out"].sum() > 10
+    if case.startswith("hybrid"):
+        assert it["host_computed_blocks"].sum() > 0
+    else:
+        in_runs = sum(len(r.ends) for r in runs if r is not None)
+        assert in_runs > 0.3 * step_by_step.metrics.totals["iterations"]
+    if "controller" in case:
         assert (a["events"]["kind"] == "controller").sum() > 5
     fast.check_blocks()
 
