@@ -353,25 +353,28 @@ class Engine:
         self.metrics.add_event(self.clock.now(), "error", **fault)
 
     def _build_plan(self, sched: Schedule, offload, stream, host_computed: dict[int, int]) -> StepPlan:
-        if not host_computed and getattr(self.executor, "times_decode_runs", False):
-            # the sim times a step from its sums and samples from (seq_id, position): no SeqWork
-            released, self._released = tuple(self._released), []
-            return StepPlan(self._step_id, (), tuple(sched.swap_out), tuple(sched.swap_in), tuple(offload), stream,
-                            released, BatchSummary.of_work(sched.work))
         fresh = {~h: g for g, h in offload}         # offloaded this step: still read from the GPU
-        works = []
-        for seq, n in sched.work:
-            start, table, out = seq.num_computed_tokens, seq.block_table, seq.output_token_ids
-            num_tokens = len(seq.prompt_token_ids) + len(out)
-            if fresh and seq.host_count:            # host blocks are the table's first entries
-                table = [fresh.get(b, b) for b in table[:seq.host_count]] + table[seq.host_count:]
-            tokens = (seq.last_token,) if n == 1 and start == num_tokens - 1 else \
-                tuple(seq.token_ids[start:start + n])
-            works.append(SeqWork(seq.seq_id, tokens, start, tuple(table), start + n == num_tokens,
-                                 seq.sampling, len(out), host_computed.get(seq.seq_id, 0)))
+        summary = None
+        work = sched.work
+        if getattr(self.executor, "times_decode_runs", False):
+            # the sim times a step from its sums and samples from (seq_id, position): a SeqWork only
+            # for the sequences whose host-computed share the host attends (policy hybrid)
+            summary = BatchSummary.of_work(work)
+            work = [(seq, n) for seq, n in work if seq.seq_id in host_computed] if host_computed else ()
+        works = tuple(self._seq_work(seq, n, fresh, host_computed) for seq, n in work)
         released, self._released = tuple(self._released), []
-        return StepPlan(self._step_id, tuple(works), tuple(sched.swap_out), tuple(sched.swap_in),
-                        tuple(offload), stream, released)
+        return StepPlan(self._step_id, works, tuple(sched.swap_out), tuple(sched.swap_in),
+                        tuple(offload), stream, released, summary)
+
+    @staticmethod
+    def _seq_work(seq: Sequence, n: int, fresh: dict[int, int], host_computed: dict[int, int]) -> SeqWork:
+        start, table, out = seq.num_computed_tokens, seq.block_table, seq.output_token_ids
+        num_tokens = len(seq.prompt_token_ids) + len(out)
+        if fresh and seq.host_count:                # host blocks are the table's first entries
+            table = [fresh.get(b, b) for b in table[:seq.host_count]] + table[seq.host_count:]
+        tokens = (seq.last_token,) if n == 1 and start == num_tokens - 1 else tuple(seq.token_ids[start:start + n])
+        return SeqWork(seq.seq_id, tokens, start, tuple(table), start + n == num_tokens,
+                       seq.sampling, len(out), host_computed.get(seq.seq_id, 0))
 
     def _postprocess(self, sched: Schedule, out: StepOutput, now: float) -> list[RequestOutput]:
         done, token_ids, stops, max_len = [], out.token_ids, self.eos_ids, self.max_model_len
