@@ -18,7 +18,7 @@ import bisect
 import numpy as np
 
 from .metrics import IterationRecord
-from .plan import StepPlan
+from .plan import SeqWork, StepPlan
 from .scheduler import Schedule
 
 MAX_RUN_STEPS = 4096
@@ -52,18 +52,18 @@ class DecodeRun:
         batch = len(running)
         if not batch or batch > config.max_num_batched_tokens or batch > config.max_num_seqs:
             return None
-        if planner.policy not in ("none", "recompute", "vllm-swap", "pie"):
-            return None                            # flexgen's share and hybrid's split follow the context
+        if planner.policy not in ("none", "recompute", "vllm-swap", "pie", "hybrid"):
+            return None                            # flexgen's share follows the context
         if planner.active:
             planner.update_reserve(running)        # what enforce_budget does first; constant in a run
         if gpu.num_used > gpu.limit - gpu.reserved:
             return None
         fill = False                               # plan_offload could move blocks if the GPU ran short
-        if planner.policy == "pie":
+        if config.budgeted:
             host = sum(s.host_count for s in running)
             # over the budget: enforce_budget moves blocks; under it: plan_offload may move some
-            fill = host < planner.budget and blocks.host.num_free > 0
-            if host > planner.budget or (fill and not planner.on_demand):
+            fill = host < planner.total_budget and blocks.host.num_free > 0
+            if host > planner.total_budget or (fill and not planner.on_demand):
                 return None
         token_budget = config.max_num_batched_tokens - batch
         if scheduler.admits_any(token_budget, gpu.num_free - batch):
@@ -102,18 +102,22 @@ class DecodeRun:
         run that ends short of GPU blocks takes the next (preempting) step too, unless `until` is due."""
         engine = self.engine
         ex, planner, blocks, metrics = engine.executor, engine.planner, engine.blocks, engine.metrics
-        stream = planner.stream(self.sched, [])
+        host_computed = planner.split(self.sched, [])       # hybrid: constant while no host block moves
+        stream = planner.stream(self.sched, [], host_computed)
+        rows = HostRows(self, host_computed) if host_computed else None
         batch = len(self.seqs)
         released, engine._released = tuple(engine._released), []
         state = dict(gpu_blocks_limit=blocks.gpu.limit, staging_blocks=blocks.gpu.reserved,
                      prefetch_depth=planner.depth, preempted=0, swapped_out=0,
                      swap_space_blocks=sum(s.host_count for s in engine.scheduler.swapped),
-                     waiting=len(engine.scheduler.waiting))
+                     waiting=len(engine.scheduler.waiting), host_computed_blocks=sum(host_computed.values()),
+                     host_compute_budget=planner.host_budget if planner.policy == "hybrid" else 0)
         finished = []
         for j in range(self.horizon):
             start = engine.clock.now()
             context = self.context + batch * (j + 1)
-            plan = StepPlan(engine._step_id, (), stream=stream, released_seq_ids=released if j == 0 else ())
+            plan = StepPlan(engine._step_id, rows.at(j) if rows else (), stream=stream,
+                            released_seq_ids=released if j == 0 else ())
             timing = ex.time_decode_step(plan, batch, context)
             end = engine.clock.now()
             self.ends.append(end)
@@ -129,12 +133,12 @@ class DecodeRun:
                 decode_tokens=batch, streamed_blocks=stream.num_blocks if stream else 0, context_tokens=context,
                 gpu_blocks_used=used, host_blocks_used=blocks.host.num_used, swap_budget=planner.budget, **state)
             metrics.add_iteration(rec, timing)
-            budget = planner.budget
+            budgets = planner.budget, planner.host_budget
             if engine.controller is not None and engine.controller.decides_next and not last:
                 self._bring_up_to(j + 1)                  # it reads the batch's full blocks
             engine._observe(rec)
             engine._step_id += 1
-            if last or planner.budget != budget:
+            if last or (planner.budget, planner.host_budget) != budgets:
                 break
         self._bring_up_to(len(self.ends))
         blocks.end_step()
@@ -210,3 +214,29 @@ def _step_of_block(firsts: np.ndarray, block_size: int, horizon: int, n: int) ->
         else:
             lo = mid + 1
     return lo
+
+
+class HostRows:
+    """Policy hybrid in a run: the SeqWork of the sequences with a host-computed share, step by
+    step (what the host's cost reads): their input token is the one sampled the step before."""
+
+    def __init__(self, run: DecodeRun, host_computed: dict[int, int]):
+        self.run = run
+        self.host_computed = host_computed
+        self.rows = [s for s in run.seqs if s.seq_id in host_computed]
+        self.computed = [s.num_computed_tokens for s in self.rows]
+        self.generated = [len(s.output_token_ids) for s in self.rows]
+        n = run.horizon - 1                      # tokens sampled in steps 0 .. horizon - 2, per row
+        ids = np.repeat(np.array([s.seq_id for s in self.rows], dtype=np.int64), n)
+        pos = (np.array(self.computed, dtype=np.int64)[:, None] + 1 + np.arange(n, dtype=np.int64)[None, :]).ravel()
+        stops = [s.sampling.stop_token_ids for s in self.rows for _ in range(n)] \
+            if any(s.sampling.stop_token_ids for s in self.rows) else None
+        flat = run.engine.executor.tokens_at(ids, pos, stops) if n > 0 else []
+        self.tokens = [flat[k * n:(k + 1) * n] for k in range(len(self.rows))]
+
+    def at(self, j: int) -> tuple[SeqWork, ...]:
+        """The rows' work in step j of the run (their new GPU blocks allocated first, as schedule does)."""
+        self.run._allocate_through(j)
+        return tuple(SeqWork(s.seq_id, (s.last_token if j == 0 else toks[j - 1],), c + j, tuple(s.block_table), True,
+                             s.sampling, g + j, self.host_computed[s.seq_id])
+                     for s, c, g, toks in zip(self.rows, self.computed, self.generated, self.tokens))
