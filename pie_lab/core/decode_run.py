@@ -69,6 +69,10 @@ class DecodeRun:
         if scheduler.admits_any(token_budget, gpu.num_free - batch):
             return None                            # a queued request starts next step, whatever it allocates
         bs, max_len = blocks.block_size, engine.max_model_len
+        # the checks below at step 0 first, cheaply: a block shortage, or a queued request that starts
+        first_step = sum(1 for s in running if len(s.block_table) * bs == s.num_computed_tokens)
+        if first_step > gpu.num_free or scheduler.admits_any(token_budget, gpu.num_free - first_step):
+            return None
         left, firsts = [], []           # per sequence: steps until it finishes; the step that writes its next block's first slot
         for s in running:
             computed, generated = s.num_computed_tokens, len(s.output_token_ids)

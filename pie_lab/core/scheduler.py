@@ -94,7 +94,9 @@ class Scheduler:
         queue = deque(self.running)
         while queue:
             seq = queue.popleft()
-            n = self._tokens_for(seq, budget)
+            n = len(seq.prompt_token_ids) + len(seq.output_token_ids) - seq.num_computed_tokens   # what remains
+            if n > budget:
+                n = self._tokens_for(seq, budget)
             if n == 0:
                 continue
             if -(-(seq.num_computed_tokens + n) // bs) <= len(seq.block_table):   # blocks_needed == 0

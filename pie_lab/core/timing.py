@@ -7,6 +7,7 @@ it makes millions of layers and reads few. `StepTiming` sums a per-layer figure 
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass
 from operator import attrgetter
 
@@ -74,7 +75,7 @@ class ComputeOnlyLayers:
     @property
     def compute_time(self) -> float:
         b = self.bounds
-        return sum(b[l + 1] - b[l] for l in range(len(b) - 1))
+        return sum(map(operator.sub, b[1:], b[:-1]))             # layer l: b[l + 1] - b[l]
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,7 @@ class StreamedLayers:
     host_wait: tuple[float, ...]
     host_bytes: tuple[int, ...]
     host_window: tuple[float, ...]
+    host_share: bool = False        # False: the host columns hold no share (NaN times, zeros)
 
     def __len__(self) -> int:
         return len(self.compute_start)
@@ -118,8 +120,10 @@ class StreamedLayers:
         """sum(getattr(layer, figure) for layer in self), from the columns (in layer order, so the
         same float sum)."""
         isnan = math.isnan
+        if figure.startswith("host_") and not self.host_share:
+            return 0 if figure == "host_bytes" else 0.0          # a sum of zeros
         if figure == "compute_time":
-            return sum([e - s for s, e in zip(self.compute_start, self.compute_end)])
+            return sum(map(operator.sub, self.compute_end, self.compute_start))
         if figure == "copy_time":
             return sum([0.0 if isnan(s) else (b if not isnan(b) else e - s)
                         for s, e, b in zip(self.copy_start, self.copy_end, self.copy_busy)])

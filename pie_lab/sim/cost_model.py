@@ -255,7 +255,8 @@ class CostModel:
         if host is not None:
             layers = replace(layers, host_start=tuple(c + host.start for c in layers.compute_start),
                              host_end=tuple(c + host.start + host.path for c in layers.compute_start),
-                             host_wait=(host.wait + host.extra,) * n, host_bytes=(host.bytes,) * n, host_window=(host.window,) * n)
+                             host_wait=(host.wait + host.extra,) * n, host_bytes=(host.bytes,) * n,
+                             host_window=(host.window,) * n, host_share=True)
         end = (layers.compute_end[-1] if n else start) + self.lm_head_time(shape)
         offload_time, async_bytes = self.offload_copy(plan)
         end = max(end, self._step_overhead + blocking + offload_time)
