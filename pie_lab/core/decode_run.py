@@ -14,12 +14,14 @@ controller decisions equal the step-by-step run's (tests/test_decode_run.py).
 from __future__ import annotations
 
 import bisect
+from operator import attrgetter
 
 import numpy as np
 
 from .metrics import IterationRecord
 from .plan import SeqWork, StepPlan
 from .scheduler import Schedule
+from .sequence import host_count_of
 
 MAX_RUN_STEPS = 4096
 
@@ -37,7 +39,7 @@ class DecodeRun:
         self.allocations = allocations             # (step, batch index) of each new GPU block, in order
         self.alloc_steps = [j for j, _ in allocations]
         self.finishing = finishing or []           # batch indices of the sequences the horizon's step finishes
-        self.context = sum(s.num_computed_tokens for s in self.seqs)
+        self.context = sum(map(attrgetter("num_computed_tokens"), self.seqs))
         self.done = 0                              # steps whose effects the sequences already show
         self.allocated = 0                         # entries of `allocations` made
         self.used_at_start = engine.blocks.gpu.num_used
@@ -60,7 +62,7 @@ class DecodeRun:
             return None
         fill = False                               # plan_offload could move blocks if the GPU ran short
         if config.budgeted:
-            host = sum(s.host_count for s in running)
+            host = sum(map(host_count_of, running))
             # over the budget: enforce_budget moves blocks; under it: plan_offload may move some
             fill = host < planner.total_budget and blocks.host.num_free > 0
             if host > planner.total_budget or (fill and not planner.on_demand):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import enum
+import operator
 from dataclasses import dataclass, field
 
 from ..sampling import SamplingParams
@@ -12,6 +13,9 @@ class SeqStatus(enum.Enum):
     RUNNING = "running"
     SWAPPED = "swapped"        # vllm-swap: all KV in the host swap space, not scheduled
     FINISHED = "finished"
+
+
+host_count_of = operator.attrgetter("host_count")            # sum(map(host_count_of, seqs)): host blocks held
 
 
 def is_host(block: int) -> bool:

@@ -21,7 +21,7 @@ from ..config import EngineConfig
 from .block_manager import BlockManager
 from .plan import StreamPlan
 from .scheduler import Schedule, Scheduler
-from .sequence import Sequence
+from .sequence import Sequence, host_count_of
 
 
 class SwapPlanner:
@@ -70,7 +70,7 @@ class SwapPlanner:
 
     def update_reserve(self, running) -> None:
         """The staging ring holds the running batch's host-resident blocks: withhold its memory."""
-        resident = sum(s.host_count for s in running) if self.active else 0
+        resident = sum(map(host_count_of, running)) if self.active else 0
         if self.policy == "hybrid":             # the host-computed share is never staged
             resident -= min(resident, self.host_budget)
         self.blocks.gpu.reserved = self.staging_blocks(resident)
@@ -84,7 +84,7 @@ class SwapPlanner:
             return
         self.update_reserve(scheduler.running)
         if self._config().budgeted:
-            over = sum(s.host_count for s in scheduler.running) - self.total_budget
+            over = sum(map(host_count_of, scheduler.running)) - self.total_budget
             for seq in reversed(list(scheduler.running)):
                 if over <= 0:
                     break
