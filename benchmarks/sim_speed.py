@@ -6,10 +6,13 @@ Policies none and pie (adaptive controller on), everything sent at once unless -
 Poisson arrivals. Prints wall and CPU seconds (target: <= 1 s per policy), engine steps,
 steps/s and the simulated time covered. The time includes the whole engine core (scheduler,
 block manager, swap planner, controller, metrics), not only the cost model. The engine takes
-runs of decode steps at once (`Engine.step_run`, core/decode_run.py); `--step-by-step` times
-the plain `step()` loop instead (the same records, see tests/test_decode_run.py). CPU seconds
-are the fairer figure on a shared machine; the load average is printed because other processes
-slow the wall time down.
+runs of decode steps at once (`Engine.step_run`, core/decode_run.py) and gives the sim
+summarised plans (`BatchSummary`); `--step-by-step` times the plain `step()` loop, without
+decode runs (the same records, see tests/test_decode_run.py). The workload thrashes: the GPU
+pool holds ~70 running requests on average and a recompute preemption comes every few steps, so
+runs are short and most time goes to the per-sequence passes of ordinary steps. CPU seconds are
+the fairer figure on a shared machine; the load average is printed because other processes slow
+the wall time down.
 """
 from __future__ import annotations
 

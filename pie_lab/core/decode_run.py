@@ -5,11 +5,13 @@ shortage, a swap budget change, an arrival) every running sequence feeds one tok
 nothing else moves: the batch, its host blocks, the stream plan and the queues stay as they are.
 An executor that times a step from its shape alone (the sim: `times_decode_runs`, `time_decode_step`)
 then runs those steps without a plan per sequence: each step costs the cost model, its
-IterationRecord and the controller's look at it, and the sequences' own state (tokens, token
-times, new GPU blocks, in the order step-by-step allocates them) is brought up to date in bulk
-when the controller is about to decide and when the run ends. The last step of a run goes
-through the engine's own postprocess (finishing requests). Records, request results and
-controller decisions equal the step-by-step run's (tests/test_decode_run.py).
+IterationRecord and the controller's look at it (policy hybrid: the SeqWork of the sequences
+with a host-computed share, which the host's cost reads), and the sequences' own state (tokens,
+token times, new GPU blocks, in the order step-by-step allocates them) is brought up to date in
+bulk when the controller is about to decide and when the run ends; the sequences at their length
+limit then finish. Where the run ends short of GPU blocks, the engine's own step preempts.
+Records, request results and controller decisions equal the step-by-step run's
+(tests/test_decode_run.py).
 """
 from __future__ import annotations
 
@@ -189,14 +191,18 @@ class DecodeRun:
 
     def _tokens(self, first: int, n: int) -> list[list[int]]:
         """Per sequence, the tokens sampled in steps first .. first + n - 1 of the run."""
-        seqs = self.seqs
-        ids = np.repeat(np.array([s.seq_id for s in seqs], dtype=np.int64), n)
-        pos = (np.array([s.num_computed_tokens for s in seqs], dtype=np.int64)[:, None] + 1 + (first - self.done)
-               + np.arange(n, dtype=np.int64)[None, :]).ravel()
-        stops = [s.sampling.stop_token_ids for s in seqs for _ in range(n)] \
-            if any(s.sampling.stop_token_ids for s in seqs) else None
-        flat = self.engine.executor.tokens_at(ids, pos, stops)
-        return [flat[k * n:(k + 1) * n] for k in range(len(seqs))]
+        return _sampled(self.engine.executor, self.seqs,
+                        [s.num_computed_tokens + first - self.done for s in self.seqs], n)
+
+
+def _sampled(executor, seqs, computed: list[int], n: int) -> list[list[int]]:
+    """Per sequence, the n tokens sampled after its first computed[i] positions (one per step)."""
+    ids = np.repeat(np.array([s.seq_id for s in seqs], dtype=np.int64), n)
+    pos = (np.array(computed, dtype=np.int64)[:, None] + 1 + np.arange(n, dtype=np.int64)[None, :]).ravel()
+    stops = [s.sampling.stop_token_ids for s in seqs for _ in range(n)] \
+        if any(s.sampling.stop_token_ids for s in seqs) else None
+    flat = executor.tokens_at(ids, pos, stops) if n > 0 else []
+    return [flat[k * n:(k + 1) * n] for k in range(len(seqs))]
 
 
 def _new_blocks(firsts: np.ndarray, block_size: int, steps: int) -> int:
@@ -232,13 +238,8 @@ class HostRows:
         self.rows = [s for s in run.seqs if s.seq_id in host_computed]
         self.computed = [s.num_computed_tokens for s in self.rows]
         self.generated = [len(s.output_token_ids) for s in self.rows]
-        n = run.horizon - 1                      # tokens sampled in steps 0 .. horizon - 2, per row
-        ids = np.repeat(np.array([s.seq_id for s in self.rows], dtype=np.int64), n)
-        pos = (np.array(self.computed, dtype=np.int64)[:, None] + 1 + np.arange(n, dtype=np.int64)[None, :]).ravel()
-        stops = [s.sampling.stop_token_ids for s in self.rows for _ in range(n)] \
-            if any(s.sampling.stop_token_ids for s in self.rows) else None
-        flat = run.engine.executor.tokens_at(ids, pos, stops) if n > 0 else []
-        self.tokens = [flat[k * n:(k + 1) * n] for k in range(len(self.rows))]
+        # the tokens sampled in steps 0 .. horizon - 2: the input of steps 1 .. horizon - 1
+        self.tokens = _sampled(run.engine.executor, self.rows, self.computed, run.horizon - 1)
 
     def at(self, j: int) -> tuple[SeqWork, ...]:
         """The rows' work in step j of the run (their new GPU blocks allocated first, as schedule does)."""
