@@ -73,7 +73,8 @@ def test_fast_paths_equal_step_by_step(case, load, monkeypatch):
     if case.startswith("hybrid"):
         assert it["host_computed_blocks"].sum() > 0
     in_runs = sum(len(r.ends) for r in runs if r is not None)
-    assert in_runs > 0.3 * step_by_step.metrics.totals["iterations"]
+    if case != "hybrid-split":                      # a host-computed share every step: no decode runs
+        assert in_runs > 0.3 * step_by_step.metrics.totals["iterations"]
     if "controller" in case:
         assert (a["events"]["kind"] == "controller").sum() > 5
     fast.check_blocks()

@@ -5,11 +5,11 @@ shortage, a swap budget change, an arrival) every running sequence feeds one tok
 nothing else moves: the batch, its host blocks, the stream plan and the queues stay as they are.
 An executor that times a step from its shape alone (the sim: `times_decode_runs`, `time_decode_step`)
 then runs those steps without a plan per sequence: each step costs the cost model, its
-IterationRecord and the controller's look at it (policy hybrid: the SeqWork of the sequences
-with a host-computed share, which the host's cost reads), and the sequences' own state (tokens,
-token times, new GPU blocks, in the order step-by-step allocates them) is brought up to date in
-bulk when the controller is about to decide and when the run ends; the sequences at their length
-limit then finish. Where the run ends short of GPU blocks, the engine's own step preempts.
+IterationRecord and the controller's look at it, and the sequences' own state (tokens, token
+times, new GPU blocks, in the order step-by-step allocates them) is brought up to date in bulk
+when the controller is about to decide and when the run ends; the sequences at their length
+limit then finish. Policy hybrid runs too while its host-computed share is empty (the share's
+cost reads every sequence's SeqWork). Where the run ends short of GPU blocks, the engine's own step preempts.
 Records, request results and controller decisions equal the step-by-step run's
 (tests/test_decode_run.py).
 """
@@ -21,7 +21,7 @@ from operator import attrgetter
 import numpy as np
 
 from .metrics import IterationRecord
-from .plan import SeqWork, StepPlan
+from .plan import StepPlan
 from .scheduler import Schedule
 from .sequence import host_count_of
 
@@ -101,8 +101,10 @@ class DecodeRun:
         allocations = sorted((j, i) for i, f in enumerate(firsts) for j in range(f, horizon, bs))
         if fill and planner.next_step_need((), scheduler) + batch > free - len(allocations):
             return None                            # on-demand offload might start within the run
-        return cls(engine, Schedule(work=[(s, 1) for s in running]), horizon, allocations, short,
-                   [i for i, limit in enumerate(left) if limit == horizon])
+        sched = Schedule(work=[(s, 1) for s in running])
+        if planner.split(sched, []):
+            return None                            # hybrid's host-computed share: its cost reads every SeqWork
+        return cls(engine, sched, horizon, allocations, short, [i for i, limit in enumerate(left) if limit == horizon])
 
     def steps(self, until: float | None) -> list:
         """Run up to the horizon, stopping after the step that ends at or after `until`, or after
@@ -110,22 +112,19 @@ class DecodeRun:
         run that ends short of GPU blocks takes the next (preempting) step too, unless `until` is due."""
         engine = self.engine
         ex, planner, blocks, metrics = engine.executor, engine.planner, engine.blocks, engine.metrics
-        host_computed = planner.split(self.sched, [])       # hybrid: constant while no host block moves
-        stream = planner.stream(self.sched, [], host_computed)
-        rows = HostRows(self, host_computed) if host_computed else None
+        stream = planner.stream(self.sched, [])
         batch = len(self.seqs)
         released, engine._released = tuple(engine._released), []
         state = dict(gpu_blocks_limit=blocks.gpu.limit, staging_blocks=blocks.gpu.reserved,
                      prefetch_depth=planner.depth, preempted=0, swapped_out=0,
                      swap_space_blocks=sum(s.host_count for s in engine.scheduler.swapped),
-                     waiting=len(engine.scheduler.waiting), host_computed_blocks=sum(host_computed.values()),
+                     waiting=len(engine.scheduler.waiting),
                      host_compute_budget=planner.host_budget if planner.policy == "hybrid" else 0)
         finished = []
         for j in range(self.horizon):
             start = engine.clock.now()
             context = self.context + batch * (j + 1)
-            plan = StepPlan(engine._step_id, rows.at(j) if rows else (), stream=stream,
-                            released_seq_ids=released if j == 0 else ())
+            plan = StepPlan(engine._step_id, (), stream=stream, released_seq_ids=released if j == 0 else ())
             timing = ex.time_decode_step(plan, batch, context)
             end = engine.clock.now()
             self.ends.append(end)
@@ -191,19 +190,14 @@ class DecodeRun:
 
     def _tokens(self, first: int, n: int) -> list[list[int]]:
         """Per sequence, the tokens sampled in steps first .. first + n - 1 of the run."""
-        return _sampled(self.engine.executor, self.seqs,
-                        [s.num_computed_tokens + first - self.done for s in self.seqs], n)
-
-
-def _sampled(executor, seqs, computed: list[int], n: int) -> list[list[int]]:
-    """Per sequence, the n tokens sampled after its first computed[i] positions (one per step)."""
-    ids = np.repeat(np.array([s.seq_id for s in seqs], dtype=np.int64), n)
-    pos = (np.array(computed, dtype=np.int64)[:, None] + 1 + np.arange(n, dtype=np.int64)[None, :]).ravel()
-    stops = [s.sampling.stop_token_ids for s in seqs for _ in range(n)] \
-        if any(s.sampling.stop_token_ids for s in seqs) else None
-    flat = executor.tokens_at(ids, pos, stops) if n > 0 else []
-    return [flat[k * n:(k + 1) * n] for k in range(len(seqs))]
-
+        seqs = self.seqs
+        ids = np.repeat(np.array([s.seq_id for s in seqs], dtype=np.int64), n)
+        pos = (np.array([s.num_computed_tokens for s in seqs], dtype=np.int64)[:, None] + 1 + (first - self.done)
+               + np.arange(n, dtype=np.int64)[None, :]).ravel()
+        stops = [s.sampling.stop_token_ids for s in seqs for _ in range(n)] \
+            if any(s.sampling.stop_token_ids for s in seqs) else None
+        flat = self.engine.executor.tokens_at(ids, pos, stops)
+        return [flat[k * n:(k + 1) * n] for k in range(len(seqs))]
 
 def _new_blocks(firsts: np.ndarray, block_size: int, steps: int) -> int:
     """GPU blocks the batch allocates in its first `steps` steps; sequence i allocates one in
@@ -227,23 +221,3 @@ def _step_of_block(firsts: np.ndarray, block_size: int, horizon: int, n: int) ->
             lo = mid + 1
     return lo
 
-
-class HostRows:
-    """Policy hybrid in a run: the SeqWork of the sequences with a host-computed share, step by
-    step (what the host's cost reads): their input token is the one sampled the step before."""
-
-    def __init__(self, run: DecodeRun, host_computed: dict[int, int]):
-        self.run = run
-        self.host_computed = host_computed
-        self.rows = [s for s in run.seqs if s.seq_id in host_computed]
-        self.computed = [s.num_computed_tokens for s in self.rows]
-        self.generated = [len(s.output_token_ids) for s in self.rows]
-        # the tokens sampled in steps 0 .. horizon - 2: the input of steps 1 .. horizon - 1
-        self.tokens = _sampled(run.engine.executor, self.rows, self.computed, run.horizon - 1)
-
-    def at(self, j: int) -> tuple[SeqWork, ...]:
-        """The rows' work in step j of the run (their new GPU blocks allocated first, as schedule does)."""
-        self.run._allocate_through(j)
-        return tuple(SeqWork(s.seq_id, (s.last_token if j == 0 else toks[j - 1],), c + j, tuple(s.block_table), True,
-                             s.sampling, g + j, self.host_computed[s.seq_id])
-                     for s, c, g, toks in zip(self.rows, self.computed, self.generated, self.tokens))

@@ -353,18 +353,16 @@ class Engine:
         self.metrics.add_event(self.clock.now(), "error", **fault)
 
     def _build_plan(self, sched: Schedule, offload, stream, host_computed: dict[int, int]) -> StepPlan:
-        fresh = {~h: g for g, h in offload}         # offloaded this step: still read from the GPU
-        summary = None
-        work = sched.work
-        if getattr(self.executor, "times_decode_runs", False):
-            # the sim times a step from its sums and samples from (seq_id, position): a SeqWork only
-            # for the sequences whose host-computed share the host attends (policy hybrid)
-            summary = BatchSummary.of_work(work)
-            work = [(seq, n) for seq, n in work if seq.seq_id in host_computed] if host_computed else ()
-        works = tuple(self._seq_work(seq, n, fresh, host_computed) for seq, n in work)
         released, self._released = tuple(self._released), []
+        if not host_computed and getattr(self.executor, "times_decode_runs", False):
+            # the sim times a step from its sums and samples from (seq_id, position): no SeqWork
+            # (a host-computed share's cost reads the plan's sequences: those steps get them all)
+            return StepPlan(self._step_id, (), tuple(sched.swap_out), tuple(sched.swap_in), tuple(offload), stream,
+                            released, BatchSummary.of_work(sched.work))
+        fresh = {~h: g for g, h in offload}         # offloaded this step: still read from the GPU
+        works = tuple(self._seq_work(seq, n, fresh, host_computed) for seq, n in sched.work)
         return StepPlan(self._step_id, works, tuple(sched.swap_out), tuple(sched.swap_in),
-                        tuple(offload), stream, released, summary)
+                        tuple(offload), stream, released)
 
     @staticmethod
     def _seq_work(seq: Sequence, n: int, fresh: dict[int, int], host_computed: dict[int, int]) -> SeqWork:

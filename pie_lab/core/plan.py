@@ -125,8 +125,7 @@ def _runs(ids) -> tuple[CopyRange, ...]:
 @dataclass(frozen=True)
 class BatchSummary:
     """A step's sequences summed up, for an executor that times a step from its shape and
-    samples from (seq_id, position) alone (the sim): it stands in for the plan's SeqWork, which
-    then lists only the sequences with a host-computed share (policy hybrid: the host's rows)."""
+    samples from (seq_id, position) alone (the sim): it stands in for the plan's SeqWork."""
 
     batch_size: int
     tokens: int                     # query tokens computed this step
@@ -162,7 +161,7 @@ class BatchSummary:
 @dataclass(frozen=True)
 class StepPlan:
     step_id: int
-    seqs: tuple[SeqWork, ...]                       # with `summary`: only those with a host-computed share
+    seqs: tuple[SeqWork, ...]                       # empty when `summary` stands in for them
     # Block mappings, every layer. Executors apply them in this order, then run the forward:
     swap_out: tuple[tuple[int, int], ...] = ()      # (gpu, host) vllm-swap preemption: blocking copy
     swap_in: tuple[tuple[int, int], ...] = ()       # (host, gpu) back to the GPU: blocking copy
@@ -170,7 +169,7 @@ class StepPlan:
                                                     # done by the step's end (the GPU block is freed then)
     stream: StreamPlan | None = None
     released_seq_ids: tuple[int, ...] = ()           # finished or preempted: drop per-sequence state
-    summary: BatchSummary | None = None             # every sequence summed up, for the sim
+    summary: BatchSummary | None = None             # the sequences summed up, for the sim (no host-computed share)
 
     @property
     def batch_size(self) -> int:

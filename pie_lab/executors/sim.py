@@ -116,10 +116,8 @@ class SimExecutor:
 
     def time_decode_step(self, plan: StepPlan, batch: int, context_tokens: int) -> StepTiming:
         """time_step for `batch` sequences decoding one token each, reading `context_tokens` KV
-        positions in all (new tokens included); the plan carries only the stream, the copies and
-        (hybrid) the sequences with a host-computed share, whose keys the host attends."""
-        kv = context_tokens - plan.num_host_computed_blocks * self.cost_model.block_size
-        return self.time_step(plan, StepShape(batch, kv, kv, batch))
+        positions in all (new tokens included); the plan carries only the stream and the copies."""
+        return self.time_step(plan, StepShape(batch, context_tokens, context_tokens, batch))
 
     def _advance(self, timing: StepTiming, plan: StepPlan | None) -> None:
         self.clock.advance(timing.duration)

@@ -36,9 +36,9 @@ class StepShape:
     @classmethod
     def of(cls, plan: StepPlan, block_size: int = 16) -> "StepShape":
         """The device's share: keys in host-computed blocks (hybrid) are attended by the host."""
-        if plan.summary is not None:                # plan.seqs: the host-computed rows only
-            sm, host_keys = plan.summary, plan.num_host_computed_blocks * block_size
-            return cls(sm.tokens, sm.attn_pairs - host_keys, sm.context_tokens - host_keys, len(sm.sample_ids))
+        if plan.summary is not None:                # no host-computed share
+            sm = plan.summary
+            return cls(sm.tokens, sm.attn_pairs, sm.context_tokens, len(sm.sample_ids))
         tokens = pairs = kv = sampled = 0
         for s in plan.seqs:
             q, p = len(s.token_ids), s.start_pos
