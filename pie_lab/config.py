@@ -14,7 +14,10 @@ from .errors import ConfigError, check_choice, check_float, check_int
 
 POLICIES = ("none", "recompute", "pie", "vllm-swap", "flexgen", "hybrid")
 PREEMPTION_MODES = ("recompute", "swap")
-OFFLOAD_MODES = ("eager", "on-demand")
+OFFLOAD_MODES = {           # policies pie and hybrid: when KV blocks move to the host tier
+    "on-demand": "only as many as the next step would otherwise lack GPU blocks for (the default)",
+    "eager": "fill the swap budget at once, whether or not the GPU pool is short",
+}
 EXECUTORS = ("cpu", "cuda", "sim")
 DTYPES = ("float32", "float16", "bfloat16")
 DEFAULT_HOST_SHARE = 0.5     # a default host tier takes at most this share of the host memory available
@@ -113,8 +116,10 @@ class EngineConfig:
     host_split: policy "hybrid": whether a decode layer's rows without a host-computed share run
     their output projection and MLP while the host attends for the others ("auto": when the layer
     ends sooner, core/host_split.py; "on"; "off").
-    offload: when policies "pie" and "hybrid" move blocks to the host: "eager" fills the budget at
-    once; "on-demand" only as many as the next step would otherwise lack GPU blocks for.
+    offload: when policies "pie" and "hybrid" move blocks to the host: "on-demand" (default) only as
+    many as the next step would otherwise lack GPU blocks for (the batch's next blocks and the
+    queued requests it could start), so with GPU memory to spare pie makes none's decisions;
+    "eager" fills the budget at once, streaming blocks no one needed moved.
     """
 
     block_size: int = 16
@@ -129,7 +134,7 @@ class EngineConfig:
     policy: str = "none"
     preemption_mode: str | None = None   # None: "swap" for vllm-swap, else "recompute"
     swap_budget_blocks: int = 0
-    offload: str = "eager"
+    offload: str = "on-demand"
     prefetch_depth: int = 2            # staging slots; 1 serialises copy and compute
     flexgen_fraction: float = 0.0
     host_compute_blocks: int = 0
@@ -151,7 +156,9 @@ class EngineConfig:
         check_choice("policy", self.policy, POLICIES)
         if self.preemption_mode is not None:
             check_choice("preemption_mode", self.preemption_mode, PREEMPTION_MODES)
-        check_choice("offload", self.offload, OFFLOAD_MODES)
+        if self.offload not in OFFLOAD_MODES:
+            raise ConfigError(f"offload={self.offload!r} is not supported; choose "
+                              + "; ".join(f"{k!r}: {v}" for k, v in OFFLOAD_MODES.items()))
         check_choice("host_split", self.host_split, SPLIT_MODES)
         check_choice("dtype", self.dtype, DTYPES)
         if isinstance(self.controller, dict):

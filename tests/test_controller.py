@@ -3,7 +3,9 @@ import random
 
 import pytest
 
-from pie_lab import ControllerConfig, create_engine, SamplingParams
+from pie_lab import ControllerConfig, EngineConfig, create_engine, SamplingParams
+from pie_lab.core.controller import JUDGE_WINDOWS, REVERT_MARGIN, AdaptiveController
+from pie_lab.core.metrics import IterationRecord
 
 TARGET = 0.03
 
@@ -140,4 +142,76 @@ def test_on_the_cpu_executor_it_decides_from_measured_stalls_by_its_rules():
             assert d.new_budget > d.old_budget and d.overhead < hysteresis * TARGET, d
         elif d.rule.startswith("backoff"):
             assert d.new_budget < d.old_budget and d.overhead > TARGET, d
-    assert eng.metrics.iterations_df()["streamed_blocks"].iloc[-10:].sum() > 0    # the budget is really used
+        elif d.rule.startswith("revert"):
+            assert d.new_budget < d.old_budget and d.link_cpu > 0 and d.level_batch >= d.batch_before, d
+            assert d.tokens_per_s < (1 - REVERT_MARGIN) * d.tokens_per_s_before, d
+        elif d.rule.startswith("hold: on-demand"):
+            assert d.new_budget == d.old_budget and d.in_use < d.old_budget, d
+    assert (decisions["link_cpu"] > 0).any()                  # the emulated link's copies cost CPU here
+    assert eng.metrics.iterations_df()["host_blocks_used"].iloc[-10:].sum() > 0    # the budget is really used
+
+
+class _Engine:
+    """What the controller reads and sets on an engine: its config, eligible blocks, events, budget;
+    `feed` gives its controller decode steps as the engine would."""
+
+    def __init__(self, budget, offload="eager"):
+        self.config = EngineConfig(policy="pie", swap_budget_blocks=budget, offload=offload,
+                                   controller=ControllerConfig(enabled=True, warmup_iterations=0, window=2))
+        self.controller = AdaptiveController(self.config.controller, layer_block_bytes=1024, num_layers=8,
+                                             host_capacity=1000)
+        self.events, self.steps, self.metrics = [], 0, self
+
+    def eligible_host_blocks(self):
+        return 1000
+
+    def add_event(self, t, kind, **fields):
+        self.events.append(fields)
+
+    def set_budget(self, n, knob):
+        self.config = self.config.replace(**{knob: n})
+
+    def feed(self, steps, batch, step_s, link_cpu, in_use=None):
+        """Stall-free decode steps of `batch` tokens, `step_s` each; `in_use` host blocks (None: the budget)."""
+        for _ in range(steps):
+            i, b = self.steps, self.config.swap_budget_blocks
+            self.steps += 1
+            self.controller.observe(self, IterationRecord(
+                step=i, start=i * step_s, end=(i + 1) * step_s, batch_size=batch, prefill_tokens=0,
+                decode_tokens=batch, gpu_blocks_used=40, host_blocks_used=b if in_use is None else in_use,
+                gpu_blocks_limit=48, staging_blocks=0, swap_budget=b, prefetch_depth=2, streamed_blocks=b,
+                stream_bytes=0, offload_bytes=0, blocking_copy_bytes=0, blocking_copy_time=0.0, copy_time=0.0,
+                compute_time=step_s, stall=0.0, overlap_ratio=1.0, preempted=0, swapped_out=0, swap_space_blocks=0,
+                context_tokens=100 * batch, waiting=10, emulated_link=link_cpu > 0, link_cpu_time=link_cpu))
+
+
+@pytest.mark.parametrize("link_cpu", [0.002, 0.0], ids=["cpu executor", "DMA link"])
+def test_a_grow_that_costs_tokens_per_second_is_reverted_where_copies_cost_cpu(link_cpu):
+    """Same batch, slower steps after a grow: where the link's copies cost CPU the controller
+    measures the new budget for JUDGE_WINDOWS windows and goes back; with a DMA link (sim, cuda:
+    no link CPU time) the stall-free window keeps it growing, as before this rule."""
+    eng = _Engine(32)
+    eng.feed(2, batch=10, step_s=0.05, link_cpu=link_cpu)
+    grown = eng.config.swap_budget_blocks
+    assert grown > 32 and eng.events[-1]["rule"].startswith("grow")
+    slower = 0.05 / (1 - 2 * REVERT_MARGIN)
+    eng.feed(1 + 2 * JUDGE_WINDOWS, batch=10, step_s=slower, link_cpu=link_cpu)   # 1: the settling step
+    rules = [e["rule"].split(":")[0] for e in eng.events[1:]]
+    if link_cpu:
+        assert rules == ["hold"] * (JUDGE_WINDOWS - 1) + ["revert"], rules
+        assert eng.config.swap_budget_blocks == 32
+        eng.feed(1 + 2 * 4, batch=10, step_s=0.05, link_cpu=link_cpu)      # back at 32: bisects below the failed budget
+        assert 32 <= eng.config.swap_budget_blocks < grown
+    else:
+        assert rules[0] == "grow" and eng.config.swap_budget_blocks > grown
+
+
+def test_on_demand_grows_only_a_budget_in_use():
+    """Offload on demand leaves an unneeded budget unused: the controller holds it until the
+    host-resident share fills it, then grows again."""
+    eng = _Engine(200, offload="on-demand")
+    eng.feed(8, batch=10, step_s=0.05, link_cpu=0.0, in_use=5)
+    assert eng.config.swap_budget_blocks == 200
+    assert {e["rule"] for e in eng.events} == {"hold: on-demand offload leaves the budget unused"}
+    eng.feed(2, batch=10, step_s=0.05, link_cpu=0.0, in_use=200)
+    assert eng.config.swap_budget_blocks > 200

@@ -8,6 +8,17 @@ Each decision looks at a window of iterations run at the current budget:
   there is no prediction yet, by bisection when a ceiling is known;
 - in between: hold (hysteresis against oscillation).
 The batch changing (size or context by > 30%) forgets the ceiling so the budget can follow.
+Two rules judge what stall cannot see:
+- offload "on-demand" moves blocks only when the GPU runs short, so a budget can sit unused: it
+  grows only once the streamed share fills it (growing an unused budget would let the next
+  squeeze offload more at once than was ever measured);
+- where the link's copies cost host CPU (the cpu executor's emulated link: `link_cpu_time` > 0;
+  a DMA link costs none, so sim and cuda never take this rule), the copies slow compute on the
+  same cores, which no stall shows: a grow is judged after `JUDGE_WINDOWS` windows at the new
+  budget (held meanwhile); if its decode-only steps generate fewer tokens per second than the
+  budget before it did (over all that budget's windows), by more than `REVERT_MARGIN`, with at
+  least as large a batch (a batch shrunk by preemptions is the workload, not the budget), it is
+  reverted and its budget becomes the ceiling.
 Policy hybrid runs the same rules a second time, on their own state, for the host-computed share:
 its stall is the device's wait for the host's attention partials, its target the smaller of
 `target_overhead` and the capacity the share adds (host-computed / eligible blocks: a wait longer
@@ -29,6 +40,8 @@ from .metrics import IterationRecord
 
 SETTLE_ITERATIONS = 1       # iterations after a change that carry its one-off copies; not judged
 REPROBE_AFTER_HOLDS = 8     # converged decisions before the controller looks above its ceiling again
+REVERT_MARGIN = 0.10        # tokens/s drop after a grow that reverts it (wall-clock noise on a loaded box stays below)
+JUDGE_WINDOWS = 2           # windows at a grown budget before the revert rule judges it
 
 
 @dataclass(frozen=True)
@@ -50,6 +63,32 @@ HOST = Share("host", "host_compute_blocks", stall="host_wait", bytes="host_bytes
              limit="share fitted to the device's window")
 
 
+@dataclass(frozen=True)
+class Level:
+    """Decode-only steps measured at one budget: generated tokens, their seconds, the summed batch
+    sizes and the steps, over `windows` windows."""
+    budget: int
+    tokens: int = 0
+    seconds: float = 0.0
+    batch: int = 0
+    steps: int = 0
+    windows: int = 0
+
+    def add(self, window: list[IterationRecord]) -> "Level":
+        decode = [r for r in window if r.prefill_tokens == 0]
+        return Level(self.budget, self.tokens + sum(r.decode_tokens for r in decode),
+                     self.seconds + sum(r.duration for r in decode), self.batch + sum(r.batch_size for r in decode),
+                     self.steps + len(decode), self.windows + 1)
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        return self.tokens / self.seconds if self.seconds > 0 else None
+
+    @property
+    def mean_batch(self) -> float:
+        return self.batch / self.steps if self.steps else 0.0
+
+
 @dataclass
 class ControllerState:
     """What the controller learnt; the budget itself is the engine config's swap_budget_blocks."""
@@ -59,6 +98,8 @@ class ControllerState:
     ref_context: int = 0
     decisions: int = 0
     holds: int = 0
+    grown_from: Level | None = None      # the budget before the last grow and what it measured, unjudged
+    level: Level | None = None           # what the current budget measured so far
 
 
 class AdaptiveController:
@@ -109,10 +150,13 @@ class AdaptiveController:
         eligible = engine.eligible_host_blocks()
         shares = [(STREAM, self.state)] + ([(HOST, self.host_state)] if self.host_state is not None else [])
         changed = False
+        on_demand = engine.config.offload == "on-demand"
         for share, state in shares:
             old = getattr(engine.config, share.knob)
-            new, rule, inputs = self.decide(window, eligible, old, share, state)
+            in_use = self.streamed_share_in_use(window) if on_demand and share is STREAM else None
+            new, rule, inputs = self.decide(window, eligible, old, share, state, in_use)
             state.decisions += 1
+            self._remember_level(state, window, old, new)
             event = dict(share=share.name) if self.host_state is not None else {}
             engine.metrics.add_event(rec.end, "controller", step=rec.step, old_budget=old, new_budget=new,
                                      rule=rule, **event, **inputs)
@@ -123,11 +167,16 @@ class AdaptiveController:
             self._skip = SETTLE_ITERATIONS
 
     def decide(self, window: list[IterationRecord], eligible: int, budget: int, share: Share = STREAM,
-               state: ControllerState | None = None) -> tuple[int, str, dict]:
+               state: ControllerState | None = None, in_use: int | None = None) -> tuple[int, str, dict]:
+        """The new budget, the rule that chose it and its inputs. `in_use`: offload on demand, the
+        most host-resident blocks of the streamed share in the window (None: eager, the budget is filled)."""
         c, s, b = self.config, state or self.state, budget
         duration = sum(r.duration for r in window)
         stall = sum(getattr(r, share.stall) for r in window)
         overhead = stall / duration if duration > 0 else 0.0
+        link_cpu = sum(r.link_cpu_time for r in window)
+        level = (s.level if s.level is not None and s.level.budget == b else Level(b)).add(window)
+        before = s.grown_from if s.grown_from is not None and s.grown_from.budget < b else None
         batch = sum(r.batch_size for r in window) / len(window)
         context = sum(r.context_tokens for r in window) / len(window)
         predicted = self._predict(window, share)
@@ -142,7 +191,10 @@ class AdaptiveController:
                 target = min(target, b / eligible)
         inputs = dict(overhead=overhead, target=target, stall=stall, duration=duration,
                       batch=batch, context_tokens=context, eligible=eligible, predicted=predicted,
-                      last_safe=s.last_safe, ceiling=s.ceiling)
+                      last_safe=s.last_safe, ceiling=s.ceiling, in_use=in_use, link_cpu=link_cpu,
+                      tokens_per_s=level.tokens_per_s, level_batch=level.mean_batch,
+                      tokens_per_s_before=before.tokens_per_s if before else None,
+                      batch_before=before.mean_batch if before else None)
         if share is HOST:
             inputs["layer_time_limit"] = limit
         if s.ref_batch and (abs(batch - s.ref_batch) > 0.3 * s.ref_batch
@@ -159,6 +211,12 @@ class AdaptiveController:
             elif share is HOST and predicted is not None and predicted < new:
                 new = predicted                      # what would have fitted the device's window
             return max(0, new), "backoff: overhead above target", inputs
+        if share is STREAM and link_cpu > 0 and before is not None and before.tokens_per_s is not None:
+            if level.windows < JUDGE_WINDOWS or level.tokens_per_s is None:
+                return b, "hold: measuring the grow's tokens/s (the link's copies cost CPU)", inputs
+            if level.tokens_per_s < (1 - REVERT_MARGIN) * before.tokens_per_s and level.mean_batch >= before.mean_batch:
+                s.ceiling, s.holds, s.last_safe = b, 0, before.budget
+                return before.budget, "revert: fewer tokens/s at a batch as large (the link's copies cost CPU)", inputs
         s.last_safe = b
         if share is HOST and predicted is not None and predicted < b and stall > 0:
             # a wait for the host buys nothing: follow the window down as the batch changes
@@ -166,6 +224,8 @@ class AdaptiveController:
         if overhead > c.hysteresis * target:
             return b, "hold: overhead within the hysteresis band", inputs
         step = max(c.min_step_blocks, eligible // 16)
+        if in_use is not None and in_use + step < b:
+            return b, "hold: on-demand offload leaves the budget unused", inputs
         cap = min(self.max_budget, max(b, math.ceil(eligible * 1.1) + step))
         if limit is not None:
             if b >= limit:
@@ -199,6 +259,21 @@ class AdaptiveController:
             return min(cap, max(b + c.min_step_blocks, math.ceil(b * c.grow_factor))), \
                 "grow: probe the host share", inputs
         return min(cap, max(b + step, math.ceil(b * c.grow_factor))), "grow: headroom under the target", inputs
+
+    @staticmethod
+    def _remember_level(state: ControllerState, window: list[IterationRecord], old: int, new: int) -> None:
+        """What each budget measured, over all its windows: the revert rule's reference after a grow."""
+        level = (state.level if state.level is not None and state.level.budget == old else Level(old)).add(window)
+        if new == old:
+            state.level = level
+            return
+        state.grown_from = level if new > old else None
+        state.level = None
+
+    @staticmethod
+    def streamed_share_in_use(window: list[IterationRecord]) -> int:
+        """The most host-resident blocks of the running batch outside the host-computed share."""
+        return max(r.host_blocks_used - r.swap_space_blocks - r.host_computed_blocks for r in window)
 
     def _predict(self, window: list[IterationRecord], share: Share = STREAM) -> int | None:
         """Host blocks per step whose per-layer copy (or host attention) takes the per-layer

@@ -149,18 +149,31 @@ class SwapPlanner:
 
     def next_step_need(self, work, scheduler: Scheduler | None) -> int:
         """GPU blocks the next step asks for: the `work` sequences' next ones (after this step's
-        tokens) and, while the batch has a free slot, those of the queue head."""
+        tokens) and those of the queued sequences it could start (see `queue_need`)."""
         bs = self.blocks.block_size
         need = 0
         for seq, n in work:
             done = seq.num_computed_tokens + n
             need += max(0, -(-(done + max(1, seq.num_tokens - done)) // bs) - len(seq.block_table))
-        if scheduler is not None and len(scheduler.running) < scheduler.config.max_num_seqs:
-            queue = scheduler.swapped or scheduler.waiting
-            if queue:
-                head = queue[0]
-                n = min(head.num_tokens - head.num_computed_tokens, scheduler.config.max_num_batched_tokens)
-                need += self.blocks.blocks_needed(head, n) + head.num_host_blocks()
+        return need + (self.queue_need(scheduler) if scheduler is not None else 0)
+
+    def queue_need(self, scheduler: Scheduler) -> int:
+        """GPU blocks of the queued sequences (swapped, then waiting, in order) that the next step
+        could start if the GPU had room: as many as the batch has free slots and tokens for, after
+        one decode token per running sequence."""
+        limits = scheduler.config
+        slots = limits.max_num_seqs - len(scheduler.running)
+        tokens = limits.max_num_batched_tokens - len(scheduler.running)
+        need = 0
+        for queue in (scheduler.swapped, scheduler.waiting):
+            for seq in queue:
+                n = min(seq.num_tokens - seq.num_computed_tokens, tokens) if limits.chunked_prefill \
+                    else seq.num_tokens - seq.num_computed_tokens
+                if slots <= 0 or n <= 0 or n > tokens:
+                    return need
+                need += self.blocks.blocks_needed(seq, n) + seq.num_host_blocks()
+                slots -= 1
+                tokens -= n
         return need
 
     def split(self, sched: Schedule, offloaded: list[tuple[int, int]]) -> dict[int, int]:
