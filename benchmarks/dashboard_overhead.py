@@ -33,7 +33,8 @@ def workload(n: int, vocab: int, seed: int = 0):
 
 def one_run(args, with_dashboard: bool) -> dict:
     engine = create_engine(args.model, args.executor, policy="pie", num_gpu_blocks=128, num_host_blocks=512,
-                           swap_budget_blocks=args.budget, prefetch_depth=2, link_bandwidth_gbps=args.link)
+                           swap_budget_blocks=args.budget, offload="eager",   # the timeline has copies to draw
+                           prefetch_depth=2, link_bandwidth_gbps=args.link)
     reqs = workload(args.requests, engine.spec.vocab_size)
     runner = LiveRunner(engine, ListSource(reqs))
     dash = None

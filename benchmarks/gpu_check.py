@@ -248,7 +248,7 @@ def run_controller(state: dict, quick: bool) -> None:
     from pie_lab.workloads import sharegpt_like
     spec = named_spec(MODEL)
     wl = sharegpt_like(96, seed=0, arrival="offline", vocab_size=spec.vocab_size, max_model_len=2048)
-    eng = create_engine(MODEL, "cuda", policy="pie", dtype="float16", block_size=BS, num_gpu_blocks=1200,
+    eng = create_engine(MODEL, "cuda", policy="pie", offload="eager", dtype="float16", block_size=BS, num_gpu_blocks=1200,
                         num_host_blocks=4000, max_num_seqs=64, max_num_batched_tokens=4096,
                         controller=ControllerConfig(enabled=True))
     for r in wl.requests:

@@ -121,7 +121,7 @@ def cpu_overhead(reps: int = 3, model: str = "opt-125m") -> dict:
     for _ in range(reps):
         for policy in ("pie", "hybrid"):
             llm = LLM(model, "cpu", policy=policy, block_size=16, num_gpu_blocks=256, num_host_blocks=512,
-                      swap_budget_blocks=16, host_compute_blocks=0, max_num_seqs=16)
+                      swap_budget_blocks=16, offload="eager", host_compute_blocks=0, max_num_seqs=16)
             t0 = time.perf_counter()
             outs = llm.generate(prompts, SamplingParams(max_tokens=32, ignore_eos=True))
             tput[policy].append(sum(len(o.token_ids) for o in outs) / (time.perf_counter() - t0))

@@ -29,7 +29,7 @@ from pie_lab.workloads import Request                           # noqa: E402
 
 ENGINES = {
     "cpu": dict(model="opt-tiny", block_size=4, num_gpu_blocks=96, num_host_blocks=256, max_num_seqs=8,
-                policy="pie", swap_budget_blocks=24, link_bandwidth_gbps=2.0,
+                policy="pie", swap_budget_blocks=24, offload="eager", link_bandwidth_gbps=2.0,   # copy faults need copies
                 controller=dict(enabled=True, warmup_iterations=2, window=4)),
     "sim": dict(model="opt-13b", dtype="float16", num_gpu_blocks=160, num_host_blocks=640, max_num_seqs=16,
                 policy="pie", swap_budget_blocks=64, controller=dict(enabled=True, warmup_iterations=2, window=4)),

@@ -77,7 +77,8 @@ def answers(num: int, max_tokens: int = 64) -> bool:
     convs = [[{"role": "user", "content": p}] for p in prompts]
     runs = {"swapping off (policy none)": dict(policy="none"),
             "swapping on (policy pie, every full block in host memory)":
-                dict(policy="pie", swap_budget_blocks=512, num_host_blocks=512, link_bandwidth_gbps=5.0)}
+                dict(policy="pie", swap_budget_blocks=512, num_host_blocks=512, offload="eager",   # GPU room or not
+                     link_bandwidth_gbps=5.0)}
     texts = {}
     for label, opts in runs.items():
         try:

@@ -35,9 +35,10 @@ def test_reference_run_generates_max_tokens():
     dict(num_gpu_blocks=30),                                      # forces recompute preemption
     dict(num_gpu_blocks=30, policy="vllm-swap", num_host_blocks=200),
     dict(chunked_prefill=True, max_num_batched_tokens=16),
-    dict(policy="pie", swap_budget_blocks=10, num_host_blocks=100),
-    dict(policy="pie", swap_budget_blocks=10_000, num_host_blocks=10_000),   # every full block
-    dict(policy="pie", swap_budget_blocks=20, num_host_blocks=100, num_gpu_blocks=40, prefetch_depth=3),
+    dict(policy="pie", swap_budget_blocks=10, num_host_blocks=100, offload="eager"),   # streams with GPU room to spare
+    dict(policy="pie", swap_budget_blocks=10_000, num_host_blocks=10_000, offload="eager"),   # every full block
+    dict(policy="pie", swap_budget_blocks=20, num_host_blocks=100, num_gpu_blocks=40, prefetch_depth=3, offload="eager"),
+    dict(policy="pie", swap_budget_blocks=20, num_host_blocks=100, num_gpu_blocks=30),   # on demand, under pressure
     dict(policy="flexgen", flexgen_fraction=0.5, num_host_blocks=200),
     dict(policy="recompute", num_gpu_blocks=30),
     dict(policy="pie", preemption_mode="swap", swap_budget_blocks=10, num_host_blocks=200, num_gpu_blocks=30),
@@ -52,7 +53,7 @@ def test_policies_give_identical_tokens(changes):
 
 def test_full_offload_really_uses_the_host():
     reqs = requests(6, seed=2, lo=20, hi=40)
-    eng = make_engine(BASE.replace(policy="pie", swap_budget_blocks=10_000, num_host_blocks=10_000))
+    eng = make_engine(BASE.replace(policy="pie", swap_budget_blocks=10_000, num_host_blocks=10_000, offload="eager"))
     for i, (p, sp) in enumerate(reqs):
         eng.add_request(p, sp, request_id=i)
     run_to_completion(eng)
@@ -70,9 +71,10 @@ def test_preemption_happens_under_memory_pressure():
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 10_000), policy=st.sampled_from(["none", "pie", "vllm-swap", "flexgen"]),
        swap=st.booleans(), gpu=st.integers(24, 80), chunked=st.booleans(), changes=st.lists(
-           st.tuples(st.integers(0, 60), st.integers(0, 40), st.integers(1, 5), st.integers(1, 8)), max_size=8))
-def test_random_streams_and_knob_changes_never_leak_or_alter(seed, policy, swap, gpu, chunked, changes):
-    stream_with_knob_changes(seed, policy, swap, gpu, chunked, changes)
+           st.tuples(st.integers(0, 60), st.integers(0, 40), st.integers(1, 5), st.integers(1, 8)), max_size=8),
+       offload=st.sampled_from(["eager", "on-demand"]))
+def test_random_streams_and_knob_changes_never_leak_or_alter(seed, policy, swap, gpu, chunked, changes, offload):
+    stream_with_knob_changes(seed, policy, swap, gpu, chunked, changes, offload=offload)
 
 
 def stream_with_knob_changes(seed, policy, swap, gpu, chunked, changes, knobs=("swap_budget_blocks", "prefetch_depth", "max_num_seqs"), **options):
@@ -105,7 +107,7 @@ def test_shrinking_the_budget_shrinks_the_staging_ring_before_scheduling():
     # Budget 30 -> 3 with depth 1 -> 4 (= num_layers): the ring, first sized at the new depth over
     # the 30 resident blocks, must shrink as enforce_budget preempts or brings blocks back;
     # a stale 30-block ring left request 1 no GPU block, and it failed (hypothesis, seed 376).
-    eng = stream_with_knob_changes(376, "pie", False, 31, False, [(0, 30, 1, 6), (9, 3, 4, 1)])
+    eng = stream_with_knob_changes(376, "pie", False, 31, False, [(0, 30, 1, 6), (9, 3, 4, 1)], offload="eager")
     assert not [e for e in eng.metrics.events if e["kind"] == "error"]
     assert max(r.staging_blocks for r in eng.metrics.iterations if r.step >= 9) <= 3
 
@@ -114,6 +116,7 @@ def test_shrinking_the_budget_shrinks_the_staging_ring_before_scheduling():
     (dict(block_size=0), "block_size=0"), (dict(max_num_seqs=-1), "max_num_seqs=-1"),
     (dict(policy="magic"), "policy='magic'"), (dict(prefetch_depth=0), "prefetch_depth=0"),
     (dict(link_bandwidth_gbps=0), "link_bandwidth_gbps"), (dict(swap_budget_blocks=-3), "swap_budget_blocks=-3"),
+    (dict(offload="lazy"), r"offload='lazy' is not supported; choose 'on-demand': .*\(the default\); 'eager': "),
 ])
 def test_bad_config_names_value_and_range(bad, match):
     with pytest.raises(ConfigError, match=match):

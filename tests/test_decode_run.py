@@ -27,10 +27,10 @@ CASES = {
     "recompute": dict(policy="recompute"),
     "vllm-swap": dict(policy="vllm-swap"),
     "pie-controller": dict(policy="pie", controller=CONTROLLER),
-    "pie-budget": dict(policy="pie", swap_budget_blocks=120),
+    "pie-eager": dict(policy="pie", swap_budget_blocks=120, offload="eager"),
     "pie-on-demand": dict(policy="pie", swap_budget_blocks=120, offload="on-demand"),
     "hybrid-controller": dict(policy="hybrid", controller=CONTROLLER),
-    "hybrid-split": dict(policy="hybrid", swap_budget_blocks=80, host_compute_blocks=40),
+    "hybrid-split": dict(policy="hybrid", swap_budget_blocks=80, host_compute_blocks=40, offload="eager"),
 }
 # offline: everything at once into 500 GPU blocks, so the batch thrashes (preemption after preemption)
 WORKLOADS = {"offline-thrashing": (None, 500), "poisson": (6.0, 900)}

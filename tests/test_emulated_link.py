@@ -26,7 +26,7 @@ def run_steps(engine, n):
 @pytest.fixture(scope="module")
 def engine():
     eng = create_engine(SPEC, "cpu", policy="pie", block_size=16, num_gpu_blocks=256, num_host_blocks=512,
-                        swap_budget_blocks=512, prefetch_depth=2, max_num_seqs=16,
+                        swap_budget_blocks=512, offload="eager", prefetch_depth=2, max_num_seqs=16,
                         link_bandwidth_gbps=1000.0, link_latency_us=LATENCY_US)
     for i in range(16):
         eng.add_request([5 + (i + j) % 400 for j in range(60)], SamplingParams(max_tokens=200, ignore_eos=True))

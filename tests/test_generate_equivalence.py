@@ -65,11 +65,11 @@ def test_equal_under_pressure_and_chunked_prefill(reference, options):
 
 
 @pytest.mark.parametrize("policy, options", [
-    ("pie", dict(swap_budget_blocks=8)),
-    ("pie", dict(swap_budget_blocks=2000, num_host_blocks=2000)),         # every full block
-    ("pie", dict(swap_budget_blocks=2000, num_host_blocks=2000, num_gpu_blocks=60)),
+    ("pie", dict(swap_budget_blocks=8, offload="eager")),                # streams with GPU room to spare
+    ("pie", dict(swap_budget_blocks=2000, num_host_blocks=2000, offload="eager")),         # every full block
+    ("pie", dict(swap_budget_blocks=2000, num_host_blocks=2000, num_gpu_blocks=60, offload="eager")),
     ("vllm-swap", dict(num_gpu_blocks=40, num_host_blocks=400)),
-    ("pie", dict(swap_budget_blocks=16, num_gpu_blocks=40, num_host_blocks=400, preemption_mode="swap")),
+    ("pie", dict(swap_budget_blocks=16, num_gpu_blocks=40, num_host_blocks=400, preemption_mode="swap")),  # on demand
     ("recompute", dict(num_gpu_blocks=40)),
     ("flexgen", dict(flexgen_fraction=0.5)),
     ("none", dict()),
@@ -89,7 +89,7 @@ def test_equal_across_policies(reference, policy, options):
 @pytest.mark.parametrize("depth", [1, 2, 3, 4])
 def test_equal_for_every_prefetch_depth(reference, depth):
     name, _, ps, refs = reference
-    toks, llm = generate(name, ps, policy="pie", swap_budget_blocks=2000, num_host_blocks=2000,
+    toks, llm = generate(name, ps, policy="pie", swap_budget_blocks=2000, num_host_blocks=2000, offload="eager",
                          num_gpu_blocks=400, prefetch_depth=depth, link_bandwidth_gbps=50.0)
     assert toks == refs
     assert llm.engine.metrics.iterations_df()["prefetch_depth"].eq(depth).all()
@@ -104,7 +104,7 @@ def test_opt_350m_shape_equals_transformers_with_every_block_on_the_host():
     ps = prompts()
     refs = [hf.generate(torch.tensor([p]), max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS,
                         do_sample=False)[0, len(p):].tolist() for p in ps]
-    toks, llm = generate(spec, ps, policy="pie", swap_budget_blocks=2000, num_host_blocks=2000,
+    toks, llm = generate(spec, ps, policy="pie", swap_budget_blocks=2000, num_host_blocks=2000, offload="eager",
                          num_gpu_blocks=400, prefetch_depth=2, link_bandwidth_gbps=50.0)
     assert toks == refs
     assert llm.engine.metrics.iterations_df()["streamed_blocks"].max() > 0

@@ -74,7 +74,7 @@ def test_self_written_gguf_equals_transformers(cache):
     rng = np.random.default_rng(0)
     prompts = [rng.integers(3, 500, n).tolist() for n in (3, 9, 17, 30)]
     llm = LLM(str(path), "cpu", block_size=4, num_gpu_blocks=200, policy="pie", swap_budget_blocks=400,
-              num_host_blocks=400, link_bandwidth_gbps=50.0)
+              offload="eager", num_host_blocks=400, link_bandwidth_gbps=50.0)
     outs = llm.generate(prompts, SamplingParams(max_tokens=NEW_TOKENS, ignore_eos=True))
     llm.close()
     with torch.inference_mode():

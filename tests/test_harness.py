@@ -18,7 +18,7 @@ def requests(n=4, prompt=9, max_tokens=8, gap=0.0):
 
 def test_cpu_end_to_end(tmp_path):
     reqs = requests()
-    res = run_benchmark("opt-tiny", "cpu", ["none", {"policy": "pie", "swap_budget_blocks": 4, "label": "pie4"}],
+    res = run_benchmark("opt-tiny", "cpu", ["none", {"policy": "pie", "swap_budget_blocks": 4, "offload": "eager", "label": "pie4"}],
                         reqs, TINY, progress=False)
     df = res.df
     assert list(df["policy"]) == ["none", "pie4"]

@@ -9,12 +9,12 @@ from test_core_engine import BASE, requests, run, stream_with_knob_changes
 
 
 @pytest.mark.parametrize("changes", [
-    dict(swap_budget_blocks=0, host_compute_blocks=10),                  # host-computed only
-    dict(swap_budget_blocks=10, host_compute_blocks=10),
-    dict(swap_budget_blocks=0, host_compute_blocks=10_000),              # every full block on the host
-    dict(swap_budget_blocks=5, host_compute_blocks=30, num_gpu_blocks=40, prefetch_depth=3),
+    dict(swap_budget_blocks=0, host_compute_blocks=10, offload="eager"),           # host-computed only
+    dict(swap_budget_blocks=10, host_compute_blocks=10, offload="eager"),
+    dict(swap_budget_blocks=0, host_compute_blocks=10_000, offload="eager"),       # every full block on the host
+    dict(swap_budget_blocks=5, host_compute_blocks=30, num_gpu_blocks=40, prefetch_depth=3),   # on demand: pressure
     dict(swap_budget_blocks=5, host_compute_blocks=8, num_gpu_blocks=30, preemption_mode="swap"),
-    dict(swap_budget_blocks=4, host_compute_blocks=12, chunked_prefill=True, max_num_batched_tokens=16),
+    dict(swap_budget_blocks=4, host_compute_blocks=12, chunked_prefill=True, max_num_batched_tokens=16, offload="eager"),
 ])
 def test_hybrid_gives_identical_tokens(changes):
     reqs = requests(12, seed=1)
@@ -29,7 +29,8 @@ def test_hybrid_gives_identical_tokens(changes):
 
 def test_split_takes_the_oldest_host_blocks_of_decoding_sequences():
     reqs = requests(6, seed=2, lo=20, hi=40)
-    eng = make_engine(BASE.replace(policy="hybrid", swap_budget_blocks=6, host_compute_blocks=9, num_host_blocks=100))
+    eng = make_engine(BASE.replace(policy="hybrid", swap_budget_blocks=6, host_compute_blocks=9, num_host_blocks=100,
+                                   offload="eager"))
     for i, (p, sp) in enumerate(reqs):
         eng.add_request(p, sp, request_id=i)
     seen = 0
@@ -67,11 +68,12 @@ def test_hybrid_knobs_are_validated():
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 10_000), swap=st.booleans(), gpu=st.integers(24, 80), chunked=st.booleans(),
        changes=st.lists(st.tuples(st.integers(0, 60), st.integers(0, 40), st.integers(0, 40),
-                                  st.integers(1, 5), st.integers(1, 8)), max_size=8))
-def test_random_splits_and_knob_changes_never_leak_or_alter(seed, swap, gpu, chunked, changes):
+                                  st.integers(1, 5), st.integers(1, 8)), max_size=8),
+       offload=st.sampled_from(["eager", "on-demand"]))
+def test_random_splits_and_knob_changes_never_leak_or_alter(seed, swap, gpu, chunked, changes, offload):
     stream_with_knob_changes(seed, "hybrid", swap, gpu, chunked, changes,
                              knobs=("swap_budget_blocks", "host_compute_blocks", "prefetch_depth", "max_num_seqs"),
-                             swap_budget_blocks=4, host_compute_blocks=6, flexgen_fraction=0.0)
+                             swap_budget_blocks=4, host_compute_blocks=6, flexgen_fraction=0.0, offload=offload)
 
 
 def test_split_rule_and_the_fitted_post_attention_line():

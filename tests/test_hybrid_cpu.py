@@ -7,15 +7,15 @@ from test_generate_equivalence import generate, prompts, reference  # noqa: F401
 
 
 @pytest.mark.parametrize("options", [
-    dict(swap_budget_blocks=0, host_compute_blocks=20),                          # host-computed only
-    dict(swap_budget_blocks=8, host_compute_blocks=12),                          # both shares
-    dict(swap_budget_blocks=4, host_compute_blocks=1996, num_host_blocks=2000),      # every full block
+    dict(swap_budget_blocks=0, host_compute_blocks=20, offload="eager"),         # host-computed only
+    dict(swap_budget_blocks=8, host_compute_blocks=12, offload="eager"),         # both shares
+    dict(swap_budget_blocks=4, host_compute_blocks=1996, num_host_blocks=2000, offload="eager"),   # every full block
     dict(swap_budget_blocks=6, host_compute_blocks=10, num_gpu_blocks=40, num_host_blocks=400,
-         preemption_mode="swap"),                                                # under memory pressure
-    dict(swap_budget_blocks=4, host_compute_blocks=12, chunked_prefill=True, max_num_batched_tokens=24),
-    dict(swap_budget_blocks=8, host_compute_blocks=12, host_split="on"),            # sub-batches D, H
+         preemption_mode="swap"),                                                # under memory pressure, on demand
+    dict(swap_budget_blocks=4, host_compute_blocks=12, chunked_prefill=True, max_num_batched_tokens=24, offload="eager"),
+    dict(swap_budget_blocks=8, host_compute_blocks=12, host_split="on", offload="eager"),   # sub-batches D, H
     dict(swap_budget_blocks=4, host_compute_blocks=12, chunked_prefill=True, max_num_batched_tokens=24,
-         host_split="on"),                                                       # D holds prefill rows
+         host_split="on", offload="eager"),                                      # D holds prefill rows
 ], ids=["host-only", "split", "all", "pressure", "chunked", "sub-batches", "sub-batches-chunked"])
 def test_hybrid_tokens_equal_transformers_generate(reference, options):  # noqa: F811
     name, _, ps, refs = reference
@@ -52,7 +52,7 @@ def test_host_attention_is_paced_to_its_rate():
     """At a slow host rate the device waits for the partials; the controller then shrinks the host
     share (each decision an event naming its share and rule)."""
     llm = LLM("opt-tiny", "cpu", block_size=4, max_num_seqs=16, policy="hybrid", num_gpu_blocks=400,
-              swap_budget_blocks=0, host_compute_blocks=40, host_attention_gbps=0.002,
+              swap_budget_blocks=0, host_compute_blocks=40, offload="eager", host_attention_gbps=0.002,
               controller=ControllerConfig(enabled=True, window=2, warmup_iterations=1))
     llm.generate(prompts(8, seed=3), SamplingParams(max_tokens=24, ignore_eos=True))
     it = llm.engine.metrics.iterations_df()

@@ -18,7 +18,7 @@ def prompts(n, seed=0):
 
 
 OPTIONS = dict(block_size=4, num_gpu_blocks=120, num_host_blocks=400, max_num_seqs=8, policy="pie",
-               swap_budget_blocks=20, link_bandwidth_gbps=2.0)
+               swap_budget_blocks=20, offload="eager", link_bandwidth_gbps=2.0)   # eager: the knobs hit live streams
 
 
 def test_knob_fuzzing_from_another_thread_changes_nothing_but_timing():

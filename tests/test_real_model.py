@@ -102,8 +102,8 @@ def test_chat_stops_at_the_end_of_turn(smol):
 @pytest.mark.parametrize("policy, options", [
     ("none", dict()),
     ("recompute", dict(num_gpu_blocks=24)),
-    ("pie", dict(swap_budget_blocks=400, prefetch_depth=2)),                  # every full block on the host
-    ("pie", dict(swap_budget_blocks=400, prefetch_depth=5, num_gpu_blocks=24)),
+    ("pie", dict(swap_budget_blocks=400, prefetch_depth=2, offload="eager")),   # every full block on the host
+    ("pie", dict(swap_budget_blocks=400, prefetch_depth=5, num_gpu_blocks=24, offload="eager")),
     ("vllm-swap", dict(num_gpu_blocks=24, num_host_blocks=200)),
     ("flexgen", dict(flexgen_fraction=0.9)),
 ], ids=["none", "recompute", "pie-all-host", "pie-depth5-tight", "vllm-swap", "flexgen-0.9"])

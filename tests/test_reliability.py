@@ -14,7 +14,7 @@ from fake_executor import make_engine
 
 SP = SamplingParams(max_tokens=12, ignore_eos=True)
 CPU = dict(block_size=4, num_gpu_blocks=64, num_host_blocks=64, max_num_seqs=2, policy="pie",
-           swap_budget_blocks=6, link_bandwidth_gbps=5.0)
+           swap_budget_blocks=6, offload="eager", link_bandwidth_gbps=5.0)   # eager: the link always copies
 
 
 def prompts(n, seed=0):

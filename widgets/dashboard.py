@@ -24,8 +24,11 @@ from .panels import History, LatencyPanel, MemoryPanel, OverlapTimeline
 from .answers import AnswersPanel
 from .workload import WorkloadSource, engine_capacity, prompt_text
 
+# The cpu dashboard is there to show streaming: offload "eager" keeps the budget's blocks on the host
+# (and their copies on the timeline) even while the GPU pool has room; the engine's default,
+# "on-demand", moves blocks only under memory pressure (pass offload="on-demand" to see it).
 CPU_DEFAULTS = dict(policy="pie", num_gpu_blocks=64, num_host_blocks=256, swap_budget_blocks=16,
-                    link_bandwidth_gbps=0.5)
+                    offload="eager", link_bandwidth_gbps=0.5)
 SIM_DEFAULTS = dict(policy="pie", controller=ControllerConfig(enabled=True))
 CPU_MAX_PARAMS = 300e6
 REAL_MODEL = "smollm2-135m"     # answers in words; launch()'s default          # larger models belong on the sim executor (or cuda)

@@ -76,7 +76,8 @@ def findings(report: Report) -> str:
     lines.append(
         "- **A fixed budget needs the controller.** `pie-fixed`'s budget is sized for a full, memory-bound batch; "
         "at light load the batch is small, each layer computes for less time, and the planner still fills the "
-        f"budget (it offloads eagerly, whether or not the GPU pool is short), so it stalls {100 * fixed_stall.min():.0f}-"
+        "budget (it offloads eagerly, as the paper's Pie, whether or not the GPU pool is short; the engine's "
+        f"default on-demand offload would not), so it stalls {100 * fixed_stall.min():.0f}-"
         f"{100 * fixed_stall.max():.0f}% of the time at the lowest rate against {100 * ctl_stall.min():.1f}-"
         f"{100 * ctl_stall.max():.1f}% for the controller.")
     lines.append(

@@ -1,8 +1,9 @@
 """Which full KV blocks of the running batch live on the host, and what streams each layer.
 
 policy "pie": up to `budget` host-resident blocks across the running batch, the oldest full blocks
-first: eagerly (fill the budget at once) or on demand (only as many as the next step would
-otherwise lack GPU blocks for: the batch's next blocks and the queue head's); when the budget
+first: on demand (the default: only as many as the next step would otherwise lack GPU blocks for,
+the batch's next blocks and the queued requests it could start) or eagerly (fill the budget at
+once); when the budget
 shrinks, blocks come back to the GPU where there is room, otherwise their sequence is preempted
 (its preemption mode). policy "flexgen": a static fraction of every running sequence's full blocks. policy "hybrid": as pie with `budget + host_budget` host-resident
 blocks, split each step: up to `host_budget` of them, the oldest blocks of decoding sequences, are
