@@ -2,11 +2,13 @@
 chooses reach the throughput of the best fixed budget? Prints the sweep and the verdict.
 
     python benchmarks/controller_cpu.py [--link-gbps 0.2] [--budgets 0,32,64,96,160] [--offload on-demand]
+                                        [--preemption-mode recompute|swap]
 
 The controller runs 50 iterations from budget 0, then every run (the controller's and each fixed
 budget's) is measured over the same iterations 50-80: generated tokens/s over all steps, the same
 over decode-only steps, the stall share, the link threads' CPU share and the preemptions (recompute:
-their prompts run again), which is where a too-large budget loses on this shape.
+their prompts run again), which is where a too-large budget loses on this shape (with
+--preemption-mode swap a preempted sequence keeps its KV in host memory and that loss goes away).
 
 Wall-clock figures: run it on an otherwise idle machine (a loaded 2-core box moves them by 20%+).
 The deterministic version of this check runs on the sim in tests/test_controller.py.
@@ -25,8 +27,9 @@ from test_emulated_link import SPEC                                   # noqa: E4
 TARGET = 0.03
 
 
-def engine(budget: int, controller: bool, link_gbps: float, offload: str = "on-demand"):
-    eng = create_engine(SPEC, "cpu", policy="pie", offload=offload, block_size=16, num_gpu_blocks=48, num_host_blocks=1024,
+def engine(budget: int, controller: bool, link_gbps: float, offload: str = "on-demand", preemption: str | None = None):
+    eng = create_engine(SPEC, "cpu", policy="pie", offload=offload, preemption_mode=preemption, block_size=16,
+                        num_gpu_blocks=48, num_host_blocks=1024,
                         swap_budget_blocks=budget, prefetch_depth=2, max_num_seqs=32, link_bandwidth_gbps=link_gbps,
                         controller=ControllerConfig(enabled=controller, target_overhead=TARGET))
     rng = random.Random(0)
@@ -52,14 +55,17 @@ def main() -> None:
     ap.add_argument("--link-gbps", type=float, default=0.2)
     ap.add_argument("--budgets", default="0,32,64,96,160")
     ap.add_argument("--offload", default="on-demand", choices=["on-demand", "eager"])
+    ap.add_argument("--preemption-mode", default=None, choices=["recompute", "swap"], help="default: pie's (recompute)")
     args = ap.parse_args()
-    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; offload {args.offload}")
-    eng = engine(0, True, args.link_gbps, args.offload)
+    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; offload {args.offload}, "
+          f"preemption {args.preemption_mode or 'recompute'}")
+    options = (args.link_gbps, args.offload, args.preemption_mode)
+    eng = engine(0, True, *options)
     measure(eng, 0, 50)
     chosen = eng.config.swap_budget_blocks
     runs = {f"controller ({chosen} at 50)": measure(eng, 50, 80)}
     final = eng.config.swap_budget_blocks
-    runs.update({f"fixed {int(b)}": measure(engine(int(b), False, args.link_gbps, args.offload), 50, 80)
+    runs.update({f"fixed {int(b)}": measure(engine(int(b), False, *options), 50, 80)
                  for b in args.budgets.split(",")})
     print(f"{'iterations 50-80':>22} {'tok/s':>7} {'decode tok/s':>12} {'stall':>7} {'link cpu':>8} {'preempted':>9} {'batch':>6}")
     for name, r in runs.items():

@@ -215,3 +215,14 @@ def test_on_demand_grows_only_a_budget_in_use():
     assert {e["rule"] for e in eng.events} == {"hold: on-demand offload leaves the budget unused"}
     eng.feed(2, batch=10, step_s=0.05, link_cpu=0.0, in_use=200)
     assert eng.config.swap_budget_blocks > 200
+
+
+def test_the_first_host_blocks_are_not_reverted_for_the_fixed_cost_of_streaming():
+    """From budget 0 the first grow pays a fixed cost (a copy job per layer) that only a larger
+    budget repays: the revert rule does not judge it; the stall rules decide, and it grows on."""
+    eng = _Engine(0)
+    eng.feed(2, batch=10, step_s=0.05, link_cpu=0.002)
+    assert eng.config.swap_budget_blocks > 0
+    eng.feed(1 + 2 * JUDGE_WINDOWS, batch=10, step_s=0.05 / (1 - 2 * REVERT_MARGIN), link_cpu=0.002)
+    assert not any(e["rule"].startswith(("revert", "hold: measuring")) for e in eng.events)
+    assert eng.config.swap_budget_blocks > eng.events[0]["new_budget"]

@@ -14,11 +14,11 @@ Two rules judge what stall cannot see:
   squeeze offload more at once than was ever measured);
 - where the link's copies cost host CPU (the cpu executor's emulated link: `link_cpu_time` > 0;
   a DMA link costs none, so sim and cuda never take this rule), the copies slow compute on the
-  same cores, which no stall shows: a grow is judged after `JUDGE_WINDOWS` windows at the new
-  budget (held meanwhile); if its decode-only steps generate fewer tokens per second than the
-  budget before it did (over all that budget's windows), by more than `REVERT_MARGIN`, with at
-  least as large a batch (a batch shrunk by preemptions is the workload, not the budget), it is
-  reverted and its budget becomes the ceiling.
+  same cores, which no stall shows: a grow from a budget above 0 is judged after `JUDGE_WINDOWS`
+  windows at the new budget (held meanwhile); if its decode-only steps generate fewer tokens per
+  second than the budget before it did (over all that budget's windows), by more than
+  `REVERT_MARGIN`, with at least as large a batch (a batch shrunk by preemptions is the workload,
+  not the budget), it is reverted and its budget becomes the ceiling.
 Policy hybrid runs the same rules a second time, on their own state, for the host-computed share:
 its stall is the device's wait for the host's attention partials, its target the smaller of
 `target_overhead` and the capacity the share adds (host-computed / eligible blocks: a wait longer
@@ -211,7 +211,10 @@ class AdaptiveController:
             elif share is HOST and predicted is not None and predicted < new:
                 new = predicted                      # what would have fitted the device's window
             return max(0, new), "backoff: overhead above target", inputs
-        if share is STREAM and link_cpu > 0 and before is not None and before.tokens_per_s is not None:
+        # not from budget 0: the first host blocks pay the fixed cost of streaming at all (a copy job per
+        # layer), which only a larger budget repays; the stall rules govern that first step
+        if share is STREAM and link_cpu > 0 and before is not None and before.budget > 0 \
+                and before.tokens_per_s is not None:
             if level.windows < JUDGE_WINDOWS or level.tokens_per_s is None:
                 return b, "hold: measuring the grow's tokens/s (the link's copies cost CPU)", inputs
             if level.tokens_per_s < (1 - REVERT_MARGIN) * before.tokens_per_s and level.mean_batch >= before.mean_batch:
