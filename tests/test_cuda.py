@@ -22,8 +22,9 @@ def prompts(n=8, seed=0):
     return [[rng.randrange(3, 500) for _ in range(rng.randint(2, 40))] for _ in range(n)]
 
 
+# offload "eager" throughout: the 400-block GPU pool has room, and these tests are about the streams
 def tokens(model, executor, **options):
-    llm = LLM(model, executor, block_size=4, num_gpu_blocks=400, **options)
+    llm = LLM(model, executor, **{"block_size": 4, "num_gpu_blocks": 400, "offload": "eager", **options})
     out = [o.token_ids for o in llm.generate(prompts(), SamplingParams(max_tokens=32, ignore_eos=True))]
     llm.engine.check_blocks()
     llm.close()
@@ -32,7 +33,7 @@ def tokens(model, executor, **options):
 
 def stand_in_run(fake: FakeCuda, model="opt-tiny", **options):
     """The cuda executor on the CPU, its torch.cuda calls answered by `fake`: (tokens, engine)."""
-    config = EngineConfig(**{"block_size": 4, "num_gpu_blocks": 400, **options})
+    config = EngineConfig(**{"block_size": 4, "num_gpu_blocks": 400, "offload": "eager", **options})
     decoder, tokenizer = load_model(model, dtype=config.dtype, device="cpu", seed=config.seed)
     engine = engine_on(CUDAExecutor(decoder, tokenizer, config, torch.device("cpu"), cuda=fake), config)
     for i, p in enumerate(prompts()):
@@ -143,7 +144,7 @@ def test_cuda_swapping_changes_nothing(model, depth):
 @needs_gpu
 def test_cuda_half_precision_runs_and_streams():
     llm = LLM("llama-tiny", "cuda", dtype="bfloat16", block_size=16, policy="pie", swap_budget_blocks=64,
-              num_host_blocks=256, num_gpu_blocks=256)
+              offload="eager", num_host_blocks=256, num_gpu_blocks=256)
     outs = llm.generate(prompts(16), SamplingParams(max_tokens=48, ignore_eos=True))
     it = llm.engine.metrics.iterations_df()
     assert all(len(o.token_ids) == 48 for o in outs)
@@ -160,7 +161,7 @@ def test_cuda_hybrid_host_attention_changes_nothing(model):
     merged on the GPU; one wait per layer; the host lane in the layer timings."""
     reference = tokens(model, "cuda")
     llm = LLM(model, "cuda", block_size=4, num_gpu_blocks=400, policy="hybrid", swap_budget_blocks=8,
-              host_compute_blocks=1992, num_host_blocks=2000)
+              host_compute_blocks=1992, num_host_blocks=2000, offload="eager")
     out = [o.token_ids for o in llm.generate(prompts(), SamplingParams(max_tokens=32, ignore_eos=True))]
     layers = llm.engine.metrics.layers_df().dropna(subset=["host_start"])
     llm.close()

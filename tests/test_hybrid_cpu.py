@@ -39,7 +39,8 @@ def test_sub_batches_run_d_before_the_merge_and_widen_the_host_window():
     runs = {}
     for mode in ("off", "on"):
         llm = LLM("opt-tiny", "cpu", block_size=4, max_num_seqs=16, policy="hybrid", num_gpu_blocks=400,
-                  swap_budget_blocks=0, host_compute_blocks=6, host_attention_gbps=50.0, host_split=mode)
+                  swap_budget_blocks=0, host_compute_blocks=6, offload="eager", host_attention_gbps=50.0,
+                  host_split=mode)
         toks = [o.token_ids for o in llm.generate(prompts(8, seed=5), SamplingParams(max_tokens=12, ignore_eos=True))]
         share = llm.engine.executor.host_attention()
         runs[mode] = toks, len(share.post.samples)

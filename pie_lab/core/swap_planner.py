@@ -116,7 +116,7 @@ class SwapPlanner:
         moves: list[tuple[int, int]] = []
         room = self.total_budget - sum(s.host_count for s, _ in sched.work) \
             if self._config().budgeted else None
-        if room is not None and self.on_demand:
+        if room is not None and room > 0 and self.on_demand:
             room = min(room, self.shortfall(sched.work, scheduler))
         # With depth >= num_layers the staging ring costs what offloading saves: offload only
         # while the GPU has headroom, never in a way that starves the batch of blocks.
