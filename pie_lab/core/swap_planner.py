@@ -142,9 +142,13 @@ class SwapPlanner:
 
     def shortfall(self, work, scheduler: Scheduler | None) -> int:
         """Host blocks to offload now so the next step finds the GPU blocks it needs: each running
-        sequence's next blocks and the queue head's, less the free ones, over what one host block
+        sequence's next blocks and the queued requests', less the free ones, over what one host block
         frees net of the staging ring it costs (0 when the ring costs all it frees)."""
-        short = self.next_step_need(work, scheduler) - self.blocks.gpu.num_free
+        free = self.blocks.gpu.num_free
+        queued = self.queue_need(scheduler) if scheduler is not None else 0
+        if queued + len(work) <= free and not self._config().chunked_prefill:
+            return 0          # without chunks every running sequence's next step is one token: one block at most
+        short = self.next_step_need(work, None) + queued - free
         saved = 1 - min(self.depth, self.num_layers) / self.num_layers
         return math.ceil(short / saved) if short > 0 and saved > 0 else 0
 
