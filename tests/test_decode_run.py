@@ -29,7 +29,7 @@ CASES = {
     "pie-controller": dict(policy="pie", controller=CONTROLLER),
     "pie-eager": dict(policy="pie", swap_budget_blocks=120, offload="eager"),
     "pie-on-demand": dict(policy="pie", swap_budget_blocks=120, offload="on-demand"),
-    "hybrid-controller": dict(policy="hybrid", controller=CONTROLLER),
+    "hybrid-controller": dict(policy="hybrid", controller=CONTROLLER, offload="eager"),   # a host share at 900 blocks too
     "hybrid-split": dict(policy="hybrid", swap_budget_blocks=80, host_compute_blocks=40, offload="eager"),
 }
 # offline: everything at once into 500 GPU blocks, so the batch thrashes (preemption after preemption)
