@@ -58,6 +58,9 @@ class DecodeRun:
             return None
         if planner.policy not in ("none", "recompute", "vllm-swap", "pie", "hybrid"):
             return None                            # flexgen's share follows the context
+        sched = Schedule(work=[(s, 1) for s in running])
+        if planner.split(sched, []):
+            return None                            # hybrid's host-computed share: its cost reads every SeqWork
         if planner.active:
             planner.update_reserve(running)        # what enforce_budget does first; constant in a run
         if gpu.num_used > gpu.limit - gpu.reserved:
@@ -101,9 +104,6 @@ class DecodeRun:
         allocations = sorted((j, i) for i, f in enumerate(firsts) for j in range(f, horizon, bs))
         if fill and planner.next_step_need((), scheduler) + batch > free - len(allocations):
             return None                            # on-demand offload might start within the run
-        sched = Schedule(work=[(s, 1) for s in running])
-        if planner.split(sched, []):
-            return None                            # hybrid's host-computed share: its cost reads every SeqWork
         return cls(engine, sched, horizon, allocations, short, [i for i, limit in enumerate(left) if limit == horizon])
 
     def steps(self, until: float | None) -> list:

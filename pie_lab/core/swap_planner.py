@@ -206,8 +206,9 @@ class SwapPlanner:
                host_computed: dict[int, int] | None = None) -> StreamPlan | None:
         """Host blocks the step reads on the device; blocks offloaded this step are still read from
         the GPU, and host-computed ones (hybrid) from host memory by the host."""
-        if not offloaded and not host_computed:     # the same host-holding sequences, no table changed: the same plan
-            key = (self.blocks.host_moves, self.depth, [id(seq) for seq, _ in sched.work if seq.host_count])
+        if not offloaded:       # the same host-holding sequences and split, no table changed: the same plan
+            key = (self.blocks.host_moves, self.depth, [id(seq) for seq, _ in sched.work if seq.host_count],
+                   host_computed or None)
             if key != self._stream_key:
                 self._stream_key, self._stream = key, self._stream_of(sched, offloaded, host_computed)
             return self._stream
