@@ -65,13 +65,14 @@ class DecodeRun:
             planner.update_reserve(running)        # what enforce_budget does first; constant in a run
         if gpu.num_used > gpu.limit - gpu.reserved:
             return None
-        fill = False                               # plan_offload could move blocks if the GPU ran short
+        fill = False                               # under the budget: plan_offload may move blocks
         if config.budgeted:
             host = sum(map(host_count_of, running))
-            # over the budget: enforce_budget moves blocks; under it: plan_offload may move some
             fill = host < planner.total_budget and blocks.host.num_free > 0
-            if host > planner.total_budget or (fill and not planner.on_demand):
-                return None
+            if host > planner.total_budget:
+                return None                        # enforce_budget moves blocks
+            if fill and not planner.on_demand and planner.depth >= planner.num_layers:
+                return None                        # eager offload bounded by the GPU's headroom
         token_budget = config.max_num_batched_tokens - batch
         if scheduler.admits_any(token_budget, gpu.num_free - batch):
             return None                            # a queued request starts next step, whatever it allocates
@@ -89,6 +90,9 @@ class DecodeRun:
             left.append(min(s.sampling.max_tokens - generated, max_len - num_tokens))
             firsts.append(len(s.block_table) * bs - computed)
         horizon = min(MAX_RUN_STEPS, min(left))
+        if fill and not planner.on_demand:
+            # eager offload moves a sequence's next block in the step that first sees it full: the run ends before
+            horizon = min(horizon, min((s.host_count + 1) * bs - s.num_computed_tokens for s in running))
         if horizon < 1:
             return None
         free = gpu.num_free
@@ -102,7 +106,7 @@ class DecodeRun:
             return None
         # block b of the table is allocated in the step that writes position b * bs, in batch order
         allocations = sorted((j, i) for i, f in enumerate(firsts) for j in range(f, horizon, bs))
-        if fill and planner.next_step_need((), scheduler) + batch > free - len(allocations):
+        if fill and planner.on_demand and planner.next_step_need((), scheduler) + batch > free - len(allocations):
             return None                            # on-demand offload might start within the run
         return cls(engine, sched, horizon, allocations, short, [i for i, limit in enumerate(left) if limit == horizon])
 
