@@ -74,7 +74,8 @@ class BlockManager:
             seq.block_table.extend(self.gpu.allocate(need))
 
     def free(self, seq: Sequence) -> None:
-        self.host_moves += seq.host_count > 0
+        if seq.host_count:
+            self.host_moves += 1
         self.gpu.free(b for b in seq.block_table if not is_host(b))
         self.host.free(~b for b in seq.block_table if is_host(b))
         seq.block_table = []

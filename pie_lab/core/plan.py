@@ -86,10 +86,10 @@ class StreamPlan:
 
     @classmethod
     def build(cls, depth: int, host_blocks) -> "StreamPlan":
-        return cls.sorted(depth, sorted(host_blocks))
+        return cls.from_sorted(depth, sorted(host_blocks))
 
     @classmethod
-    def sorted(cls, depth: int, host_blocks: list[int]) -> "StreamPlan":
+    def from_sorted(cls, depth: int, host_blocks: list[int]) -> "StreamPlan":
         """build() for host ids already in ascending order."""
         blocks = tuple(host_blocks)
         return cls(depth, blocks, _runs(blocks))

@@ -228,4 +228,4 @@ class SwapPlanner:
         staged = list(map(operator.invert, refs))
         if fresh:
             staged = [h for h in staged if h not in fresh]
-        return StreamPlan.sorted(min(self.depth, self.num_layers), staged) if staged else None
+        return StreamPlan.from_sorted(min(self.depth, self.num_layers), staged) if staged else None
