@@ -6,7 +6,7 @@ chooses reach the throughput of the best fixed budget? Prints the sweep and the 
 
 The controller runs 50 iterations from budget 0, then every run (the controller's and each fixed
 budget's) is measured over the same iterations 50-80: generated tokens/s over all steps, the same
-over decode-only steps, the stall share, the link threads' CPU share and the preemptions (recompute:
+over decode-only steps, the stall share, the emulated link's CPU share and the preemptions (recompute:
 their prompts run again), which is where a too-large budget loses on this shape (with
 --preemption-mode swap a preempted sequence keeps its KV in host memory and that loss goes away).
 

@@ -7,8 +7,9 @@ Per policy: generated tokens/s (best of --repeats; the runs alternate between po
 drifts hit all alike), tokens per CPU-second of the process (steadier than wall time on a
 loaded machine; stalls are sleeps and cost none), and over the whole run the seconds spent in layer compute, in stalls
 (compute waiting for a streamed copy), in blocking copies (swap in/out before the forward), the
-rest of the step (embedding, sampling, the engine), the emulated link threads' CPU time (copies
-and pacing: work a real DMA link does not take from the host), the bytes streamed and offloaded,
+rest of the step (embedding, sampling, the engine, and the link's small copies, done inline between
+layers), the emulated link's CPU time (copies, inline or on its threads, and the threads' pacing:
+work a real DMA link does not take from the host), the bytes streamed and offloaded,
 preemptions and the mean batch. The machine's load average is printed: figures are noisy on a
 shared machine.
 """

@@ -140,6 +140,7 @@ def instrument(engine, source, inj: Injector, executor: str) -> None:
         ex.model.layer = inj.wrap("layer", ex.model.layer)
         ex.kv.stage_layer = inj.wrap("copy", ex.kv.stage_layer)        # runs on the link thread
         h2d = ex.streams.h2d
+        h2d.inline_bytes = 0                                             # so the copy thread runs every copy
         h2d.duration = inj.wrap("copy_thread", h2d.duration, exc=lambda: SystemExit("copy thread killed"),
                                 only_thread="pie-link-h2d")
     else:

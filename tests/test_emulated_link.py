@@ -1,10 +1,12 @@
 """The cpu executor's emulated link: transparent below the link limit, stalls as predicted above it."""
 import statistics
+import time
 
 import pytest
 import torch
 
-from pie_lab import create_engine, ModelSpec, SamplingParams
+from pie_lab import create_engine, EngineError, ModelSpec, SamplingParams
+from pie_lab.executors.link import CopyJob, EmulatedLink, PacedCopy
 from pie_lab.sim.overlap import schedule_layers
 from pie_lab.executors.kv_store import KVStore
 from pie_lab.model_spec import NAMED_SHAPES
@@ -93,3 +95,33 @@ def test_host_blocks_survive_round_trips_bit_exactly():
     for layer in range(SPEC.num_layers):
         store.stage_layer(layer, layer % 2, store.ranges([(h, h) for h in range(8)]))
         assert torch.equal(store.staging[layer % 2], store.host[layer])
+
+
+def test_small_copies_run_inline_and_keep_the_links_fifo_pacing():
+    link = EmulatedLink(bandwidth_gbps=0.1, latency_us=100.0, name="h2d", inline_bytes=1 << 20)
+    src, dst = torch.arange(2**19, dtype=torch.float32), torch.zeros(2**19)      # 2 MiB
+    small = 2**16                                                                # 256 KiB
+    try:
+        a = link.submit(lambda: dst[:small].copy_(src[:small]), 4 * small)
+        assert isinstance(a, PacedCopy) and torch.equal(dst[:small], src[:small])   # done on this thread
+        b = link.submit(lambda: None, 4 * small)
+        assert b.start == max(a.end, b.issued)                    # queued behind a on the link's timeline
+        assert b.end - b.start == pytest.approx(link.duration(4 * small))
+        big = link.submit(lambda: dst.copy_(src), 4 * src.numel())                 # too big: the thread
+        after = link.submit(lambda: None, 0)                      # small, but behind a copy on the thread
+        assert isinstance(big, CopyJob) and isinstance(after, CopyJob)
+        after.wait()
+        assert big.start >= b.end and after.start >= big.end and torch.equal(dst, src)
+        c = link.submit(lambda: None, 0)
+        assert isinstance(c, PacedCopy) and c.start >= after.end
+        assert c.wait() >= 0 and time.perf_counter() >= c.end
+        assert link.cpu_seconds > 0
+    finally:
+        link.close()
+
+
+def test_an_inline_copy_that_fails_reports_at_its_wait():
+    link = EmulatedLink(bandwidth_gbps=1.0, latency_us=10.0, name="d2h")
+    job = link.submit(lambda: torch.zeros(2).copy_(torch.zeros(3)), 8)
+    with pytest.raises(EngineError, match="emulated link copy failed: RuntimeError"):
+        job.wait()

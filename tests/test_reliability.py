@@ -167,13 +167,16 @@ def test_fault_in_a_model_layer_fails_only_that_batch():
     assert len(failed) == 2 and len(engine.faults) == 1 and engine.faults[0]["where"] == "executor"
 
 
-def test_fault_in_the_link_copy_thread_is_contained():
+@pytest.mark.parametrize("path", ["inline", "copy thread"])
+def test_fault_in_a_link_copy_is_contained(path):
     ps = prompts(6)
     ref = reference_tokens("cpu", ps, **CPU)
     engine = create_engine("opt-tiny", "cpu", **CPU)
+    if path == "copy thread":
+        engine.executor.streams.h2d.inline_bytes = 0
     engine.executor.kv.stage_layer = fail_once(engine.executor.kv.stage_layer, at_call=5)
     outs = run_with_fault(engine, ps)
-    check_contained(outs, ref, "the copy thread")
+    check_contained(outs, ref, f"an {path} copy")
     assert "emulated link copy failed" in engine.faults[0]["message"]
 
 
@@ -183,6 +186,7 @@ def test_a_dying_copy_thread_gives_a_bounded_wait_and_a_clear_error(monkeypatch)
     ref = reference_tokens("cpu", ps, **CPU)
     engine = create_engine("opt-tiny", "cpu", **CPU)
     link = engine.executor.streams.h2d
+    link.inline_bytes = 0                     # every copy goes to the thread (small ones run inline)
     real = link.duration
     calls = [0]
 

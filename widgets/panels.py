@@ -166,7 +166,7 @@ class LatencyPanel(ChartPanel):
         caption = ""
         if pts:
             last = pts[-1]
-            link = (f", emulated link copies {last['link_cpu_ms']:.3f} ms CPU (on the link threads, sharing the cores with "
+            link = (f", emulated link copies {last['link_cpu_ms']:.3f} ms CPU (inline or on the link threads, sharing the cores with "
                     "compute; a real link's DMA costs none)" if last.get("link_cpu_ms") else "")
             caption = (f"<small>now: {last['iter_ms']:.3f} ms per iteration, stall {last['stall_ms']:.3f} ms, "
                        f"{last['tokens_per_s']:.0f} tokens/s, batch {last['batch_size']:.1f}{link}</small>")

@@ -45,7 +45,7 @@ class IterationRecord:
     context_tokens: int           # sum of the batch's context lengths
     waiting: int
     emulated_link: bool
-    link_cpu_time: float          # CPU seconds the emulated link's copy threads spent (cpu executor)
+    link_cpu_time: float          # CPU seconds the emulated link's copies cost (cpu executor)
     host_compute_budget: int = 0   # hybrid: host-computed share allowed (blocks)
     host_computed_blocks: int = 0  # hybrid: host-resident blocks attended on the host this step
     host_time: float = 0.0         # hybrid: host attention time, summed over layers

@@ -140,7 +140,7 @@ class StepTiming:
     blocking_copy_bytes: int = 0
     async_copy_bytes: int = 0            # device-to-host offload issued this step
     emulated_link: bool = False
-    link_cpu_time: float = 0.0           # CPU seconds an emulated link's copy threads spent (0: DMA or modelled)
+    link_cpu_time: float = 0.0           # CPU seconds an emulated link's copies cost (0: DMA or modelled)
 
     def _total(self, figure: str, zero):
         """A per-layer figure summed over the layers (compute-only layers: nothing streamed or

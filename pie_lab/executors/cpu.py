@@ -1,6 +1,6 @@
 """cpu executor: the real model on the CPU, the "GPU" pool a bounded CPU tensor, and an emulated
-host link (copies on worker threads, paced to a configured bandwidth; their CPU time reported per
-step as `link_cpu_time`). Labelled as emulated.
+host link (copies paced to a configured bandwidth, small ones inline, large ones on worker threads;
+their CPU time reported per step as `link_cpu_time`). Labelled as emulated.
 The streaming loop is TorchRunner's, the same the cuda executor runs.
 """
 from __future__ import annotations

@@ -71,7 +71,7 @@ class KVStore:
 
     def stage_layer(self, layer: int, slot: int, ranges, non_blocking: bool = False) -> int:
         """Layer `layer`'s host blocks into staging slot `slot`, one copy per range. Returns bytes."""
+        dst, src = self.staging[slot], self.host[layer]
         for r in ranges:
-            self.staging[slot, r.dst:r.dst + r.count].copy_(self.host[layer, r.src:r.src + r.count],
-                                                            non_blocking=non_blocking)
+            dst.narrow(0, r.dst, r.count).copy_(src.narrow(0, r.src, r.count), non_blocking=non_blocking)
         return self.nbytes(ranges)

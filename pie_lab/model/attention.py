@@ -3,7 +3,8 @@
 K/V of a layer live in `kv_layer` [G, 2, bs, kvh, hd] (K at 0, V at 1) and, for host-resident
 blocks streamed in this step, in `staged` [S, 2, bs, kvh, hd]. A block-table entry v >= 0 reads
 pool block v, v < 0 reads staged position ~v. Both sources give bit-identical results: the gather
-only changes where the bytes come from.
+only changes where the bytes come from. The table's split by source is computed once per step
+(`TableSplit`, kept in the batch's `table_splits`) and reused by every layer and both halves.
 
 Policy hybrid splits a decode query's keys in two: the leading host-computed blocks, attended on
 the host over host memory (`attention_partial` on the host pool), and the rest, attended on the
@@ -30,17 +31,43 @@ def write_kv(kv_layer: Tensor, k: Tensor, v: Tensor, slot_mapping: Tensor) -> No
     kv_layer[block, 1, offset] = v.to(kv_layer.dtype)
 
 
-def gather_blocks(kv_layer: Tensor, staged: Tensor | None, tables: Tensor) -> Tensor:
-    """tables: [..., nb] -> [..., nb, *block] read from the pool or the staging slot.
+@dataclass(frozen=True)
+class TableSplit:
+    """A block table [B, nb] split by source, once per step (every layer reads the same table):
+    `pool` [B, nb] with staged entries reading pool block 0, and the staged entries' flat
+    positions `pos` [n] in [B * nb] and staging ids `staged_ids` [n]."""
 
-    kv_layer/staged may be views of one half (K or V) of the cache: [G, bs, kvh, hd].
-    """
-    if staged is None or staged.shape[0] == 0:
-        return kv_layer[tables]
-    host = tables < 0
-    out = kv_layer[tables.clamp(min=0)]
-    out[host] = staged[~tables[host]]
-    return out
+    pool: Tensor
+    pos: Tensor
+    staged_ids: Tensor
+
+    @classmethod
+    def of(cls, tables: Tensor) -> "TableSplit":
+        flat = tables.reshape(-1)
+        pos = (flat < 0).nonzero().squeeze(1)
+        return cls(tables.clamp(min=0), pos, ~flat[pos])
+
+    def gather(self, kv_layer: Tensor, staged: Tensor) -> list[Tensor]:
+        """kv_layer [G, 2, bs, kvh, hd], staged [S, 2, bs, kvh, hd] -> K and V, each [B, nb, bs, kvh, hd]."""
+        rows = staged.index_select(0, self.staged_ids) if self.pos.numel() else None     # [n, 2, bs, kvh, hd]
+        halves = []
+        for i in (0, 1):
+            half = kv_layer[:, i][self.pool]
+            if rows is not None:
+                half.view(-1, *half.shape[2:]).index_copy_(0, self.pos, rows[:, i])
+            halves.append(half)
+        return halves
+
+
+def _split(tables: Tensor, memo: tuple[dict, object] | None) -> TableSplit:
+    """TableSplit.of(tables), kept in memo = (the batch's cache, a key naming these rows) when given."""
+    if memo is None:
+        return TableSplit.of(tables)
+    cache, key = memo
+    split = cache.get(key)
+    if split is None:
+        split = cache[key] = TableSplit.of(tables)
+    return split
 
 
 def _attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: float) -> Tensor:
@@ -66,23 +93,26 @@ def _mask(q_pos: Tensor, num_keys: int, window: int | None) -> Tensor:
     return mask
 
 
-def _dense_kv(kv_layer: Tensor, staged: Tensor | None, tables: Tensor) -> tuple[Tensor, Tensor]:
-    """tables: [B, nb] -> k, v: [B, nb*bs, kvh, hd], gathered straight from the K and V halves."""
+def _dense_kv(kv_layer: Tensor, staged: Tensor | None, tables: Tensor,
+              memo: tuple[dict, object] | None = None) -> tuple[Tensor, Tensor]:
+    """tables: [B, nb] -> k, v: [B, nb*bs, kvh, hd], gathered straight from the K and V halves.
+    With staged blocks, the table's split by source comes from `memo` when it has it."""
     B, nb = tables.shape
     _, _, bs, kvh, hd = kv_layer.shape
-    halves = []
-    for i in (0, 1):
-        part = gather_blocks(kv_layer[:, i], None if staged is None else staged[:, i], tables)
-        halves.append(part.view(B, nb * bs, kvh, hd))      # [B, nb, bs, kvh, hd] is contiguous
-    return halves[0], halves[1]
+    if staged is None or staged.shape[0] == 0:
+        halves = [kv_layer[:, i][tables] for i in (0, 1)]
+    else:
+        halves = _split(tables, memo).gather(kv_layer, staged)
+    return tuple(h.view(B, nb * bs, kvh, hd) for h in halves)      # [B, nb, bs, kvh, hd] is contiguous
 
 
 def _decode_attention(q: Tensor, kv_layer: Tensor, staged: Tensor | None, tables: Tensor,
-                      context_lens: Tensor, max_context: int, scale: float, window: int | None) -> Tensor:
+                      context_lens: Tensor, max_context: int, scale: float, window: int | None,
+                      memo: tuple[dict, object] | None = None) -> Tensor:
     """One query token per sequence. q: [B, nh, hd]; tables: [B, max_blocks] -> [B, nh, hd]."""
     bs = kv_layer.shape[2]
     nb = -(-max_context // bs)
-    k, v = _dense_kv(kv_layer, staged, tables[:, :nb])
+    k, v = _dense_kv(kv_layer, staged, tables[:, :nb], memo)
     q_pos = (context_lens - 1)[:, None]                  # [B, 1]
     mask = _mask(q_pos, nb * bs, window)                 # [B, 1, S]
     return _attend(q[:, None], k, v, mask, scale)[:, 0]
@@ -98,14 +128,15 @@ def paged_attention(q: Tensor, kv_layer: Tensor, staged: Tensor | None, batch: F
     """
     if batch.decode_only and decode is None:
         return _decode_rows(q, kv_layer, staged, batch.block_tables, batch.context_lens, batch.max_context_len,
-                            scale, window)
+                            scale, window, (batch.table_splits, "decode"))
     out = torch.empty_like(q)
+    memo = (batch.table_splits, "decode") if decode is None else None     # a sub-batch (hybrid): split per call
     if decode is None:
         decode = DecodeRows(batch.decode_seq_idx, batch.decode_token_idx, batch.decode_seqs)
     if decode.seqs:
         max_ctx = max(batch.context_lens_list[i] for i in decode.seqs)
         out[decode.token_idx] = _decode_rows(q[decode.token_idx], kv_layer, staged, batch.block_tables[decode.seq_idx],
-                                             batch.context_lens[decode.seq_idx], max_ctx, scale, window)
+                                             batch.context_lens[decode.seq_idx], max_ctx, scale, window, memo)
     if batch.decode_only:
         return out
     bs = kv_layer.shape[2]
@@ -114,7 +145,8 @@ def paged_attention(q: Tensor, kv_layer: Tensor, staged: Tensor | None, batch: F
     for i, (n, ctx) in enumerate(zip(batch.query_lens, batch.context_lens_list)):
         if i not in decoding:
             nb = -(-ctx // bs)
-            k, v = _dense_kv(kv_layer, staged, batch.block_tables[i:i + 1, :nb])   # [1, S, kvh, hd]
+            k, v = _dense_kv(kv_layer, staged, batch.block_tables[i:i + 1, :nb],
+                             (batch.table_splits, ("prefill", i)))                   # [1, S, kvh, hd]
             q_pos = torch.arange(ctx - n, ctx, device=q.device)[None]             # [1, n]
             out[start:start + n] = _attend(q[None, start:start + n], k, v,
                                            _mask(q_pos, nb * bs, window), scale)[0]
@@ -133,11 +165,11 @@ class DecodeRows:
 
 
 def _decode_rows(q: Tensor, kv_layer: Tensor, staged: Tensor | None, tables: Tensor, context_lens: Tensor,
-                 max_context: int, scale: float, window: int | None) -> Tensor:
+                 max_context: int, scale: float, window: int | None, memo: tuple[dict, object] | None = None) -> Tensor:
     """Decode attention of one query per sequence, the Triton kernel on CUDA where it applies."""
     if q.is_cuda and triton_attention.available() and (window is None or max_context <= window):
         return triton_attention.decode_attention(q, kv_layer, staged, tables, context_lens, scale)
-    return _decode_attention(q, kv_layer, staged, tables, context_lens, max_context, scale, window)
+    return _decode_attention(q, kv_layer, staged, tables, context_lens, max_context, scale, window, memo)
 
 
 # -- partial attention with log-sum-exp (policy hybrid) ------------------------------------------

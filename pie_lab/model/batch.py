@@ -1,7 +1,7 @@
 """The tensors one forward step needs, built from a StepPlan in a single host-to-device copy."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -31,6 +31,7 @@ class ForwardBatch:
     block_size: int
     decode_only: bool
     host_share: object | None = None   # hybrid: the step's HostShare (executors/host_attention.py)
+    table_splits: dict = field(default_factory=dict, repr=False)   # attention's per-step TableSplit cache
 
     @property
     def num_tokens(self) -> int:
