@@ -176,7 +176,7 @@ def test_fault_in_a_link_copy_is_contained(path):
         engine.executor.streams.h2d.inline_bytes = 0
     engine.executor.kv.stage_layer = fail_once(engine.executor.kv.stage_layer, at_call=5)
     outs = run_with_fault(engine, ps)
-    check_contained(outs, ref, f"an {path} copy")
+    check_contained(outs, ref, f"the link ({path})")
     assert "emulated link copy failed" in engine.faults[0]["message"]
 
 
