@@ -29,7 +29,8 @@ def findings(report: Report) -> str:
         lines.append(
             "- **The link sets the transparent share.** One decode layer computes for "
             f"{gh.layer_compute_ms.min():.2f}-{gh.layer_compute_ms.max():.2f} ms in the cost model on the GH200 "
-            f"preset; at 450 GB/s per direction that hides {gh.hidden_gb_per_step.min():.1f}-"
+            f"preset; at its measured {gh.link_gbps.iloc[0]:.0f} GB/s host to device (450 on paper) that hides "
+            f"{gh.hidden_gb_per_step.min():.1f}-"
             f"{gh.hidden_gb_per_step.max():.1f} GB of host-resident KV per step (transparent share of the KV the "
             f"batch holds: {share(gh)}). The H200 preset's PCIe link (55.5 GB/s, ~8x slower) hides "
             f"{h2.hidden_gb_per_step.min():.1f}-{h2.hidden_gb_per_step.max():.1f} GB per step ({share(h2)}), so on "
@@ -91,8 +92,9 @@ def findings(report: Report) -> str:
     lines.append(
         "- Real GPU behaviour: kernel efficiency at each batch size, copy/compute interference on HBM, allocator "
         "fragmentation, CUDA-graph effects, Python scheduling overhead with thousands of requests. The presets' "
-        "achievable rates are estimates (see `data/hardware_presets.yaml`); the GH200 link figure is the datasheet "
-        "peak, not a measurement, and the cost model is not yet calibrated against a GH200.")
+        "achievable rates are estimates (see `data/hardware_presets.yaml`); the GH200 link and host memory figures "
+        "are published measurements on other GH200s (nvbandwidth, STREAM), and the cost model is not yet "
+        "calibrated against a GH200.")
     lines.append(
         "- The paper's exact setup (GPU memory utilisation, vLLM version and flags, max batch size, trace lengths, "
         "request counts and rates) is not in its abstract, so the ratios are not expected to match; what this "
