@@ -67,8 +67,7 @@ def hybrid_section(report: Report) -> str:
            "takes it in a step only when that step ends sooner), `pipeline x` NEO's cross-layer asymmetric "
            "pipeline (analysed, not run): KV per second at the bound's batch over the unsplit hybrid's.\n\n"
            "`decode steps`: the ratio over the decode-only steps of the same window; `prefill time`: the window's "
-           "time in steps with a prefill, vllm-swap / hybrid (a prefill costs every policy alike, and hybrid's "
-           "recompute preemptions add some).\n\n"
+           "time in steps with a prefill, vllm-swap / hybrid (a prefill costs every policy alike).\n\n"
            "`waits`: hybrid's copy stall / host wait, share of its run time. `pie budget`, `stream`, `host`: "
            "median host-resident blocks of pie, and of hybrid's streamed and host-computed shares.\n\n")
     txt += md_table(df, [("preset", "preset"), ("model", "model"), ("workload", "workload"),
@@ -103,4 +102,4 @@ def _what_it_shows(df: pd.DataFrame) -> str:
             "adds; it pays only where both sub-batches' linears are compute-bound (hundreds of rows each). "
             "Where decode steps gain (`decode steps`), the steady ratio gains less: prefill steps, which the "
             "host tier does not shorten, take a third or more of the time at these rates, more for hybrid "
-            "(its batch admits more requests, and its recompute preemptions prefill again).\n")
+            "(its larger batch admits more requests, each with its prefill).\n")
