@@ -179,8 +179,9 @@ class EngineConfig:
     @property
     def swap_preemption(self) -> bool:
         """Preempted sequences go to the host swap space (when it has room) instead of being recomputed.
-        By default the policies with a host tier swap: on every preset and load benchmarked
-        (`benchmarks/hybrid_targets.py`, the named scenarios) it beats recomputing for pie and hybrid."""
+        By default the policies with a host tier swap: for pie and hybrid it beat recomputing on every
+        preset, load and offload mode of `benchmarks/hybrid_targets.py` and in the named scenarios,
+        but one (hybrid, memory-bound-gh200 on demand: 2% fewer tokens/s, lower latencies)."""
         mode = self.preemption_mode or ("swap" if self.policy == "vllm-swap" or self.budgeted else "recompute")
         return mode == "swap"
 

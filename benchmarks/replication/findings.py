@@ -64,7 +64,7 @@ def findings(report: Report) -> str:
         "more KV per step: tokens/s grows much less than the batch. (2) With vLLM's default max_num_seqs of 256 and "
         "the full GPU pool, most setups are not memory-bound at all (above). (3) Pie preempts by swapping, as "
         "vllm-swap does (the default for every policy with a host tier: recompute lost to it for pie and hybrid "
-        "in every setup `benchmarks/hybrid_targets.py` and the named scenarios measure), so preemption costs "
+        "in all but one of the setups `benchmarks/hybrid_targets.py` and the named scenarios measure), so preemption costs "
         "both alike and pie gains only from its larger batch. (4) The controller stays under its "
         "3% stall target, which on these shapes leaves it below the transparency-condition budget (compare `median "
         "budget` with `pie-fixed budget`).")
