@@ -11,9 +11,9 @@ vllm-swap and above pie on GH200 and the A10G class; hybrid >= pie on the H200. 
 setup: the ratios, the target met or not, and the bound (`pie_lab.sim.host_cost.hybrid_bound`),
 with the pipelined schedules' KV/s over the unsplit hybrid's (`split_x`: the within-layer split
 the executors run, chosen per step when it pays; `pipe_x`: NEO's cross-layer pipeline, analysed).
-`*_swap`: pie and hybrid preempting by swap, as vllm-swap does (their default is recompute).
-`decode:` the ratios over the steady window's decode-only steps; `prefill_share`: the window's time
-in steps with a prefill (vllm-swap / hybrid / hybrid-swap), which every policy pays alike.
+pie and hybrid preempt by swap, as vllm-swap does (their default); `*_rec`: the same preempting by
+recompute. `decode:` the ratios over the steady window's decode-only steps; `prefill_share`: the
+window's time in steps with a prefill (vllm-swap / hybrid / hybrid-rec), which every policy pays alike.
 """
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def run(mode: Mode, factor: float, log=print) -> pd.DataFrame:
         cap = _calibrate(setup)
         rate = round(factor * cap, 3)
         cases = policy_cases(setup, None, ("vllm-swap", "pie", "hybrid"))
-        cases += [{**c, "label": c["label"] + "-swap", "preemption_mode": "swap"} for c in cases[1:]]
+        cases += [{**c, "label": c["label"] + "-rec", "preemption_mode": "recompute"} for c in cases[1:]]
         df = run_cell({"setup": setup, "rate": rate, "factor": factor, "cases": cases}).set_index("policy")
         tp, dec = df["steady_tokens_per_s"], df["steady_decode_tokens_per_s"]
         hv, hp = tp["hybrid"] / tp["vllm-swap"], tp["hybrid"] / tp["pie"]
@@ -66,13 +66,13 @@ def run(mode: Mode, factor: float, log=print) -> pd.DataFrame:
                      "bound_vs_vllm": round(1 + setup["bound_hybrid_gb"] / setup["bound_device_kv_gb"], 3),
                      "split_x": round(setup["bound_split_ratio"], 3),
                      "pipe_x": round(setup["bound_pipeline_ratio"], 3),
-                     "pie_swap": round(tp["pie-swap"]), "hybrid_swap": round(tp["hybrid-swap"]),
-                     "hybrid_swap/vllm": round(tp["hybrid-swap"] / tp["vllm-swap"], 3),
-                     "hybrid_swap/pie_swap": round(tp["hybrid-swap"] / tp["pie-swap"], 3),
+                     "pie_rec": round(tp["pie-rec"]), "hybrid_rec": round(tp["hybrid-rec"]),
+                     "hybrid_rec/vllm": round(tp["hybrid-rec"] / tp["vllm-swap"], 3),
+                     "hybrid_rec/pie_rec": round(tp["hybrid-rec"] / tp["pie-rec"], 3),
                      "decode: hybrid/vllm": round(dec["hybrid"] / dec["vllm-swap"], 3),
-                     "decode: hybrid_swap/vllm": round(dec["hybrid-swap"] / dec["vllm-swap"], 3),
+                     "decode: hybrid_rec/vllm": round(dec["hybrid-rec"] / dec["vllm-swap"], 3),
                      "prefill_share": "/".join(f"{100 * df.loc[p, 'steady_prefill_time_share']:.0f}%"
-                                               for p in ("vllm-swap", "hybrid", "hybrid-swap"))})
+                                               for p in ("vllm-swap", "hybrid", "hybrid-rec"))})
         log(f"{preset} {model} {work}: {time.perf_counter() - t0:.0f} s")
     return pd.DataFrame(rows)
 

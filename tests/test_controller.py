@@ -11,7 +11,10 @@ TARGET = 0.03
 
 
 def sim_engine(budget, controller, hardware="GH200", link=450.0, gpu=400, requests=400, ctx=512):
+    # preemption by recompute: these tests judge budgets by 50-iteration windows, and a blocking
+    # swap-out (pie's default preemption) landing in one moves its tokens/s by several percent
     eng = create_engine("opt-13b", "sim", hardware=hardware, policy="pie", swap_budget_blocks=budget,
+                        preemption_mode="recompute",
                         num_gpu_blocks=gpu, num_host_blocks=8000, dtype="float16", max_num_seqs=256,
                         max_num_batched_tokens=8192, link_bandwidth_gbps=link,
                         controller=ControllerConfig(enabled=controller, target_overhead=TARGET))

@@ -41,7 +41,8 @@ def test_reference_run_generates_max_tokens():
     dict(policy="pie", swap_budget_blocks=20, num_host_blocks=100, num_gpu_blocks=30),   # on demand, under pressure
     dict(policy="flexgen", flexgen_fraction=0.5, num_host_blocks=200),
     dict(policy="recompute", num_gpu_blocks=30),
-    dict(policy="pie", preemption_mode="swap", swap_budget_blocks=10, num_host_blocks=200, num_gpu_blocks=30),
+    dict(policy="pie", swap_budget_blocks=10, num_host_blocks=200, num_gpu_blocks=30),   # preempts by swap
+    dict(policy="pie", preemption_mode="recompute", swap_budget_blocks=10, num_host_blocks=200, num_gpu_blocks=30),
     dict(policy="none", preemption_mode="swap", num_host_blocks=200, num_gpu_blocks=30),
 ])
 def test_policies_give_identical_tokens(changes):

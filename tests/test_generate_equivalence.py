@@ -69,7 +69,8 @@ def test_equal_under_pressure_and_chunked_prefill(reference, options):
     ("pie", dict(swap_budget_blocks=2000, num_host_blocks=2000, offload="eager")),         # every full block
     ("pie", dict(swap_budget_blocks=2000, num_host_blocks=2000, num_gpu_blocks=60, offload="eager")),
     ("vllm-swap", dict(num_gpu_blocks=40, num_host_blocks=400)),
-    ("pie", dict(swap_budget_blocks=16, num_gpu_blocks=40, num_host_blocks=400, preemption_mode="swap")),  # on demand
+    ("pie", dict(swap_budget_blocks=16, num_gpu_blocks=40, num_host_blocks=400)),        # on demand, preempts by swap
+    ("pie", dict(swap_budget_blocks=16, num_gpu_blocks=40, num_host_blocks=400, preemption_mode="recompute")),
     ("recompute", dict(num_gpu_blocks=40)),
     ("flexgen", dict(flexgen_fraction=0.5)),
     ("none", dict()),

@@ -13,7 +13,8 @@ from test_core_engine import BASE, requests, run, stream_with_knob_changes
     dict(swap_budget_blocks=10, host_compute_blocks=10, offload="eager"),
     dict(swap_budget_blocks=0, host_compute_blocks=10_000, offload="eager"),       # every full block on the host
     dict(swap_budget_blocks=5, host_compute_blocks=30, num_gpu_blocks=40, prefetch_depth=3),   # on demand: pressure
-    dict(swap_budget_blocks=5, host_compute_blocks=8, num_gpu_blocks=30, preemption_mode="swap"),
+    dict(swap_budget_blocks=5, host_compute_blocks=8, num_gpu_blocks=30),                # preempts by swap
+    dict(swap_budget_blocks=5, host_compute_blocks=8, num_gpu_blocks=30, preemption_mode="recompute"),
     dict(swap_budget_blocks=4, host_compute_blocks=12, chunked_prefill=True, max_num_batched_tokens=16, offload="eager"),
 ])
 def test_hybrid_gives_identical_tokens(changes):

@@ -29,7 +29,8 @@ def findings(report: Report) -> str:
         lines.append(
             "- **The link sets the transparent share.** One decode layer computes for "
             f"{gh.layer_compute_ms.min():.2f}-{gh.layer_compute_ms.max():.2f} ms in the cost model on the GH200 "
-            f"preset; at 450 GB/s per direction that hides {gh.hidden_gb_per_step.min():.1f}-"
+            f"preset; at its measured {gh.link_gbps.iloc[0]:.0f} GB/s host to device (450 on paper) that hides "
+            f"{gh.hidden_gb_per_step.min():.1f}-"
             f"{gh.hidden_gb_per_step.max():.1f} GB of host-resident KV per step (transparent share of the KV the "
             f"batch holds: {share(gh)}). The H200 preset's PCIe link (55.5 GB/s, ~8x slower) hides "
             f"{h2.hidden_gb_per_step.min():.1f}-{h2.hidden_gb_per_step.max():.1f} GB per step ({share(h2)}), so on "
@@ -46,8 +47,8 @@ def findings(report: Report) -> str:
                 tput = v.loc["pie", "steady_tokens_per_s"] / v.loc["vllm-swap", "steady_tokens_per_s"]
                 lat = v.loc["vllm-swap", "norm_latency_s"] / v.loc["pie", "norm_latency_s"]
                 bound.append(f"{tag} (pie / vllm-swap tokens/s {tput:.2f}x, vllm-swap / pie normalised latency "
-                             f"{lat:.2f}x; pie preempted {int(v.loc['pie', 'preemptions'])} times by recompute, "
-                             f"vllm-swap {int(v.loc['vllm-swap', 'preemptions'])} times by swapping)")
+                             f"{lat:.2f}x; pie preempted {int(v.loc['pie', 'preemptions'])} times, vllm-swap "
+                             f"{int(v.loc['vllm-swap', 'preemptions'])} times, both by swapping)")
             else:
                 free.append(tag)
         txt = f"- **{preset}, highest rate: where memory binds.** "
@@ -61,9 +62,10 @@ def findings(report: Report) -> str:
         "- **Why the gains are smaller than the paper's.** (1) In the cost model a decode step reads the weights once "
         "and every context token's KV once per layer from HBM, so a batch made larger by the host tier also reads "
         "more KV per step: tokens/s grows much less than the batch. (2) With vLLM's default max_num_seqs of 256 and "
-        "the full GPU pool, most setups are not memory-bound at all (above). (3) Pie here preempts by recompute "
-        "when the GPU pool runs out (the scheduler swaps only for policy vllm-swap), while vllm-swap's swaps cost "
-        "little over NVLink-C2C, so at deep overload vllm-swap recovers faster. (4) The controller stays under its "
+        "the full GPU pool, most setups are not memory-bound at all (above). (3) Pie preempts by swapping, as "
+        "vllm-swap does (the default for every policy with a host tier: recompute lost to it for pie and hybrid "
+        "in all but one of the setups `benchmarks/hybrid_targets.py` and the named scenarios measure), so preemption costs "
+        "both alike and pie gains only from its larger batch. (4) The controller stays under its "
         "3% stall target, which on these shapes leaves it below the transparency-condition budget (compare `median "
         "budget` with `pie-fixed budget`).")
     lines.append(
@@ -91,8 +93,9 @@ def findings(report: Report) -> str:
     lines.append(
         "- Real GPU behaviour: kernel efficiency at each batch size, copy/compute interference on HBM, allocator "
         "fragmentation, CUDA-graph effects, Python scheduling overhead with thousands of requests. The presets' "
-        "achievable rates are estimates (see `data/hardware_presets.yaml`); the GH200 link figure is the datasheet "
-        "peak, not a measurement, and the cost model is not yet calibrated against a GH200.")
+        "achievable rates are estimates (see `data/hardware_presets.yaml`); the GH200 link and host memory figures "
+        "are published measurements on other GH200s (nvbandwidth, STREAM), and the cost model is not yet "
+        "calibrated against a GH200.")
     lines.append(
         "- The paper's exact setup (GPU memory utilisation, vLLM version and flags, max batch size, trace lengths, "
         "request counts and rates) is not in its abstract, so the ratios are not expected to match; what this "

@@ -43,9 +43,9 @@ class LinkMark:
 LINK_MARKS = (
     LinkMark("H200 / H100 PCIe gen5 (measured)", 55.5,
              "measured on H200 2026-11-26, pie-design.md section 4 (pinned, 1 GiB copies); data/hardware_presets.yaml"),
-    LinkMark("GH200 C2C measured H2D", 344.0,
+    LinkMark("GH200 C2C measured H2D (preset)", 346.0,
              "nvbandwidth on a GH200 (480 GB LPDDR5X + 96 GB HBM3): host-to-device 346 GB/s (copy engine), "
-             "342 GB/s (SM copy); https://github.com/NVIDIA/nvbandwidth/issues/23"),
+             "342 GB/s (SM copy); https://github.com/NVIDIA/nvbandwidth/issues/23; data/hardware_presets.yaml"),
     LinkMark("GH200 C2C spec", 450.0, "NVIDIA GH200 datasheet: NVLink-C2C 900 GB/s bidirectional, 450 per direction"),
 )
 
@@ -56,7 +56,7 @@ class WhatIfPoint:
 
     model: str = "opt-30b"
     base_hardware: str = "GH200"
-    link_gbps: float = 450.0
+    link_gbps: float = 346.0         # GH200's preset (measured C2C host-to-device)
     hbm_gbps: float = 3600.0
     host_gbps: float = 295.2         # the host CPU's attention rate over host KV (policy hybrid); GH200's preset
     kv_gib: float = 8.2
@@ -87,12 +87,13 @@ class WhatIfPoint:
         return max(1, int(self.kv_gib * 2**30 // self.block_bytes))
 
     def hardware(self):
-        """The base preset with this point's HBM, link and host attention bandwidth (host memory
-        raised to the host rate where it would cap it)."""
+        """The base preset with this point's HBM, link and host attention bandwidth (device-to-host
+        scaled with the link, keeping the preset's asymmetry; host memory raised to the host rate
+        where it would cap it)."""
         hw = load_preset(self.base_hardware)
         return replace(hw, name=f"{hw.name}-whatif", hbm_gbps=self.hbm_gbps,
                        hbm_gbps_peak=max(hw.hbm_gbps_peak, self.hbm_gbps), h2d_gbps=self.link_gbps,
-                       d2h_gbps=self.link_gbps, host_memory_gbps=max(hw.host_memory_gbps, self.host_gbps),
+                       d2h_gbps=self.link_gbps * hw.d2h_gbps / hw.h2d_gbps, host_memory_gbps=max(hw.host_memory_gbps, self.host_gbps),
                        description=f"{hw.description}; what-if link, HBM and host")
 
     def engine_options(self, hardware_path: str) -> dict:
