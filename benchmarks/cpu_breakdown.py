@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,7 +25,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from pie_lab import EngineConfig, named_spec                        # noqa: E402
-from pie_lab.bench.harness import as_requests, run_one, summarize   # noqa: E402
+from pie_lab.bench.breakdown import compare_breakdown, measure      # noqa: E402
+from pie_lab.bench.harness import as_requests                       # noqa: E402
 from pie_lab.workloads import alpaca_like                           # noqa: E402
 
 # Every policy gets the same host tier: the cpu executor gives torch every core when there is no
@@ -44,21 +44,6 @@ POLICIES = {
 }
 
 
-def measure(label: str, config: EngineConfig, reqs) -> dict:
-    cpu = time.process_time()
-    engine, t0, t_end = run_one("opt-tiny", "cpu", config, reqs)
-    cpu = time.process_time() - cpu
-    row, _, its = summarize(label, engine, t0, t_end, len(reqs))
-    busy = float(its["duration"].sum())
-    parts = {k: float(its[c].sum()) for k, c in (("compute_s", "compute_time"), ("stall_s", "stall"),
-                                                 ("blocking_s", "blocking_copy_time"), ("link_cpu_s", "link_cpu_time"))}
-    return dict(policy=label, tok_s=row["tokens_per_s"], wall_s=row["duration_s"], cpu_s=cpu,
-                tok_cpu_s=row["generated_tokens"] / cpu, **parts,
-                rest_s=busy - parts["compute_s"] - parts["stall_s"] - parts["blocking_s"],
-                stream_mb=float(its["stream_bytes"].sum()) / 1e6, offload_mb=float(its["offload_bytes"].sum()) / 1e6,
-                preempt=row["preemptions"], batch=float(its["batch_size"].mean()), steps=len(its))
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=96)
@@ -68,16 +53,13 @@ def main(argv=None) -> int:
     reqs = as_requests(alpaca_like(args.requests, seed=0, arrival="offline", vocab_size=named_spec("opt-tiny").vocab_size, max_model_len=2048))
     print(f"opt-tiny on the cpu executor, {args.requests} Alpaca-like requests at once; {os.cpu_count()} CPUs, "
           f"load average {tuple(round(x, 2) for x in os.getloadavg())}")
-    measure("warm-up", EngineConfig(**next(iter(SCENARIOS.values())), policy="none"), reqs[:16])  # one-off costs
+    measure("opt-tiny", "cpu", "warm-up", EngineConfig(**next(iter(SCENARIOS.values())), policy="none"),
+            reqs[:16])                                                # torch's one-off costs
     for name, sizing in SCENARIOS.items():
         if args.scenario != "both" and (args.scenario == "pressure") != name.startswith("pressure"):
             continue
-        best: dict[str, dict] = {}
-        for _ in range(max(1, args.repeats)):
-            for label, opts in POLICIES.items():
-                r = measure(label, EngineConfig(**sizing, **opts), reqs)
-                if label not in best or r["tok_s"] > best[label]["tok_s"]:
-                    best[label] = r
+        best = {r["policy"]: r for r in compare_breakdown("opt-tiny", "cpu", POLICIES, reqs, sizing,
+                                                           max(1, args.repeats)).to_dict("records")}
         print(f"\n{name}")
         print(f"{'policy':14} {'tok/s':>7} {'wall s':>7} {'cpu s':>6} {'tok/cpu-s':>9} {'compute':>8} {'stall':>7} {'blocking':>8} {'rest':>7} "
               f"{'link cpu':>8} {'stream MB':>9} {'offload MB':>10} {'preempt':>7} {'batch':>6} {'steps':>6}")

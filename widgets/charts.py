@@ -291,6 +291,36 @@ def transparency_chart(data: Any, width: int = WIDTH) -> alt.Chart:
     ).properties(width=width, height=160, title="Transparency per layer: the copy must fit under the compute")
 
 
+BREAKDOWN_PARTS = {"compute_s": ("layer compute", KIND_COLORS["compute"]), "stall_s": ("stall", KIND_COLORS["stall"]),
+                   "blocking_s": ("blocking copies", KIND_COLORS["copy"]), "rest_s": ("rest of the step", "#bab0ac")}
+
+
+def breakdown_chart(data: Any, width: int = WIDTH) -> alt.LayerChart:
+    """Per policy, where the busy time went (`pie_lab.bench.breakdown.compare_breakdown` rows), with
+    tokens/s at the bar's end; the emulated link's CPU time is in the tooltip (its inline copies sit
+    inside "rest of the step", its threads' time beside the bars)."""
+    frame = pd.DataFrame(_data(data))
+    labels = {k: v[0] for k, v in BREAKDOWN_PARTS.items()}
+    long = frame.melt(id_vars=["policy", "tok_s", "link_cpu_s"], value_vars=list(labels), var_name="part",
+                      value_name="seconds").assign(part=lambda d: d["part"].map(labels))
+    order = [v[0] for v in BREAKDOWN_PARTS.values()]
+    y = alt.Y("policy:N", sort=list(frame["policy"]), title=None)
+    bars = alt.Chart(long).mark_bar().encode(
+        y=y, x=alt.X("sum(seconds):Q", title="seconds of engine steps"),
+        color=alt.Color("part:N", sort=order, title=None,
+                        scale=alt.Scale(domain=order, range=[v[1] for v in BREAKDOWN_PARTS.values()])),
+        order=alt.Order("part_order:Q"),
+        tooltip=["policy:N", "part:N", alt.Tooltip("seconds:Q", format=".3f"),
+                 alt.Tooltip("link_cpu_s:Q", format=".3f", title="link CPU s"),
+                 alt.Tooltip("tok_s:Q", format=",.0f", title="tokens/s")],
+    ).transform_calculate(part_order=f"indexof({order!r}, datum.part)")
+    totals = frame.assign(busy=frame[list(labels)].sum(axis=1),
+                          label=frame["tok_s"].map(lambda v: f"{v:,.0f} tok/s"))
+    text = alt.Chart(totals).mark_text(align="left", dx=4).encode(y=y, x="busy:Q", text="label:N")
+    return (bars + text).properties(width=width, height=26 * len(frame) + 20,
+                                    title="Where the time goes, per policy")
+
+
 def _event_rules(events) -> alt.Chart:
     return alt.Chart(_data(events)).mark_rule(strokeDash=[4, 3], strokeWidth=1.5).encode(
         x="t:Q", color=alt.Color("kind:N", scale=alt.Scale(domain=["knob", "controller"], range=["#222222", "#b279a2"]),
