@@ -50,6 +50,8 @@ def run(mode: Mode, factor: float, log=print) -> pd.DataFrame:
         df = run_cell({"setup": setup, "rate": rate, "factor": factor, "cases": cases}).set_index("policy")
         tp, dec = df["steady_tokens_per_s"], df["steady_decode_tokens_per_s"]
         hv, hp = tp["hybrid"] / tp["vllm-swap"], tp["hybrid"] / tp["pie"]
+        bound_vs_vllm = 1 + setup["bound_hybrid_gb"] / setup["bound_device_kv_gb"]
+        p_pre = float(df.loc["vllm-swap", "steady_prefill_time_share"])
         met = (hv >= want and hp > 1.0) if want else hp >= 1.0
         rows.append({"preset": preset, "model": model, "workload": work, "rate": rate,
                      "memory_bound": bool(df.loc["vllm-swap", "kv_bound"] > 0.5 or df.loc["vllm-swap", "preemptions"] > 0),
@@ -63,7 +65,10 @@ def run(mode: Mode, factor: float, log=print) -> pd.DataFrame:
                          (setup["bound_device_kv_gb"] + setup["bound_hybrid_gb"])
                          / (setup["bound_device_kv_gb"] + setup["bound_pie_gb"]), 3),
                      "limit": setup["bound_limit"],
-                     "bound_vs_vllm": round(1 + setup["bound_hybrid_gb"] / setup["bound_device_kv_gb"], 3),
+                     "bound_vs_vllm": round(bound_vs_vllm, 3),
+                     # Amdahl: no host tier shortens prefill, so with vllm-swap's prefill share p even
+                     # decode steps at the bound give at most 1 / (p + (1 - p) / bound) overall
+                     "steady_ceiling": round(1 / (p_pre + (1 - p_pre) / bound_vs_vllm), 3),
                      "split_x": round(setup["bound_split_ratio"], 3),
                      "pipe_x": round(setup["bound_pipeline_ratio"], 3),
                      "pie_rec": round(tp["pie-rec"]), "hybrid_rec": round(tp["hybrid-rec"]),
@@ -160,7 +165,9 @@ def main(argv=None) -> int:
     print(f"steady generated tokens/s at {args.rate_factor}x capacity, sim executor, mode {mode.name}; "
           f"load average {os.getloadavg()[0]:.2f}. bound_ratio: (device KV + hybrid GB) / (device KV + pie GB), "
           "the most extra capacity hybrid can have over pie per step; bound_vs_vllm: 1 + hybrid GB / device KV, over "
-          "vllm-swap (the device's KV only) at equal step time.")
+          "vllm-swap (the device's KV only) at equal step time; steady_ceiling: 1 / (p + (1 - p) / bound_vs_vllm) with p "
+          "vllm-swap's prefill time share, the steady ratio decode steps at the bound would give (no host tier "
+          "shortens prefill).")
     return 0
 
 
