@@ -23,7 +23,7 @@ DTYPES = ("float32", "float16", "bfloat16")
 DEFAULT_HOST_SHARE = 0.5     # a default host tier takes at most this share of the host memory available
 LIVE_KNOBS = ("swap_budget_blocks", "prefetch_depth", "max_num_seqs", "max_num_batched_tokens",
               "num_gpu_blocks", "link_bandwidth_gbps", "link_latency_us", "flexgen_fraction", "controller",
-              "host_compute_blocks", "host_attention_gbps")
+              "host_compute_blocks", "host_attention_gbps", "offload")
 
 # name: (type, lo, hi, lo_open); None = unbounded. Optional fields may also be None.
 FIELD_RANGES: dict[str, tuple] = {

@@ -229,3 +229,21 @@ def test_the_first_host_blocks_are_not_reverted_for_the_fixed_cost_of_streaming(
     eng.feed(1 + 2 * JUDGE_WINDOWS, batch=10, step_s=0.05 / (1 - 2 * REVERT_MARGIN), link_cpu=0.002)
     assert not any(e["rule"].startswith(("revert", "hold: measuring")) for e in eng.events)
     assert eng.config.swap_budget_blocks > eng.events[0]["new_budget"]
+
+
+def test_an_offload_switch_starts_a_fresh_measurement():
+    """The offload mode changes what a budget costs: after a switch the controller keeps the budget
+    but judges no grow by tokens/s measured under the old mode, and decides on a fresh window."""
+    eng = _Engine(32)
+    eng.feed(2, batch=10, step_s=0.05, link_cpu=0.002)
+    grown = eng.config.swap_budget_blocks
+    assert grown > 32 and eng.events[-1]["rule"].startswith("grow")
+    eng.feed(2, batch=10, step_s=0.05, link_cpu=0.002)            # the settling step, half a window
+    eng.config = eng.config.replace(offload="on-demand")
+    eng.controller.on_offload()
+    decided = len(eng.events)
+    eng.feed(2, batch=10, step_s=0.05 / (1 - 2 * REVERT_MARGIN), link_cpu=0.002, in_use=grown)
+    assert len(eng.events) == decided                             # the settling step and half a fresh window
+    eng.feed(1 + 2 * JUDGE_WINDOWS, batch=10, step_s=0.05 / (1 - 2 * REVERT_MARGIN), link_cpu=0.002, in_use=grown)
+    assert not any(e["rule"].startswith("revert") for e in eng.events[decided:])
+    assert eng.config.swap_budget_blocks >= grown

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from pie_lab import ControllerConfig, EngineConfig, named_spec
+from pie_lab import ControllerConfig, EngineConfig, SamplingParams, create_engine, named_spec
 from pie_lab.bench.harness import as_requests, run_one
 from pie_lab.core import decode_run
 from pie_lab.executors.sim import SimExecutor
@@ -96,3 +96,41 @@ def test_on_demand_offload_moves_blocks_only_under_pressure():
     tight = {mode: run(300, mode) for mode in ("eager", "on-demand", "none")}
     assert 0 < tight["on-demand"]["offload_bytes"].sum() < tight["eager"]["offload_bytes"].sum()
     assert tight["on-demand"]["batch_size"].max() > tight["none"]["batch_size"].max()
+
+
+def test_switching_offload_mid_run_acts_as_a_fresh_engine_would():
+    """offload is live: on-demand -> eager fills the budget at the next step, as a fresh eager engine
+    fills it at its first; eager -> on-demand moves nothing more (as a fresh on-demand engine with
+    GPU room) and keeps streaming what is already on the host. Tokens equal policy none's."""
+    reqs = workload(None)
+    budget = 120
+
+    def run(offload, switches=None, policy="pie"):
+        config = EngineConfig(**{**BASE, "num_gpu_blocks": 4000}, policy=policy, swap_budget_blocks=budget,
+                              offload=offload)
+        engine = create_engine(MODEL, "sim", config)
+        for r in reqs:
+            engine.add_request(r.prompt_token_ids, SamplingParams(max_tokens=r.max_tokens, ignore_eos=True),
+                               request_id=r.request_id)
+        outs, step = {}, 0
+        while engine.has_unfinished():
+            if step in (switches or {}):
+                engine.update(offload=switches[step])
+            outs.update((o.request_id, o.token_ids) for o in engine.step())
+            step += 1
+        engine.check_blocks()
+        return outs, engine.metrics.iterations_df().set_index("step")
+
+    reference, _ = run("on-demand", policy="none")
+    _, eager = run("eager")
+    _, on_demand = run("on-demand")
+    filled = eager.index[eager["host_blocks_used"] == budget][0]
+    assert on_demand["offload_bytes"].sum() == 0
+    outs, it = run("on-demand", {20: "eager", 60: "on-demand", 90: "eager"})
+    assert outs == reference
+    assert it.loc[:19, "host_blocks_used"].max() == 0
+    assert filled <= 20 and it.loc[20, "host_blocks_used"] == budget     # at once, as a fresh eager engine
+    kept = it.loc[60:89]
+    assert kept["offload_bytes"].sum() == 0 and kept["blocking_copy_bytes"].sum() == 0
+    assert kept["host_blocks_used"].is_monotonic_decreasing and kept["streamed_blocks"].min() > 0
+    assert it.loc[90, "host_blocks_used"] == budget

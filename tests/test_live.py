@@ -27,7 +27,8 @@ def test_knob_fuzzing_from_another_thread_changes_nothing_but_timing():
     reference = [o.token_ids for o in LLM("opt-tiny", "cpu", **OPTIONS).generate(ps, sp)]
 
     engine = create_engine("opt-tiny", "cpu", **OPTIONS)
-    runner = LiveRunner(engine, ListSource([Request(i, tuple(p), 48, 0.0) for i, p in enumerate(ps)])).start()
+    # arrivals spread over ~2.4 s: the fuzz gets hundreds of tries however fast the machine runs the batch
+    runner = LiveRunner(engine, ListSource([Request(i, tuple(p), 48, 0.05 * i) for i, p in enumerate(ps)])).start()
     rng = random.Random(1)
     accepted = rejected = 0
     deadline = time.monotonic() + 60
@@ -40,6 +41,7 @@ def test_knob_fuzzing_from_another_thread_changes_nothing_but_timing():
             ("num_gpu_blocks", rng.randint(60, 120)), ("num_gpu_blocks", 121),
             ("link_bandwidth_gbps", rng.uniform(0.05, 2)), ("link_bandwidth_gbps", 0.0),
             ("max_num_batched_tokens", rng.randint(64, 512)), ("block_size", 8),
+            ("offload", rng.choice(["eager", "on-demand", "lazy"])),
         ])
         try:
             runner.set(**{knob: value})
@@ -50,11 +52,45 @@ def test_knob_fuzzing_from_another_thread_changes_nothing_but_timing():
     runner.stop()
     outs = {o.request_id: o.token_ids for o in runner.outputs}
     assert [outs[i] for i in range(len(ps))] == reference
-    assert accepted > 50 and rejected > 50
+    assert accepted > 50 and rejected > 50, (accepted, rejected)
     engine.check_blocks()
     assert engine.blocks.gpu.num_used == 0 and engine.blocks.host.num_used == 0
     knobs = engine.metrics.events_df().query("kind == 'knob'")
     assert len(knobs) > 5                                   # applied changes are in the trace
+
+
+def test_switching_offload_mid_run_keeps_tokens_and_host_blocks():
+    """offload is live: eager -> on-demand streams the blocks already on the host (none comes back
+    to the GPU); on-demand -> eager fills the budget at the next step; greedy tokens never change."""
+    ps = prompts(12, seed=2)
+    sp = SamplingParams(max_tokens=40, ignore_eos=True)
+    reference = [o.token_ids for o in LLM("opt-tiny", "cpu", block_size=4, num_gpu_blocks=240,
+                                          max_num_seqs=8).generate(ps, sp)]
+    # 240 GPU blocks hold the whole batch: on demand moves nothing, eager streams the budget
+    engine = create_engine("opt-tiny", "cpu", **{**OPTIONS, "num_gpu_blocks": 240, "offload": "on-demand"})
+    for i, p in enumerate(ps):
+        engine.add_request(p, sp, request_id=i)
+    outs, step, host_before = {}, 0, []
+    switches = {4: "eager", 12: "on-demand", 20: "eager", 23: "on-demand", 30: "eager"}
+    while engine.has_unfinished():
+        if step in switches:
+            engine.update(offload=switches[step])
+        host_before.append(engine.blocks.host.num_used)
+        for o in engine.step():
+            outs[o.request_id] = o.token_ids
+        engine.check_blocks()
+        step += 1
+        assert step < 2000
+    assert [outs[i] for i in range(len(ps))] == reference
+    it = engine.metrics.iterations_df().set_index("step")
+    assert it.loc[:3, "host_blocks_used"].max() == 0               # on demand, GPU room: nothing moves
+    assert it.loc[4, "host_blocks_used"] > 0                        # eager: the budget fills at once
+    assert it.loc[12:19, "swapped_in"].sum() == 0 if "swapped_in" in it else True
+    assert min(it.loc[12:19, "streamed_blocks"]) > 0                # on demand keeps streaming what is there
+    assert it.loc[12:19, "offload_blocks"].sum() == 0 if "offload_blocks" in it else True
+    knobs = engine.metrics.events_df().query("kind == 'knob'")
+    assert list(knobs["offload"].dropna()) == list(switches.values())
+    assert engine.blocks.gpu.num_used == 0 and engine.blocks.host.num_used == 0
 
 
 def test_an_engine_thread_error_reaches_the_caller():

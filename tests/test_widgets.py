@@ -87,6 +87,23 @@ def test_other_knobs_reach_engine(dash):
     assert dash.runner.source.name == "short"
 
 
+def test_offload_toggle_reaches_engine(dash):
+    eng = dash.engine
+    assert dash.controls.offload.value == eng.config.offload == "eager"      # the cpu dashboard streams
+    assert all(mode in tip for mode, tip in zip(dash.controls.offload.options, dash.controls.offload.tooltips))
+    dash.controls.offload.value = "on-demand"                               # what a click does
+    assert wait_for(lambda: eng.config.offload == "on-demand"), eng.config.offload
+    ev = eng.metrics.events_df()
+    assert (ev[ev["kind"] == "knob"]["offload"] == "on-demand").any()
+    assert wait_for(lambda: "offload on-demand" in dash.budget_label.value, 5), dash.budget_label.value
+    dash.controls.offload.value = "eager"
+    assert wait_for(lambda: eng.config.offload == "eager"), eng.config.offload
+    assert dash.runner.state == "running" and "offload" not in dash.errors.text, dash.errors.text
+    dash.controls.command.value = "offload=lazy"                            # the free-form box: refused, named
+    assert "offload='lazy' is not supported; choose 'on-demand'" in dash.errors.text, dash.errors.text
+    assert eng.config.offload == "eager"
+
+
 def test_invalid_values_show_in_error_area(dash):
     dash.errors.clear()
     dash.controls.command.value = "prefetch_depth=0"
@@ -144,6 +161,18 @@ def test_controller_budget_shown_without_echo():
     assert calls == [{"swap_budget_blocks": 7}]
     d.controls.sync(eng.config.replace(swap_budget_blocks=12))        # unchanged in the engine: no pull-back
     assert d.controls.swap_budget.value == 7
+    assert d.controls.offload.value == "on-demand" and not d.controls.offload.disabled
+    d.controls.sync(eng.config.replace(offload="eager"))              # set elsewhere (runner.set, a notebook cell)
+    assert d.controls.offload.value == "eager" and calls[1:] == []
+    d.controls.offload.value = "on-demand"
+    assert calls[1:] == [{"offload": "on-demand"}]
+
+
+def test_offload_toggle_is_off_where_nothing_streams():
+    eng = create_engine("opt-tiny", "sim", policy="vllm-swap", num_gpu_blocks=32, num_host_blocks=64)
+    d = Dashboard(LiveRunner(eng, None), start=False)
+    assert d.controls.offload.disabled
+    assert "policy vllm-swap" in d.budget_label.value and "offload" not in d.budget_label.value
 
 
 def test_rate_without_rate_source_is_rejected():
@@ -275,6 +304,9 @@ def test_static_builders():
     with pytest.raises(ConfigError):
         widgets.parse_assignments("a")
     assert widgets.parse_assignments("a=1, b=2.5; c=True") == {"a": 1, "b": 2.5, "c": True}
+    assert widgets.parse_assignments("offload=on-demand, d='x y'") == {"offload": "on-demand", "d": "x y"}
+    with pytest.raises(ConfigError, match="'1..2' is not a number"):
+        widgets.parse_assignments("a=1..2")
 
 
 def test_refresher_marshals_onto_an_event_loop():

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import ipywidgets as W
 
-from pie_lab import EXECUTORS, NAMED_SHAPES, ConfigError, PieLabError, real_model_names
+from pie_lab import EXECUTORS, NAMED_SHAPES, OFFLOAD_MODES, ConfigError, PieLabError, real_model_names
 
 from .workload import WORKLOADS
 
@@ -62,7 +62,7 @@ class ErrorArea:
 class ControlPanel:
     """Live knobs of one runner; `executor` and `model` apply on restart (`on_restart` callback).
 
-    Attributes are the widgets: swap_budget, prefetch_depth, max_num_seqs, num_gpu_blocks,
+    Attributes are the widgets: swap_budget, offload, prefetch_depth, max_num_seqs, num_gpu_blocks,
     link_bandwidth, controller_enabled, controller_target, workload, request_rate, executor,
     model, restart_button, pause_button, stop_button, cancel_button (aborts the waiting requests),
     command (free-form "knob=value").
@@ -76,6 +76,10 @@ class ControlPanel:
         c = dict(continuous_update=False, style=STYLE, layout=LAYOUT)
         self.swap_budget = W.IntSlider(description="swap budget (blocks)", min=0, max=1, **c)
         self.swap_budget.add_class("pie-swap-budget")
+        self.offload = W.ToggleButtons(
+            description="offload", options=list(OFFLOAD_MODES), style={**STYLE, "button_width": "90px"},
+            tooltips=[f"{mode}: {what}" for mode, what in OFFLOAD_MODES.items()])
+        self.offload.add_class("pie-offload")
         self.prefetch_depth = W.IntSlider(description="prefetch depth (layers)", min=1, max=8, **c)
         self.max_num_seqs = W.IntSlider(description="max batch size", min=1, max=256, **c)
         self.num_gpu_blocks = W.IntSlider(description="GPU KV limit (blocks)", min=1, max=1, **c)
@@ -102,7 +106,7 @@ class ControlPanel:
         self.command = W.Text(description="set knob", placeholder="e.g. max_num_batched_tokens=4096",
                               continuous_update=False, style=STYLE, layout=LAYOUT)
         self.widget = W.VBox([
-            W.HTML("<b>Swapping</b>"), self.swap_budget, self.prefetch_depth, self.link_bandwidth,
+            W.HTML("<b>Swapping</b>"), self.swap_budget, self.offload, self.prefetch_depth, self.link_bandwidth,
             W.HTML("<b>Batch and memory</b>"), self.max_num_seqs, self.num_gpu_blocks,
             W.HTML("<b>Adaptive controller</b>"), self.controller_enabled, self.controller_target,
             W.HTML("<b>Workload</b>"), self.workload, self.request_rate,
@@ -113,7 +117,8 @@ class ControlPanel:
         self.bind(runner)
         for name, knob in (("swap_budget", "swap_budget_blocks"), ("prefetch_depth", "prefetch_depth"),
                            ("max_num_seqs", "max_num_seqs"), ("num_gpu_blocks", "num_gpu_blocks"),
-                           ("link_bandwidth", "link_bandwidth_gbps"), ("request_rate", "request_rate")):
+                           ("link_bandwidth", "link_bandwidth_gbps"), ("request_rate", "request_rate"),
+                           ("offload", "offload")):
             getattr(self, name).observe(self._knob_handler(knob), names="value")
         self.controller_enabled.observe(self._on_controller, names="value")
         self.controller_target.observe(self._on_controller, names="value")
@@ -135,11 +140,13 @@ class ControlPanel:
         pie = c.policy == "pie"
         self._seen = {"budget": c.swap_budget_blocks, "controller": bool(c.controller.enabled),
                       "target": round(c.controller.target_overhead * 100, 1), "prefetch_depth": c.prefetch_depth,
-                      "max_num_seqs": c.max_num_seqs}
+                      "max_num_seqs": c.max_num_seqs, "offload": c.offload}
         with self.syncing():
             self.swap_budget.max = max(1, host_cap)
             self.swap_budget.value = min(c.swap_budget_blocks, self.swap_budget.max)
             self.swap_budget.disabled = not pie or host_cap == 0
+            self.offload.value = c.offload
+            self.offload.disabled = not c.budgeted
             self.prefetch_depth.max = max(8, eng.spec.num_layers)
             self.prefetch_depth.value = c.prefetch_depth
             self.max_num_seqs.max = max(256, c.max_num_seqs)
@@ -200,13 +207,15 @@ class ControlPanel:
             target = round(config.controller.target_overhead * 100, 1)
             if seen.get("target") != target and self.controller_target.min <= target <= self.controller_target.max:
                 self.controller_target.value = target
+            if seen.get("offload") != config.offload:
+                self.offload.value = config.offload
             for name, knob in (("prefetch_depth", "prefetch_depth"), ("max_num_seqs", "max_num_seqs")):
                 v = getattr(config, knob)
                 w = getattr(self, name)
                 if seen.get(knob) != v and w.min <= v <= w.max:
                     w.value = v
         self._seen = {"budget": b, "controller": en, "target": target, "prefetch_depth": config.prefetch_depth,
-                      "max_num_seqs": config.max_num_seqs}
+                      "max_num_seqs": config.max_num_seqs, "offload": config.offload}
 
     # -- handing values to the engine ---------------------------------------------------------
     def apply(self, **knobs: Any) -> bool:
@@ -293,7 +302,8 @@ class ControlPanel:
 
 
 def parse_assignments(text: str) -> dict:
-    """'a=1, b=2.5' -> {'a': 1, 'b': 2.5}; values are Python literals (ints, floats, True/False)."""
+    """'a=1, b=2.5, c=eager' -> {'a': 1, 'b': 2.5, 'c': 'eager'}; values are Python literals (ints,
+    floats, True/False, quoted strings) or a bare word such as a mode name (offload=on-demand)."""
     import ast
     out = {}
     for part in text.replace(";", ",").split(","):
@@ -305,5 +315,7 @@ def parse_assignments(text: str) -> dict:
         try:
             out[k] = ast.literal_eval(v)
         except (ValueError, SyntaxError):
-            raise ConfigError(f"cannot read the value of {k}: {v!r} is not a number or True/False") from None
+            if not v.replace("-", "_").isidentifier():
+                raise ConfigError(f"cannot read the value of {k}: {v!r} is not a number, True/False or a word") from None
+            out[k] = v
     return out

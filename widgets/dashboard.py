@@ -353,7 +353,8 @@ def _budget_html(budget: int, c) -> str:
     ctl = c.controller
     mode = (f"controller on, target {ctl.target_overhead * 100:.1f}% stall" if ctl.enabled and c.policy == "pie"
             else "set by hand")
-    return (f"swap budget: <b>{budget} blocks</b> ({mode}) &middot; prefetch depth {c.prefetch_depth} "
+    offload = f" &middot; offload {c.offload}" if c.budgeted else ""
+    return (f"swap budget: <b>{budget} blocks</b> ({mode}){offload} &middot; prefetch depth {c.prefetch_depth} "
             f"&middot; link {c.link_bandwidth_gbps:.4g} GB/s &middot; policy {c.policy}")
 
 

@@ -132,6 +132,14 @@ class AdaptiveController:
                 self.host_state = ControllerState()
         self._window, self._skip = [], SETTLE_ITERATIONS
 
+    def on_offload(self) -> None:
+        """The offload mode changed: what the budgets measured under the old mode no longer judges a
+        grow or a revert; keep the budget, its ceiling and last safe level, and measure a fresh window."""
+        for state in (self.state, self.host_state):
+            if state is not None:
+                state.level = state.grown_from = None
+        self._window, self._skip = [], SETTLE_ITERATIONS
+
     @property
     def decides_next(self) -> bool:
         """Whether the next observed (non-empty) iteration completes a window and so a decision."""

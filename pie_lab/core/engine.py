@@ -227,6 +227,8 @@ class Engine:
         manual = "swap_budget_blocks" in changes or "host_compute_blocks" in changes
         if self.controller is not None and ("controller" in changes or manual):
             self.controller.on_config(c.controller, manual=manual)
+        if self.controller is not None and "offload" in changes:
+            self.controller.on_offload()
         self.metrics.add_event(self.clock.now(), "knob", step=self._step_id,
                                **{k: (v if not hasattr(v, "__dataclass_fields__") else str(v)) for k, v in changes.items()})
 
