@@ -104,6 +104,15 @@ def stream_with_knob_changes(seed, policy, swap, gpu, chunked, changes, knobs=("
     return eng
 
 
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("policy", ["pie", "hybrid"])
+def test_offload_switches_with_budget_changes_never_leak_or_alter(seed, policy):
+    rng = random.Random(seed)
+    changes = [(step, rng.randint(0, 40), rng.choice(["eager", "on-demand"])) for step in sorted(rng.sample(range(40), 6))]
+    stream_with_knob_changes(seed, policy, rng.random() < 0.5, rng.randint(24, 60), rng.random() < 0.5, changes,
+                             knobs=("swap_budget_blocks", "offload"), host_compute_blocks=4)
+
+
 def test_shrinking_the_budget_shrinks_the_staging_ring_before_scheduling():
     # Budget 30 -> 3 with depth 1 -> 4 (= num_layers): the ring, first sized at the new depth over
     # the 30 resident blocks, must shrink as enforce_budget preempts or brings blocks back;
