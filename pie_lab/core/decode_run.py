@@ -8,8 +8,9 @@ then runs those steps without a plan per sequence: each step costs the cost mode
 IterationRecord and the controller's look at it, and the sequences' own state (tokens, token
 times, new GPU blocks, in the order step-by-step allocates them) is brought up to date in bulk
 when the controller is about to decide and when the run ends; the sequences at their length
-limit then finish. Policy hybrid runs too while its host-computed share is empty (the share's
-cost reads every sequence's SeqWork). Where the run ends short of GPU blocks, the engine's own step preempts.
+limit then finish. Policy hybrid's host-computed share (the split) stays as it is too: it follows
+the host blocks and the host budget, and a run ends in the step where the controller changes a
+budget. Where the run ends short of GPU blocks, the engine's own step preempts.
 Records, request results and controller decisions equal the step-by-step run's
 (tests/test_decode_run.py).
 """
@@ -32,8 +33,9 @@ class DecodeRun:
     """The running batch's decode steps from now on; `steps()` runs them."""
 
     def __init__(self, engine, sched: Schedule, horizon: int, allocations: list[tuple[int, int]],
-                 short: bool = False, finishing: list[int] | None = None):
+                 short: bool = False, finishing: list[int] | None = None, split: dict[int, int] | None = None):
         self.engine = engine
+        self.split = split or {}                   # hybrid: seq_id -> host-computed blocks, every step of the run
         self.short = short                         # the step after the horizon runs out of GPU blocks
         self.sched = sched                         # work: every running sequence, one token each
         self.seqs = [s for s, _ in sched.work]
@@ -59,8 +61,6 @@ class DecodeRun:
         if planner.policy not in ("none", "recompute", "vllm-swap", "pie", "hybrid"):
             return None                            # flexgen's share follows the context
         sched = Schedule(work=[(s, 1) for s in running])
-        if planner.split(sched, []):
-            return None                            # hybrid's host-computed share: its cost reads every SeqWork
         if planner.active:
             planner.update_reserve(running)        # what enforce_budget does first; constant in a run
         if gpu.num_used > gpu.limit - gpu.reserved:
@@ -108,7 +108,8 @@ class DecodeRun:
         allocations = sorted((j, i) for i, f in enumerate(firsts) for j in range(f, horizon, bs))
         if fill and planner.on_demand and planner.next_step_need((), scheduler) + batch > free - len(allocations):
             return None                            # on-demand offload might start within the run
-        return cls(engine, sched, horizon, allocations, short, [i for i, limit in enumerate(left) if limit == horizon])
+        return cls(engine, sched, horizon, allocations, short, [i for i, limit in enumerate(left) if limit == horizon],
+                   planner.split(sched, []))
 
     def steps(self, until: float | None) -> list:
         """Run up to the horizon, stopping after the step that ends at or after `until`, or after
@@ -116,8 +117,9 @@ class DecodeRun:
         run that ends short of GPU blocks takes the next (preempting) step too, unless `until` is due."""
         engine = self.engine
         ex, planner, blocks, metrics = engine.executor, engine.planner, engine.blocks, engine.metrics
-        stream = planner.stream(self.sched, [])
+        stream = planner.stream(self.sched, [], self.split)
         batch = len(self.seqs)
+        host_rows, host_blocks = len(self.split), sum(self.split.values())
         released, engine._released = tuple(engine._released), []
         state = dict(gpu_blocks_limit=blocks.gpu.limit, staging_blocks=blocks.gpu.reserved,
                      prefetch_depth=planner.depth, preempted=0, swapped_out=0,
@@ -129,7 +131,7 @@ class DecodeRun:
             start = engine.clock.now()
             context = self.context + batch * (j + 1)
             plan = StepPlan(engine._step_id, (), stream=stream, released_seq_ids=released if j == 0 else ())
-            timing = ex.time_decode_step(plan, batch, context)
+            timing = ex.time_decode_step(plan, batch, context, host_rows, host_blocks)
             end = engine.clock.now()
             self.ends.append(end)
             last = j == self.horizon - 1 or (until is not None and end >= until)
@@ -142,6 +144,7 @@ class DecodeRun:
             rec = IterationRecord.of(
                 timing, step=engine._step_id, start=start, end=end, batch_size=batch, prefill_tokens=0,
                 decode_tokens=batch, streamed_blocks=stream.num_blocks if stream else 0, context_tokens=context,
+                host_computed_blocks=host_blocks,
                 gpu_blocks_used=used, host_blocks_used=blocks.host.num_used, swap_budget=planner.budget, **state)
             metrics.add_iteration(rec, timing)
             budgets = planner.budget, planner.host_budget

@@ -356,11 +356,10 @@ class Engine:
 
     def _build_plan(self, sched: Schedule, offload, stream, host_computed: dict[int, int]) -> StepPlan:
         released, self._released = tuple(self._released), []
-        if not host_computed and getattr(self.executor, "times_decode_runs", False):
+        if getattr(self.executor, "times_decode_runs", False):
             # the sim times a step from its sums and samples from (seq_id, position): no SeqWork
-            # (a host-computed share's cost reads the plan's sequences: those steps get them all)
             return StepPlan(self._step_id, (), tuple(sched.swap_out), tuple(sched.swap_in), tuple(offload), stream,
-                            released, BatchSummary.of_work(sched.work))
+                            released, BatchSummary.of_work(sched.work, host_computed))
         fresh = {~h: g for g, h in offload}         # offloaded this step: still read from the GPU
         works = tuple(self._seq_work(seq, n, fresh, host_computed) for seq, n in sched.work)
         return StepPlan(self._step_id, works, tuple(sched.swap_out), tuple(sched.swap_in),

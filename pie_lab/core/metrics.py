@@ -61,7 +61,8 @@ class IterationRecord:
     def build(cls, plan: StepPlan, timing: StepTiming, start: float, end: float, **state: Any) -> "IterationRecord":
         if plan.summary is not None:
             sm = plan.summary
-            prefill, decode, context, host_computed = sm.prefill_tokens, sm.decode_tokens, sm.context_tokens, 0
+            prefill, decode, context, host_computed = (sm.prefill_tokens, sm.decode_tokens, sm.context_tokens,
+                                                       sm.host_computed_blocks)
         else:
             prefill = decode = context = host_computed = 0
             for s in plan.seqs:                   # one pass: what plan.num_prefill_tokens etc. sum

@@ -136,10 +136,13 @@ class BatchSummary:
     sample_ids: tuple[int, ...]     # sequences that sample a token, in batch order
     sample_positions: tuple[int, ...]
     stop_ids: tuple[tuple[int, ...], ...]
+    host_rows: int = 0              # hybrid: sequences with a host-computed share (sub-batch H)
+    host_computed_blocks: int = 0   # hybrid: their host-computed blocks, summed
 
     @classmethod
-    def of_work(cls, work) -> "BatchSummary":
-        """From (sequence, tokens fed) pairs: what SeqWork.context_len, is_prefill and sample say."""
+    def of_work(cls, work, host_computed: dict[int, int] | None = None) -> "BatchSummary":
+        """From (sequence, tokens fed) pairs and the split (seq_id -> host-computed blocks, each > 0):
+        what SeqWork.context_len, is_prefill, sample and host_computed say."""
         tokens = pairs = context = prefill = decode = 0
         ids, positions, stops = [], [], []
         for seq, q in work:
@@ -155,7 +158,9 @@ class BatchSummary:
                 ids.append(seq.seq_id)
                 positions.append(p + q)
                 stops.append(seq.sampling.stop_token_ids)
-        return cls(len(work), tokens, pairs, context, prefill, decode, tuple(ids), tuple(positions), tuple(stops))
+        hc = host_computed or {}
+        return cls(len(work), tokens, pairs, context, prefill, decode, tuple(ids), tuple(positions), tuple(stops),
+                   len(hc), sum(hc.values()))
 
 
 @dataclass(frozen=True)
@@ -169,7 +174,7 @@ class StepPlan:
                                                     # done by the step's end (the GPU block is freed then)
     stream: StreamPlan | None = None
     released_seq_ids: tuple[int, ...] = ()           # finished or preempted: drop per-sequence state
-    summary: BatchSummary | None = None             # the sequences summed up, for the sim (no host-computed share)
+    summary: BatchSummary | None = None             # the sequences summed up, for the sim
 
     @property
     def batch_size(self) -> int:
@@ -200,6 +205,8 @@ class StepPlan:
     @property
     def num_host_computed_blocks(self) -> int:
         """Host-resident blocks attended on the host this step (policy hybrid), every layer."""
+        if self.summary:
+            return self.summary.host_computed_blocks
         return sum(s.host_computed for s in self.seqs)
 
 

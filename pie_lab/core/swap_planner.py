@@ -31,6 +31,7 @@ class SwapPlanner:
         self.num_layers = num_layers
         self._config = config                  # the engine's current config (the knobs' owner)
         self._stream_key, self._stream = None, None     # stream(): the last plan and what it was made from
+        self._resident = 0                     # host blocks of the running batch, as the reserve last saw them
 
     @property
     def policy(self) -> str:
@@ -71,7 +72,11 @@ class SwapPlanner:
 
     def update_reserve(self, running) -> None:
         """The staging ring holds the running batch's host-resident blocks: withhold its memory."""
-        resident = sum(map(host_count_of, running)) if self.active else 0
+        self._reserve_for(sum(map(host_count_of, running)) if self.active else 0)
+
+    def _reserve_for(self, resident: int) -> None:
+        """update_reserve for a running batch holding `resident` host blocks."""
+        self._resident = resident
         if self.policy == "hybrid":             # the host-computed share is never staged
             resident -= min(resident, self.host_budget)
         self.blocks.gpu.reserved = self.staging_blocks(resident)
@@ -106,7 +111,7 @@ class SwapPlanner:
         else:
             released = seq.num_host_blocks()
             scheduler.preempt(seq, sched)
-        self.update_reserve(scheduler.running)
+        self._reserve_for(self._resident - released)   # seq held them in the running batch, which lost them
         return released
 
     # -- after scheduling: fill up to the budget, and stream --------------------------------

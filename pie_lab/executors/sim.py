@@ -114,10 +114,13 @@ class SimExecutor:
         self._advance(timing, plan)
         return timing
 
-    def time_decode_step(self, plan: StepPlan, batch: int, context_tokens: int) -> StepTiming:
+    def time_decode_step(self, plan: StepPlan, batch: int, context_tokens: int, host_rows: int = 0,
+                         host_blocks: int = 0) -> StepTiming:
         """time_step for `batch` sequences decoding one token each, reading `context_tokens` KV
-        positions in all (new tokens included); the plan carries only the stream and the copies."""
-        return self.time_step(plan, StepShape(batch, context_tokens, context_tokens, batch))
+        positions in all (new tokens included), `host_blocks` of them attended on the host for
+        `host_rows` sequences (hybrid); the plan carries only the stream and the copies."""
+        return self.time_step(plan, StepShape.host_split(batch, context_tokens, context_tokens, batch, host_rows,
+                                                         host_blocks, self.cost_model.block_size))
 
     def _advance(self, timing: StepTiming, plan: StepPlan | None) -> None:
         self.clock.advance(timing.duration)

@@ -32,24 +32,35 @@ class StepShape:
     attn_pairs: int = 0      # (query, key) pairs attended, causal within a prefill chunk
     kv_tokens: int = 0       # context tokens whose KV each layer reads
     sampled: int = 0         # positions that go through lm_head
+    host_rows: int = 0       # hybrid: rows with a host-computed share (sub-batch H; the rest are D)
+    host_blocks: int = 0     # hybrid: host-computed blocks, attended by the host
 
     @classmethod
     def of(cls, plan: StepPlan, block_size: int = 16) -> "StepShape":
         """The device's share: keys in host-computed blocks (hybrid) are attended by the host."""
-        if plan.summary is not None:                # no host-computed share
+        if plan.summary is not None:
             sm = plan.summary
-            return cls(sm.tokens, sm.attn_pairs, sm.context_tokens, len(sm.sample_ids))
-        tokens = pairs = kv = sampled = 0
+            return cls.host_split(sm.tokens, sm.attn_pairs, sm.context_tokens, len(sm.sample_ids),
+                                  sm.host_rows, sm.host_computed_blocks, block_size)
+        tokens = pairs = kv = sampled = rows = blocks = 0
         for s in plan.seqs:
             q, p = len(s.token_ids), s.start_pos
             tokens += q
             kv += p + q
             pairs += q * p + q * (q + 1) // 2
             sampled += s.sample
-            if s.host_computed:                     # decode only: one query per host key
-                kv -= s.host_computed * block_size
-                pairs -= s.host_computed * block_size
-        return cls(tokens, pairs, kv, sampled)
+            if s.host_computed:
+                rows += 1
+                blocks += s.host_computed
+        return cls.host_split(tokens, pairs, kv, sampled, rows, blocks, block_size)
+
+    @classmethod
+    def host_split(cls, tokens: int, attn_pairs: int, kv_tokens: int, sampled: int, host_rows: int,
+                   host_blocks: int, block_size: int) -> "StepShape":
+        """The batch's sums with `host_blocks` blocks of `host_rows` decode rows attended by the
+        host: one query per host key, so both the device's pairs and its keys lose them."""
+        host_keys = host_blocks * block_size
+        return cls(tokens, attn_pairs - host_keys, kv_tokens - host_keys, sampled, host_rows, host_blocks)
 
     @classmethod
     def decode(cls, batch: int, context_len: int) -> "StepShape":
@@ -225,12 +236,12 @@ class CostModel:
         """
         shape = shape or StepShape.of(plan, self.block_size)
         n = self.spec.num_layers
-        if not (plan.stream and plan.stream.num_blocks) and not plan.num_host_computed_blocks:
+        if not (plan.stream and plan.stream.num_blocks) and not shape.host_blocks:
             return self._compute_only_timing(plan, shape)
         layer = self.layer_time(shape)
         qkv, attention = self.layer_parts(shape)
-        host = None if not plan.num_host_computed_blocks else self._host.layer(
-            plan, qkv, attention, self._h2d, self._d2h, self._latency,
+        host = None if not shape.host_blocks else self._host.layer(
+            shape, qkv, attention, self._h2d, self._d2h, self._latency,
             min(self.stream_layer_bytes(plan) / layer, self._h2d) if layer > 0 else 0.0,   # the stream's DRAM draw
             self.post_attention_time, self.host_split)
         compute = [layer + (host.wait + host.extra if host else 0.0)] * n

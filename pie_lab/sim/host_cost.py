@@ -15,12 +15,15 @@ a second post-attention pass (its extra device time from the cost model's roofli
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..core.host_split import decide_split, split_cost
-from ..core.plan import StepPlan
 from ..config import check_field
 from ..model_spec import DTYPE_BYTES, ModelSpec
 from .hardware import Hardware
+
+if TYPE_CHECKING:                        # cost_model imports this module
+    from .cost_model import StepShape
 
 PARTIAL_LSE_BYTES = 4            # float32 log-sum-exp per query head
 
@@ -68,16 +71,15 @@ class HostAttentionCost:
         left = max(dram - streamed_bytes_per_s, 0.05 * dram)
         return host_bytes / min(self.rate, left)
 
-    def layer(self, plan: StepPlan, qkv_time: float, device_attention_time: float,
+    def layer(self, shape: StepShape, qkv_time: float, device_attention_time: float,
               h2d_bytes_per_s: float, d2h_bytes_per_s: float, latency: float,
               streamed_bytes_per_s: float = 0.0, post=None, split: str = "off") -> HostLayer | None:
-        """The host share of one decode layer of `plan` (None when the plan has none). `post(rows)`:
-        the device's post-attention seconds for `rows` token rows; `split`: the host_split mode."""
-        blocks = plan.num_host_computed_blocks
+        """The host share of one decode layer of a step of `shape` (None when it has none): its
+        host rows and blocks, its token rows. `post(rows)`: the device's post-attention seconds for
+        `rows` token rows; `split`: the host_split mode."""
+        blocks, rows, tokens = shape.host_blocks, shape.host_rows, shape.tokens
         if not blocks:
             return None
-        rows = sum(1 for s in plan.seqs if s.host_computed)
-        tokens = sum(len(s.token_ids) for s in plan.seqs)
         s, db = self.spec, DTYPE_BYTES[self.dtype]
         q_bytes = rows * s.num_heads * s.head_dim * db
         partial_bytes = rows * s.num_heads * (s.head_dim * db + PARTIAL_LSE_BYTES)
