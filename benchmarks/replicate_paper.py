@@ -18,7 +18,7 @@ device measured, 450 on paper) and then on the H200 preset (PCIe gen5, 55.5 GB/s
    engine, and the search's own predicted throughput (static batches, copies on the critical path).
 
 `replicate(mode)` does the work and returns a `Report`; `render(report, command)` writes markdown.
-Modes: "full" (~5 min on 2 shared cores), "quick" (< 60 s), "tiny" (seconds; the tests use it).
+Modes: "full" (~1 min on 2 shared cores), "quick" (< 60 s), "tiny" (seconds; the tests use it).
 """
 from __future__ import annotations
 
