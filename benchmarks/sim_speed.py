@@ -9,8 +9,9 @@ block manager, swap planner, controller, metrics), not only the cost model. The 
 runs of decode steps at once (`Engine.step_run`, core/decode_run.py) and gives the sim
 summarised plans (`BatchSummary`); `--step-by-step` times the plain `step()` loop, without
 decode runs (the same records, see tests/test_decode_run.py). The workload thrashes: the GPU
-pool holds ~70 running requests on average and a recompute preemption comes every few steps, so
-runs are short and most time goes to the per-sequence passes of ordinary steps. CPU seconds are
+pool holds ~70 running requests on average and a preemption (pie: a swap-out, then a swap-in)
+comes every few steps, so runs are short and most time goes to the per-sequence passes of
+ordinary steps. CPU seconds are
 the fairer figure on a shared machine; the load average is printed because other processes slow
 the wall time down.
 """

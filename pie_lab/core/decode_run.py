@@ -60,7 +60,6 @@ class DecodeRun:
             return None
         if planner.policy not in ("none", "recompute", "vllm-swap", "pie", "hybrid"):
             return None                            # flexgen's share follows the context
-        sched = Schedule(work=[(s, 1) for s in running])
         if planner.active:
             planner.update_reserve(running)        # what enforce_budget does first; constant in a run
         if gpu.num_used > gpu.limit - gpu.reserved:
@@ -108,6 +107,7 @@ class DecodeRun:
         allocations = sorted((j, i) for i, f in enumerate(firsts) for j in range(f, horizon, bs))
         if fill and planner.on_demand and planner.next_step_need((), scheduler) + batch > free - len(allocations):
             return None                            # on-demand offload might start within the run
+        sched = Schedule(work=[(s, 1) for s in running])
         return cls(engine, sched, horizon, allocations, short, [i for i, limit in enumerate(left) if limit == horizon],
                    planner.split(sched, []))
 
@@ -123,7 +123,7 @@ class DecodeRun:
         released, engine._released = tuple(engine._released), []
         state = dict(gpu_blocks_limit=blocks.gpu.limit, staging_blocks=blocks.gpu.reserved,
                      prefetch_depth=planner.depth, preempted=0, swapped_out=0,
-                     swap_space_blocks=sum(s.host_count for s in engine.scheduler.swapped),
+                     swap_space_blocks=sum(map(host_count_of, engine.scheduler.swapped)),
                      waiting=len(engine.scheduler.waiting),
                      host_compute_budget=planner.host_budget if planner.policy == "hybrid" else 0)
         finished = []
@@ -165,9 +165,10 @@ class DecodeRun:
         """The new GPU blocks of steps <= j, in step-by-step order (no block is freed in a run)."""
         gpu = self.engine.blocks.gpu
         stop = bisect.bisect_right(self.alloc_steps, j)
-        for _, i in self.allocations[self.allocated:stop]:
-            self.seqs[i].block_table.extend(gpu.allocate(1))
-        self.allocated = max(self.allocated, stop)
+        if stop > self.allocated:                  # at once: the pool hands out the same ids in the same order
+            for (_, i), block in zip(self.allocations[self.allocated:stop], gpu.allocate(stop - self.allocated)):
+                self.seqs[i].block_table.append(block)
+            self.allocated = stop
 
     def _bring_up_to(self, steps: int) -> None:
         """Give the sequences the tokens, token times and blocks of the run's first `steps` steps."""

@@ -20,7 +20,7 @@ from .decode_run import DecodeRun
 from .metrics import IterationRecord, Metrics, request_record
 from .plan import BatchSummary, SeqWork, StepOutput, StepPlan
 from .scheduler import Schedule, Scheduler
-from .sequence import Sequence
+from .sequence import Sequence, host_count_of
 from .swap_planner import SwapPlanner
 
 
@@ -286,7 +286,7 @@ class Engine:
             staging_blocks=self.blocks.gpu.reserved, swap_budget=self.config.swap_budget_blocks,
             host_compute_budget=self.config.host_compute_blocks if self.config.policy == "hybrid" else 0,
             prefetch_depth=self.config.prefetch_depth, preempted=len(sched.preempted),
-            swap_space_blocks=sum(s.host_count for s in self.scheduler.swapped),
+            swap_space_blocks=sum(map(host_count_of, self.scheduler.swapped)),
             swapped_out=len(sched.swapped_out), waiting=len(self.scheduler.waiting))
         self.metrics.add_iteration(rec, out.timing)
         self._observe(rec)
@@ -434,7 +434,8 @@ class Engine:
 
     def eligible_host_blocks(self) -> int:
         """Full blocks of the running batch: the most that could be host-resident now."""
-        return sum(s.num_full_blocks(self.config.block_size) for s in self.scheduler.running)
+        bs = self.config.block_size
+        return sum([s.num_computed_tokens // bs for s in self.scheduler.running])     # Sequence.num_full_blocks
 
     # -- introspection ------------------------------------------------------------------------
     @property

@@ -6,6 +6,8 @@ Block moves are block mappings (src block id, dst block id), never copies made b
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from operator import sub
+from typing import NamedTuple
 
 from ..sampling import SamplingParams
 from .timing import NAN, ComputeOnlyLayers, LayerTiming, StepTiming, StreamedLayers  # noqa: F401 (re-exported)
@@ -39,9 +41,9 @@ class SeqWork:
         return self.start_pos == 0 or len(self.token_ids) > 1
 
 
-@dataclass(frozen=True)
-class CopyRange:
-    """`count` consecutive blocks from src..src+count-1 to dst..dst+count-1 (all layers or one)."""
+class CopyRange(NamedTuple):
+    """`count` consecutive blocks from src..src+count-1 to dst..dst+count-1 (all layers or one).
+    A NamedTuple (immutable, compared by value) because a stream plan builds dozens per step."""
 
     src: int
     dst: int
@@ -51,12 +53,16 @@ class CopyRange:
 def coalesce(pairs: list[tuple[int, int]] | tuple[tuple[int, int], ...]) -> tuple[CopyRange, ...]:
     """Merge block mappings into the fewest consecutive ranges (sorted by source)."""
     out: list[CopyRange] = []
+    first_src = first_dst = count = 0
     for src, dst in sorted(pairs):
-        if out and out[-1].src + out[-1].count == src and out[-1].dst + out[-1].count == dst:
-            last = out[-1]
-            out[-1] = CopyRange(last.src, last.dst, last.count + 1)
-        else:
-            out.append(CopyRange(src, dst, 1))
+        if count and first_src + count == src and first_dst + count == dst:
+            count += 1
+            continue
+        if count:
+            out.append(CopyRange(first_src, first_dst, count))
+        first_src, first_dst, count = src, dst, 1
+    if count:
+        out.append(CopyRange(first_src, first_dst, count))
     return tuple(out)
 
 
@@ -106,20 +112,12 @@ class StreamPlan:
 
 def _runs(ids) -> tuple[CopyRange, ...]:
     """Sorted unique ids -> identity copies, one per run of consecutive ids."""
-    if ids and ids[-1] - ids[0] == len(ids) - 1:          # one run (the host allocator keeps ids compact)
+    if not ids:
+        return ()
+    if ids[-1] - ids[0] == len(ids) - 1:                  # one run (the host allocator keeps ids compact)
         return (CopyRange(ids[0], ids[0], len(ids)),)
-    out: list[CopyRange] = []
-    start = prev = None
-    for h in ids:
-        if prev is not None and h == prev + 1:
-            prev = h
-            continue
-        if start is not None:
-            out.append(CopyRange(start, start, prev - start + 1))
-        start = prev = h
-    if start is not None:
-        out.append(CopyRange(start, start, prev - start + 1))
-    return tuple(out)
+    bounds = [0, *[k for k, step in enumerate(map(sub, ids[1:], ids), 1) if step != 1], len(ids)]
+    return tuple(CopyRange(ids[i], ids[i], j - i) for i, j in zip(bounds, bounds[1:]))
 
 
 @dataclass(frozen=True)

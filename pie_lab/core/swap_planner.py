@@ -119,14 +119,14 @@ class SwapPlanner:
         if not self.active:
             return []
         moves: list[tuple[int, int]] = []
-        room = self.total_budget - sum(s.host_count for s, _ in sched.work) \
-            if self._config().budgeted else None
+        seqs = [s for s, _ in sched.work]
+        room = self.total_budget - sum(map(host_count_of, seqs)) if self._config().budgeted else None
         if room is not None and room > 0 and self.on_demand:
             room = min(room, self.shortfall(sched.work, scheduler))
         # With depth >= num_layers the staging ring costs what offloading saves: offload only
         # while the GPU has headroom, never in a way that starves the batch of blocks.
         headroom = None if self.depth < self.num_layers else self.blocks.gpu.num_free - len(sched.work) - 1
-        for seq, _ in sched.work:
+        for seq in seqs:
             if room is not None and room <= 0:
                 break                           # the budget is full: nothing more moves
             want = room if room is not None else self._target(seq) - seq.num_host_blocks()
@@ -142,7 +142,7 @@ class SwapPlanner:
                 headroom = None if headroom is None else headroom - 1
             if room is not None:
                 room = want
-        self.update_reserve(s for s, _ in sched.work)
+        self.update_reserve(seqs)
         return moves
 
     def shortfall(self, work, scheduler: Scheduler | None) -> int:

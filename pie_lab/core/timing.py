@@ -119,16 +119,15 @@ class StreamedLayers:
     def total(self, figure: str):
         """sum(getattr(layer, figure) for layer in self), from the columns (in layer order, so the
         same float sum)."""
-        isnan = math.isnan
         if figure.startswith("host_") and not self.host_share:
             return 0 if figure == "host_bytes" else 0.0          # a sum of zeros
         if figure == "compute_time":
             return sum(map(operator.sub, self.compute_end, self.compute_start))
         if figure == "copy_time":
-            return sum([0.0 if isnan(s) else (b if not isnan(b) else e - s)
+            return sum([0.0 if s != s else (b if b == b else e - s)           # x != x: x is NaN
                         for s, e, b in zip(self.copy_start, self.copy_end, self.copy_busy)])
         if figure == "host_time":
-            return sum([0.0 if isnan(s) else e - s for s, e in zip(self.host_start, self.host_end)])
+            return sum([0.0 if s != s else e - s for s, e in zip(self.host_start, self.host_end)])
         return sum(getattr(self, figure))
 
 

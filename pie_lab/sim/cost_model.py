@@ -13,7 +13,7 @@ import itertools
 import math
 from dataclasses import dataclass, replace
 
-from .overlap import schedule_columns
+from .overlap import schedule_uniform
 from ..core.host_split import SPLIT_MODES
 from ..core.plan import StepPlan, StreamPlan, coalesce
 from ..core.timing import ComputeOnlyLayers, StepTiming, StreamedLayers
@@ -244,7 +244,7 @@ class CostModel:
             shape, qkv, attention, self._h2d, self._d2h, self._latency,
             min(self.stream_layer_bytes(plan) / layer, self._h2d) if layer > 0 else 0.0,   # the stream's DRAM draw
             self.post_attention_time, self.host_split)
-        compute = [layer + (host.wait + host.extra if host else 0.0)] * n
+        work = layer + (host.wait + host.extra if host else 0.0)     # every layer's compute
         stream = plan.stream
         depth = stream.depth if stream else 1
         pre = min(prestaged_layers, n) if stream and stream.num_blocks else 0
@@ -252,13 +252,12 @@ class CostModel:
         fresh = stream.new_since(prefetch.stream) if pre and prefetch is not None else ()
         if fresh:
             tail = self.copy_time(sum(r.count for r in fresh) * self._block_bytes_layer, calls=len(fresh))
-        copy = [tail] * pre + [self.stream_copy_time(plan)] * (n - pre)
-        layer_bytes = [self.stream_layer_bytes(plan)] * n
+        move = self.stream_copy_time(plan)
         blocking, blocking_bytes = self.blocking_copies(plan)
         start = self._step_overhead + blocking + self.embed_time(shape)
         ready = prefetch.end[:pre] if prefetch is not None else ()
-        delay = max([0.0] + [r - (start + j * compute[0]) for j, r in enumerate(ready)])
-        layers = schedule_columns(compute, copy, depth, layer_bytes, start=start + delay)
+        delay = max([0.0] + [r - (start + j * work) for j, r in enumerate(ready)])
+        layers = schedule_uniform(work, move, n, depth, self.stream_layer_bytes(plan), start + delay, pre, tail)
         if prefetch is not None:
             layers = prefetch.merged(layers, min(pre, len(prefetch.end)))
         if delay > 0:
