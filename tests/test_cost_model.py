@@ -175,3 +175,27 @@ def test_runs_and_coalesce_give_maximal_runs(ids, pairs):
     merged = coalesce(pairs)
     assert [(r.src + k, r.dst + k) for r in merged for k in range(r.count)] == sorted(pairs)
     assert not any(a.src + a.count == b.src and a.dst + a.count == b.dst for a, b in zip(merged, merged[1:]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(host=st.lists(st.integers(0, 60), unique=True, max_size=40), cuts=st.lists(st.integers(0, 40), max_size=5),
+       offloaded=st.integers(0, 3), depth=st.integers(1, 10))
+def test_stream_stages_the_batch_host_blocks_as_build_does(host, cuts, offloaded, depth):
+    from pie_lab import EngineConfig, SamplingParams
+    from pie_lab.core.block_manager import BlockManager
+    from pie_lab.core.plan import StreamPlan
+    from pie_lab.core.scheduler import Schedule
+    from pie_lab.core.sequence import Sequence
+    from pie_lab.core.swap_planner import SwapPlanner
+    bounds = [0, *sorted(c for c in cuts if c <= len(host)), len(host)]
+    sched = Schedule()
+    for i, (a, b) in enumerate(zip(bounds, bounds[1:])):
+        seq = Sequence(i, [1] * 16, SamplingParams(), 0.0)
+        seq.block_table = [~h for h in host[a:b]] + [100 + i]       # host blocks first, in any id order
+        seq.host_count = b - a
+        sched.work.append((seq, 1))
+    fresh = host[-offloaded:] if offloaded else []                  # offloaded this step: read from the GPU
+    planner = SwapPlanner(BlockManager(16, 200, 100), 8, lambda: EngineConfig(policy="pie", prefetch_depth=depth))
+    got = planner.stream(sched, [(0, h) for h in fresh])
+    staged = sorted(set(host) - set(fresh))
+    assert got == (StreamPlan.build(min(depth, 8), staged) if staged else None)

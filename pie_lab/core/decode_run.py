@@ -66,7 +66,7 @@ class DecodeRun:
             return None
         fill = False                               # under the budget: plan_offload may move blocks
         if config.budgeted:
-            host = sum(map(host_count_of, running))
+            host = planner.resident             # the batch's host blocks, as update_reserve just counted them
             fill = host < planner.total_budget and blocks.host.num_free > 0
             if host > planner.total_budget:
                 return None                        # enforce_budget moves blocks
@@ -77,7 +77,7 @@ class DecodeRun:
             return None                            # a queued request starts next step, whatever it allocates
         bs, max_len = blocks.block_size, engine.max_model_len
         # the checks below at step 0 first, cheaply: a block shortage, or a queued request that starts
-        first_step = sum(1 for s in running if len(s.block_table) * bs == s.num_computed_tokens)
+        first_step = sum([len(s.block_table) * bs == s.num_computed_tokens for s in running])
         if first_step > gpu.num_free or scheduler.admits_any(token_budget, gpu.num_free - first_step):
             return None
         left, firsts = [], []           # per sequence: steps until it finishes; the step that writes its next block's first slot

@@ -17,10 +17,12 @@ import math
 import operator
 from typing import Callable
 
+import numpy as np
+
 from ..config import EngineConfig
 
 from .block_manager import BlockManager
-from .plan import StreamPlan
+from .plan import CopyRange, StreamPlan
 from .scheduler import Schedule, Scheduler
 from .sequence import Sequence, host_count_of
 
@@ -69,6 +71,11 @@ class SwapPlanner:
     def staging_blocks(self, host_blocks: int, depth: int | None = None) -> int:
         """GPU blocks' worth of memory for a ring of `depth` layer slots holding `host_blocks` blocks each."""
         return math.ceil(min(depth or self.depth, self.num_layers) * host_blocks / self.num_layers)
+
+    @property
+    def resident(self) -> int:
+        """Host blocks of the running batch when `update_reserve` last counted them."""
+        return self._resident
 
     def update_reserve(self, running) -> None:
         """The staging ring holds the running batch's host-resident blocks: withhold its memory."""
@@ -229,8 +236,15 @@ class SwapPlanner:
                 refs += seq.block_table[hc.get(seq.seq_id, 0):seq.host_count]
         if not refs:
             return None
-        refs.sort(reverse=True)                     # ascending host ids
-        staged = list(map(operator.invert, refs))
+        depth = min(self.depth, self.num_layers)
         if fresh:
-            staged = [h for h in staged if h not in fresh]
-        return StreamPlan.from_sorted(min(self.depth, self.num_layers), staged) if staged else None
+            refs.sort(reverse=True)                 # ascending host ids
+            staged = [h for h in map(operator.invert, refs) if h not in fresh]
+            return StreamPlan.from_sorted(depth, staged) if staged else None
+        ids = np.invert(np.array(refs, dtype=np.int64))
+        ids.sort()
+        breaks = np.flatnonzero(ids[1:] - ids[:-1] != 1) + 1     # _runs vectorised: where a run ends
+        staged = ids.tolist()
+        bounds = [0, *breaks.tolist(), len(staged)]
+        return StreamPlan(depth, tuple(staged), tuple(CopyRange(staged[i], staged[i], j - i)
+                                                      for i, j in zip(bounds, bounds[1:])))
