@@ -14,7 +14,6 @@ the ring's memory is withheld from the GPU pool.
 from __future__ import annotations
 
 import math
-import operator
 from typing import Callable
 
 import numpy as np
@@ -22,7 +21,7 @@ import numpy as np
 from ..config import EngineConfig
 
 from .block_manager import BlockManager
-from .plan import CopyRange, StreamPlan
+from .plan import StreamPlan
 from .scheduler import Schedule, Scheduler
 from .sequence import Sequence, host_count_of
 
@@ -236,15 +235,9 @@ class SwapPlanner:
                 refs += seq.block_table[hc.get(seq.seq_id, 0):seq.host_count]
         if not refs:
             return None
-        depth = min(self.depth, self.num_layers)
-        if fresh:
-            refs.sort(reverse=True)                 # ascending host ids
-            staged = [h for h in map(operator.invert, refs) if h not in fresh]
-            return StreamPlan.from_sorted(depth, staged) if staged else None
         ids = np.invert(np.array(refs, dtype=np.int64))
-        ids.sort()
-        breaks = np.flatnonzero(ids[1:] - ids[:-1] != 1) + 1     # _runs vectorised: where a run ends
+        ids.sort()                                  # ascending host ids
+        if fresh:
+            ids = ids[~np.isin(ids, np.fromiter(fresh, np.int64, len(fresh)))]
         staged = ids.tolist()
-        bounds = [0, *breaks.tolist(), len(staged)]
-        return StreamPlan(depth, tuple(staged), tuple(CopyRange(staged[i], staged[i], j - i)
-                                                      for i, j in zip(bounds, bounds[1:])))
+        return StreamPlan.from_sorted(min(self.depth, self.num_layers), staged) if staged else None
