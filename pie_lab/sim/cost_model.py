@@ -13,7 +13,7 @@ import itertools
 import math
 from dataclasses import dataclass, replace
 
-from .overlap import schedule_uniform
+from .overlap import schedule_columns
 from ..core.host_split import SPLIT_MODES
 from ..core.plan import StepPlan, StreamPlan, coalesce
 from ..core.timing import ComputeOnlyLayers, StepTiming, StreamedLayers
@@ -257,7 +257,8 @@ class CostModel:
         start = self._step_overhead + blocking + self.embed_time(shape)
         ready = prefetch.end[:pre] if prefetch is not None else ()
         delay = max([0.0] + [r - (start + j * work) for j, r in enumerate(ready)])
-        layers = schedule_uniform(work, move, n, depth, self.stream_layer_bytes(plan), start + delay, pre, tail)
+        layers = schedule_columns([work] * n, [tail] * pre + [move] * (n - pre), depth,
+                                  [self.stream_layer_bytes(plan)] * n, start=start + delay)
         if prefetch is not None:
             layers = prefetch.merged(layers, min(pre, len(prefetch.end)))
         if delay > 0:

@@ -10,7 +10,6 @@ Used by the sim executor, and by tests to predict what the emulated link must sh
 """
 from __future__ import annotations
 
-from operator import add, sub
 from typing import Sequence
 
 from ..core.timing import NAN, LayerTiming, StreamedLayers
@@ -51,35 +50,3 @@ def schedule_columns(compute: Sequence[float], copy: Sequence[float], depth: int
     nans, zeros = (NAN,) * n, (0.0,) * n
     return StreamedLayers(tuple(begins), tuple(ends), tuple(issues), tuple(c_starts), tuple(c_ends), tuple(waits),
                           nbytes, nans, nans, nans, zeros, (0,) * n, zeros)
-
-
-
-def schedule_uniform(work: float, move: float, n: int, depth: int, layer_bytes: int, start: float = 0.0,
-                     head: int = 0, head_move: float = 0.0) -> StreamedLayers:
-    """schedule_columns for n layers that each compute `work` and copy `move` (the first `head`
-    layers: `head_move`) with `layer_bytes` each, by the same float operations; layers that copy
-    take a loop of three figures, the rest of their columns follow from those."""
-    if head and not head_move > 0 and move > 0 and head <= depth and head < n:
-        lead = schedule_columns([work] * head, [0.0] * head, depth, start=start)
-        begins, ends, c_starts = list(lead.compute_start), list(lead.compute_end), list(lead.copy_start)
-        t, link_free, first = ends[-1], start, head
-    elif move > 0 and not head:
-        begins, ends, c_starts, t, link_free, first = [], [], [], start, start, 0
-    else:
-        return schedule_columns([work] * n, [head_move] * head + [move] * (n - head), depth,
-                                [layer_bytes] * n, start=start)
-    for l in range(first, n):
-        issue = start if l < depth else ends[l - depth]
-        c_start = link_free if link_free > issue else issue
-        link_free = c_start + move
-        begin = link_free if link_free > t else t
-        c_starts.append(c_start)
-        begins.append(begin)
-        t = begin + work
-        ends.append(t)
-    issues = (NAN,) * first + (start,) * (min(depth, n) - first) + tuple(ends[:max(0, n - depth)])
-    c_ends = (NAN,) * first + tuple(map(add, c_starts[first:], (move,) * (n - first)))
-    waits = tuple(map(sub, begins, [start] + ends[:-1]))
-    nans, zeros = (NAN,) * n, (0.0,) * n
-    return StreamedLayers(tuple(begins), tuple(ends), issues, tuple(c_starts), c_ends, waits,
-                          (layer_bytes,) * n, nans, nans, nans, zeros, (0,) * n, zeros)
