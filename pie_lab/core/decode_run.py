@@ -215,12 +215,7 @@ def _new_blocks(firsts: np.ndarray, block_size: int, steps: int) -> int:
 
 def _step_of_block(firsts: np.ndarray, block_size: int, horizon: int, n: int) -> int:
     """The step (< horizon) in which the batch allocates its (n + 1)-th new GPU block."""
-    near = min(horizon, 64)                        # first, the steps < near at once
-    counts = np.maximum(0, (np.arange(1, near + 1)[None, :] - firsts[:, None] + block_size - 1) // block_size).sum(0)
-    step = int(np.searchsorted(counts, n, side="right"))       # counts[s]: blocks allocated in steps <= s
-    if step < near:
-        return step
-    lo, hi = near, horizon - 1
+    lo, hi = 0, horizon - 1
     while lo < hi:
         mid = (lo + hi) // 2
         if _new_blocks(firsts, block_size, mid + 1) > n:
