@@ -17,13 +17,13 @@ import pandas as pd
 from ..config import EngineConfig
 from .harness import run_one, summarize
 
-PARTS = ("compute_s", "stall_s", "blocking_s", "rest_s")     # add up to the steps' busy time
 _COLUMNS = (("compute_s", "compute_time"), ("stall_s", "stall"), ("blocking_s", "blocking_copy_time"),
             ("link_cpu_s", "link_cpu_time"))
 
 
 def time_breakdown(label: str, engine, t0: float, t_end: float, num_requests: int) -> dict:
-    """One finished run's figures: tokens/s, the PARTS in seconds, link CPU time, bytes, batch."""
+    """One finished run's figures: tokens/s; compute, stall, blocking and rest seconds (they add up
+    to the steps' busy time); link CPU time, bytes, batch."""
     row, _, its = summarize(label, engine, t0, t_end, num_requests)
     busy = float(its["duration"].sum())
     parts = {k: float(its[c].sum()) for k, c in _COLUMNS}
