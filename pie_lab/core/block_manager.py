@@ -57,7 +57,7 @@ class BlockManager:
         self._pending_gpu: list[int] = []
         self._pending_host: list[int] = []
         self._filled_this_step: set[int] = set()   # GPU blocks a blocking host-to-device copy fills this step
-        self.host_moves = 0                        # changes to block tables' host entries so far (a cache key)
+        self.host_moves = 0                        # changes to running sequences' host entries (a cache key)
 
     # -- sizing ---------------------------------------------------------------------------
     def blocks_needed(self, seq: Sequence, num_new_tokens: int) -> int:
@@ -122,8 +122,7 @@ class BlockManager:
                 (h,) = self.host.allocate(1)
                 mapping.append((b, h))
                 seq.block_table[i] = host_ref(h)
-        seq.host_count = len(seq.block_table)
-        self.host_moves += 1
+        seq.host_count = len(seq.block_table)       # no host_moves: seq leaves the batch, which the key shows
         self.gpu.free(g for g, _ in mapping)
         return mapping
 

@@ -10,7 +10,10 @@ times, new GPU blocks, in the order step-by-step allocates them) is brought up t
 when the controller is about to decide and when the run ends; the sequences at their length
 limit then finish. Policy hybrid's host-computed share (the split) stays as it is too: it follows
 the host blocks and the host budget, and a run ends in the step where the controller changes a
-budget. Where the run ends short of GPU blocks, the engine's own step preempts.
+budget. A step that changes the batch of decoding sequences, by preempting from its end where
+it runs short of GPU blocks or by swapping a preempted sequence back in, starts the next run: the
+engine's own scheduling takes it (`Engine._schedule`, `_moves`) and the run times and records it
+as its step 0, with its blocking copies. A step that admits a prompt is the engine's own.
 Records, request results and controller decisions equal the step-by-step run's
 (tests/test_decode_run.py).
 """
@@ -18,11 +21,12 @@ from __future__ import annotations
 
 import bisect
 from operator import attrgetter
+from typing import NamedTuple
 
 import numpy as np
 
 from .metrics import IterationRecord
-from .plan import StepPlan
+from .plan import StepPlan, StreamPlan
 from .scheduler import Schedule
 from .sequence import host_count_of
 
@@ -33,26 +37,29 @@ class DecodeRun:
     """The running batch's decode steps from now on; `steps()` runs them."""
 
     def __init__(self, engine, sched: Schedule, horizon: int, allocations: list[tuple[int, int]],
-                 short: bool = False, finishing: list[int] | None = None, split: dict[int, int] | None = None):
+                 finishing: list[int] | None = None, split: dict[int, int] | None = None,
+                 context: int | None = None):
         self.engine = engine
         self.split = split or {}                   # hybrid: seq_id -> host-computed blocks, every step of the run
-        self.short = short                         # the step after the horizon runs out of GPU blocks
         self.sched = sched                         # work: every running sequence, one token each
         self.seqs = [s for s, _ in sched.work]
+        self.first: tuple | None = None            # step 0 scheduled by plan(): (its schedule, offload, stream)
         self.horizon = horizon                     # steps before the first event
         self.allocations = allocations             # (step, batch index) of each new GPU block, in order
         self.alloc_steps = [j for j, _ in allocations]
         self.finishing = finishing or []           # batch indices of the sequences the horizon's step finishes
-        self.context = sum(map(attrgetter("num_computed_tokens"), self.seqs))
+        self.context = sum(map(attrgetter("num_computed_tokens"), self.seqs)) if context is None else context
         self.done = 0                              # steps whose effects the sequences already show
         self.allocated = 0                         # entries of `allocations` made
         self.used_at_start = engine.blocks.gpu.num_used
         self.ends: list[float] = []
 
     @classmethod
-    def plan(cls, engine) -> "DecodeRun | None":
-        """The run starting at the next step, or None when that step is not a plain decode step
-        (the engine then takes one ordinary step)."""
+    def plan(cls, engine) -> "DecodeRun | _Scheduled | None":
+        """The run starting at the next step, or None when that step is not a decode step of the
+        running batch (the engine then takes one ordinary step). A next step that preempts (short
+        of GPU blocks) or swaps a sequence in is scheduled here as the engine's step schedules it,
+        and is the run's step 0; if it admits a prompt, the engine's step runs it (`_Scheduled`)."""
         scheduler, planner, blocks = engine.scheduler, engine.planner, engine.blocks
         running, config, gpu = scheduler.running, scheduler.config, blocks.gpu
         batch = len(running)
@@ -64,76 +71,128 @@ class DecodeRun:
             planner.update_reserve(running)        # what enforce_budget does first; constant in a run
         if gpu.num_used > gpu.limit - gpu.reserved:
             return None
-        fill = False                               # under the budget: plan_offload may move blocks
-        if config.budgeted:
-            host = planner.resident             # the batch's host blocks, as update_reserve just counted them
-            fill = host < planner.total_budget and blocks.host.num_free > 0
-            if host > planner.total_budget:
-                return None                        # enforce_budget moves blocks
-            if fill and not planner.on_demand and planner.depth >= planner.num_layers:
-                return None                        # eager offload bounded by the GPU's headroom
-        token_budget = config.max_num_batched_tokens - batch
-        if scheduler.admits_any(token_budget, gpu.num_free - batch):
-            return None                            # a queued request starts next step, whatever it allocates
-        bs, max_len = blocks.block_size, engine.max_model_len
-        # the checks below at step 0 first, cheaply: a block shortage, or a queued request that starts
-        first_step = sum([len(s.block_table) * bs == s.num_computed_tokens for s in running])
-        if first_step > gpu.num_free or scheduler.admits_any(token_budget, gpu.num_free - first_step):
+        fill = cls._fill(engine)
+        if fill is None:
             return None
-        left, firsts = [], []           # per sequence: steps until it finishes; the step that writes its next block's first slot
-        for s in running:
-            computed, generated = s.num_computed_tokens, len(s.output_token_ids)
-            num_tokens = len(s.prompt_token_ids) + generated
-            if computed != num_tokens - 1 or s.first_token_time is None:
-                return None
-            left.append(min(s.sampling.max_tokens - generated, max_len - num_tokens))
-            firsts.append(len(s.block_table) * bs - computed)
+        state = _decode_state(running, blocks.block_size, engine.max_model_len)
+        if state is None:
+            return None
+        first_step = state.firsts.count(0)         # sequences that need a GPU block in step 0
+        if first_step <= gpu.num_free and not scheduler.admits_any(config.max_num_batched_tokens - batch,
+                                                                   gpu.num_free - first_step):
+            return cls._planned(engine, Schedule(work=[(s, 1) for s in running]), state, 0, fill)
+        # step 0 preempts from the batch's end, or swaps a sequence in: schedule it as the engine's step would
+        seqs = list(running)
+        sched = engine._schedule()
+        state = cls._after_step0(sched, seqs, state, blocks.block_size, engine.max_model_len)
+        if state is None:
+            return _Scheduled(engine, sched)       # not a decode step: the engine's own step takes it from here
+        offload, split, stream = engine._moves(sched)
+        run = None if offload else cls._planned(engine, sched, state, 1, cls._fill(engine), split)
+        if run is None:                            # offloaded, or nothing plain follows: step 0 alone
+            run = cls(engine, sched, 1, [], [i for i, n in enumerate(state.left) if n == 1], split,
+                      sum(state.computed))
+        run.first = (sched, offload, stream)
+        return run
+
+    @staticmethod
+    def _after_step0(sched: Schedule, seqs: list, state: "_DecodeState", block_size: int,
+                     max_len: int) -> "_DecodeState | None":
+        """The _DecodeState of a scheduled step 0's work, or None unless every one decodes a token:
+        the first `k` of the batch `seqs` stay (preemption takes from the end), then the swapped in."""
+        if sched.unfit or sched.admitted or not sched.work or any(n != 1 for _, n in sched.work):
+            return None
+        k = min(len(seqs), len(sched.work))
+        while k and sched.work[k - 1][0] is not seqs[k - 1]:
+            k -= 1
+        if any(s is not t for (s, _), t in zip(sched.work[:k], seqs)):
+            return None
+        joined = _decode_state([s for s, _ in sched.work[k:]], block_size, max_len)
+        if joined is None:
+            return None
+        firsts = [f or block_size for f in state.firsts[:k]]     # step 0 gave a block to each that needed one
+        return _DecodeState(state.left[:k] + joined.left, firsts + joined.firsts, state.computed[:k] + joined.computed)
+
+    @staticmethod
+    def _fill(engine) -> "bool | None":
+        """Whether the batch is under its host budget (plan_offload may move blocks), or None when
+        blocks move whatever the run does (over budget; eager offload bounded by GPU headroom)."""
+        planner, blocks = engine.planner, engine.blocks
+        if not engine.config.budgeted:
+            return False
+        host = planner.resident                 # the batch's host blocks, as update_reserve last counted them
+        fill = host < planner.total_budget and blocks.host.num_free > 0
+        if host > planner.total_budget:
+            return None                            # enforce_budget moves blocks
+        if fill and not planner.on_demand and planner.depth >= planner.num_layers:
+            return None                            # eager offload bounded by the GPU's headroom
+        return fill
+
+    @classmethod
+    def _planned(cls, engine, sched: Schedule, state: "_DecodeState", since: int, fill: "bool | None",
+                 split: dict[int, int] | None = None) -> "DecodeRun | None":
+        """The run of `sched`'s decode steps, its steps < `since` already scheduled (their GPU
+        blocks allocated): up to the first event, or None when step `since` has one."""
+        if fill is None:
+            return None
+        scheduler, planner, gpu = engine.scheduler, engine.planner, engine.blocks.gpu
+        left, firsts = state.left, state.firsts
+        batch, bs = len(left), engine.blocks.block_size
         horizon = min(MAX_RUN_STEPS, min(left))
         if fill and not planner.on_demand:
             # eager offload moves a sequence's next block in the step that first sees it full: the run ends before
-            horizon = min(horizon, min((s.host_count + 1) * bs - s.num_computed_tokens for s in running))
-        if horizon < 1:
+            horizon = min(horizon, min((s.host_count + 1) * bs - s.num_computed_tokens for s, _ in sched.work))
+        if horizon <= since:
             return None
         free = gpu.num_free
         firsts_np = np.array(firsts, dtype=np.int64)
-        short = _new_blocks(firsts_np, bs, horizon) > free
-        if short:
+        if _new_blocks(firsts_np, bs, horizon) > free:
             horizon = _step_of_block(firsts_np, bs, horizon, free)   # that step preempts: the run ends before it
-            if horizon < 1:
+            if horizon <= since:
                 return None
-        if scheduler.admits_any(token_budget, free - _new_blocks(firsts_np, bs, 1)):
-            return None
+        if scheduler.admits_any(scheduler.config.max_num_batched_tokens - batch,
+                                free - _new_blocks(firsts_np, bs, since + 1)):
+            return None                            # a queued request starts in step `since`
         # block b of the table is allocated in the step that writes position b * bs, in batch order
         allocations = sorted((j, i) for i, f in enumerate(firsts) for j in range(f, horizon, bs))
         if fill and planner.on_demand and planner.next_step_need((), scheduler) + batch > free - len(allocations):
             return None                            # on-demand offload might start within the run
-        sched = Schedule(work=[(s, 1) for s in running])
-        return cls(engine, sched, horizon, allocations, short, [i for i, limit in enumerate(left) if limit == horizon],
-                   planner.split(sched, []))
+        return cls(engine, sched, horizon, allocations, [i for i, limit in enumerate(left) if limit == horizon],
+                   planner.split(sched, []) if split is None else split, sum(state.computed))
 
     def steps(self, until: float | None) -> list:
         """Run up to the horizon, stopping after the step that ends at or after `until`, or after
         the controller changed the swap budget. Returns the requests the last step finished. A
-        run that ends short of GPU blocks takes the next (preempting) step too, unless `until` is due."""
+        run that ends short of GPU blocks leaves the preempting step to the next run (its step 0)."""
         engine = self.engine
         ex, planner, blocks, metrics = engine.executor, engine.planner, engine.blocks, engine.metrics
-        stream = planner.stream(self.sched, [], self.split)
+        first_sched, offload, stream = self.first or (None, (), None)
+        if self.first is None:
+            stream = planner.stream(self.sched, [], self.split)
         batch = len(self.seqs)
         host_rows, host_blocks = len(self.split), sum(self.split.values())
         released, engine._released = tuple(engine._released), []
-        state = dict(gpu_blocks_limit=blocks.gpu.limit, staging_blocks=blocks.gpu.reserved,
-                     prefetch_depth=planner.depth, preempted=0, swapped_out=0,
+        state = dict(gpu_blocks_limit=blocks.gpu.limit, staging_blocks=blocks.gpu.reserved, prefetch_depth=planner.depth,
                      swap_space_blocks=sum(map(host_count_of, engine.scheduler.swapped)),
                      waiting=len(engine.scheduler.waiting),
                      host_compute_budget=planner.host_budget if planner.policy == "hybrid" else 0)
+        moved = dict(preempted=0, swapped_out=0)
+        moved0 = dict(preempted=len(first_sched.preempted), swapped_out=len(first_sched.swapped_out)) \
+            if first_sched is not None else moved
         finished = []
         for j in range(self.horizon):
             start = engine.clock.now()
             context = self.context + batch * (j + 1)
-            plan = StepPlan(engine._step_id, (), stream=stream, released_seq_ids=released if j == 0 else ())
+            if j == 0:
+                plan = StepPlan(engine._step_id, (), tuple(first_sched.swap_out) if first_sched else (),
+                                tuple(first_sched.swap_in) if first_sched else (), tuple(offload), stream, released)
+            else:
+                plan = StepPlan(engine._step_id, (), stream=stream)
             timing = ex.time_decode_step(plan, batch, context, host_rows, host_blocks)
             end = engine.clock.now()
             self.ends.append(end)
+            if j == 0 and first_sched is not None:
+                blocks.end_step()                  # its copies are done: their source blocks free
             last = j == self.horizon - 1 or (until is not None and end >= until)
             if last:
                 self._bring_up_to(j + 1)
@@ -145,7 +204,8 @@ class DecodeRun:
                 timing, step=engine._step_id, start=start, end=end, batch_size=batch, prefill_tokens=0,
                 decode_tokens=batch, streamed_blocks=stream.num_blocks if stream else 0, context_tokens=context,
                 host_computed_blocks=host_blocks,
-                gpu_blocks_used=used, host_blocks_used=blocks.host.num_used, swap_budget=planner.budget, **state)
+                gpu_blocks_used=used, host_blocks_used=blocks.host.num_used, swap_budget=planner.budget,
+                **(moved0 if j == 0 else moved), **state)
             metrics.add_iteration(rec, timing)
             budgets = planner.budget, planner.host_budget
             if engine.controller is not None and engine.controller.decides_next and not last:
@@ -157,8 +217,6 @@ class DecodeRun:
         self._bring_up_to(len(self.ends))
         blocks.end_step()
         engine._count_progress(batch)
-        if self.short and len(self.ends) == self.horizon and (until is None or self.ends[-1] < until):
-            finished = finished + engine.step()
         return finished
 
     def _allocate_through(self, j: int) -> None:
@@ -206,6 +264,39 @@ class DecodeRun:
             if any(s.sampling.stop_token_ids for s in seqs) else None
         flat = self.engine.executor.tokens_at(ids, pos, stops)
         return [flat[k * n:(k + 1) * n] for k in range(len(seqs))]
+
+class _DecodeState(NamedTuple):
+    """Per sequence of a decoding batch, in batch order."""
+
+    left: list[int]          # tokens it may still produce (its max_tokens, then the model's length)
+    firsts: list[int]        # the step that writes its next block's first slot (0: it needs a block in step 0)
+    computed: list[int]      # its computed tokens
+
+
+def _decode_state(seqs, block_size: int, max_len: int) -> "_DecodeState | None":
+    """The batch's _DecodeState, or None unless every sequence's next step is a decode token
+    (prompt done, first token sampled)."""
+    left, firsts, computed = [], [], []
+    for s in seqs:
+        c, generated = s.num_computed_tokens, len(s.output_token_ids)
+        num_tokens = len(s.prompt_token_ids) + generated
+        if c != num_tokens - 1 or s.first_token_time is None:
+            return None
+        left.append(min(s.sampling.max_tokens - generated, max_len - num_tokens))
+        firsts.append(len(s.block_table) * block_size - c)
+        computed.append(c)
+    return _DecodeState(left, firsts, computed)
+
+
+class _Scheduled:
+    """A step DecodeRun.plan scheduled that is not a plain decode step: the engine runs the rest."""
+
+    def __init__(self, engine, sched: Schedule):
+        self.engine, self.sched = engine, sched
+
+    def steps(self, until: float | None) -> list:
+        return self.engine._execute(self.sched)
+
 
 def _new_blocks(firsts: np.ndarray, block_size: int, steps: int) -> int:
     """GPU blocks the batch allocates in its first `steps` steps; sequence i allocates one in

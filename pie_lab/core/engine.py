@@ -18,7 +18,7 @@ from ..sampling import SamplingParams
 from .block_manager import BlockManager
 from .decode_run import DecodeRun
 from .metrics import IterationRecord, Metrics, request_record
-from .plan import BatchSummary, SeqWork, StepOutput, StepPlan
+from .plan import BatchSummary, SeqWork, StepOutput, StepPlan, StreamPlan
 from .scheduler import Schedule, Scheduler
 from .sequence import Sequence, host_count_of
 from .swap_planner import SwapPlanner
@@ -257,16 +257,28 @@ class Engine:
     def step(self) -> list[RequestOutput]:
         self._apply_pending()
         aborted = self._take_aborts()
+        return aborted + self._execute(self._schedule())
+
+    def _schedule(self) -> Schedule:
+        """The step's scheduling: the swap budget enforced, then what runs and what moves."""
         sched = Schedule()
         self.planner.enforce_budget(self.scheduler, sched)
         self.scheduler.schedule(sched)
-        aborted += self._unfit(sched)
+        return sched
+
+    def _moves(self, sched: Schedule) -> tuple[list[tuple[int, int]], dict[int, int], StreamPlan | None]:
+        """After scheduling: the blocks offloaded, the host-computed split (hybrid) and what streams."""
+        offload = self.planner.plan_offload(sched, self.scheduler)
+        host_computed = self.planner.split(sched, offload)
+        return offload, host_computed, self.planner.stream(sched, offload, host_computed)
+
+    def _execute(self, sched: Schedule) -> list[RequestOutput]:
+        """The rest of a scheduled step: plan, run, postprocess, record."""
+        aborted = self._unfit(sched)
         if sched.empty and not (sched.swap_in or sched.swap_out):
             self._count_progress(0)
             return aborted
-        offload = self.planner.plan_offload(sched, self.scheduler)
-        host_computed = self.planner.split(sched, offload)
-        stream = self.planner.stream(sched, offload, host_computed)
+        offload, host_computed, stream = self._moves(sched)
         plan = self._build_plan(sched, offload, stream, host_computed)
         start = self.clock.now()
         for seq in sched.admitted:             # only a request never scheduled has no first time
