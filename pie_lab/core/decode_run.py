@@ -20,7 +20,7 @@ Records, request results and controller decisions equal the step-by-step run's
 from __future__ import annotations
 
 import bisect
-from operator import attrgetter
+import itertools
 from typing import NamedTuple
 
 import numpy as np
@@ -38,7 +38,7 @@ class DecodeRun:
 
     def __init__(self, engine, sched: Schedule, horizon: int, allocations: list[tuple[int, int]],
                  finishing: list[int] | None = None, split: dict[int, int] | None = None,
-                 context: int | None = None):
+                 computed: list[int] | None = None):
         self.engine = engine
         self.split = split or {}                   # hybrid: seq_id -> host-computed blocks, every step of the run
         self.sched = sched                         # work: every running sequence, one token each
@@ -48,7 +48,8 @@ class DecodeRun:
         self.allocations = allocations             # (step, batch index) of each new GPU block, in order
         self.alloc_steps = [j for j, _ in allocations]
         self.finishing = finishing or []           # batch indices of the sequences the horizon's step finishes
-        self.context = sum(map(attrgetter("num_computed_tokens"), self.seqs)) if context is None else context
+        self.computed = [s.num_computed_tokens for s in self.seqs] if computed is None else computed   # at step 0
+        self.context = sum(self.computed)
         self.done = 0                              # steps whose effects the sequences already show
         self.allocated = 0                         # entries of `allocations` made
         self.used_at_start = engine.blocks.gpu.num_used
@@ -90,8 +91,7 @@ class DecodeRun:
         offload, split, stream = engine._moves(sched)
         run = None if offload else cls._planned(engine, sched, state, 1, cls._fill(engine), split)
         if run is None:                            # offloaded, or nothing plain follows: step 0 alone
-            run = cls(engine, sched, 1, [], [i for i, n in enumerate(state.left) if n == 1], split,
-                      sum(state.computed))
+            run = cls(engine, sched, 1, [], [i for i, n in enumerate(state.left) if n == 1], split, state.computed)
         run.first = (sched, offload, stream)
         return run
 
@@ -158,7 +158,7 @@ class DecodeRun:
         if fill and planner.on_demand and planner.next_step_need((), scheduler) + batch > free - len(allocations):
             return None                            # on-demand offload might start within the run
         return cls(engine, sched, horizon, allocations, [i for i, limit in enumerate(left) if limit == horizon],
-                   planner.split(sched, []) if split is None else split, sum(state.computed))
+                   planner.split(sched, []) if split is None else split, state.computed)
 
     def steps(self, until: float | None) -> list:
         """Run up to the horizon, stopping after the step that ends at or after `until`, or after
@@ -235,10 +235,17 @@ class DecodeRun:
             return
         self._allocate_through(steps - 1)
         times = self.ends[self.done:steps]
-        for seq, toks in zip(self.seqs, self._tokens(self.done, n)):
-            seq.num_computed_tokens += n
-            seq.output_token_ids.extend(toks)
-            seq.token_times.extend(times)
+        tokens = self._tokens(self.done, n)        # sequence k's are tokens[k * n:(k + 1) * n]
+        if n == 1:
+            for seq, token, now in zip(self.seqs, tokens, itertools.repeat(times[0])):
+                seq.num_computed_tokens += 1
+                seq.output_token_ids.append(token)
+                seq.token_times.append(now)
+        else:
+            for k, seq in enumerate(self.seqs):
+                seq.num_computed_tokens += n
+                seq.output_token_ids.extend(tokens[k * n:(k + 1) * n])
+                seq.token_times.extend(times)
         self.done = steps
 
     def _finish(self, now: float) -> list:
@@ -254,16 +261,15 @@ class DecodeRun:
                 finished.append(engine._retire(seq, reason, now))
         return finished
 
-    def _tokens(self, first: int, n: int) -> list[list[int]]:
-        """Per sequence, the tokens sampled in steps first .. first + n - 1 of the run."""
+    def _tokens(self, first: int, n: int) -> list[int]:
+        """The tokens sampled in steps first .. first + n - 1 of the run, sequence by sequence."""
         seqs = self.seqs
         ids = np.repeat(np.array([s.seq_id for s in seqs], dtype=np.int64), n)
-        pos = (np.array([s.num_computed_tokens for s in seqs], dtype=np.int64)[:, None] + 1 + (first - self.done)
+        pos = (np.array(self.computed, dtype=np.int64)[:, None] + (first + 1)
                + np.arange(n, dtype=np.int64)[None, :]).ravel()
         stops = [s.sampling.stop_token_ids for s in seqs for _ in range(n)] \
             if any(s.sampling.stop_token_ids for s in seqs) else None
-        flat = self.engine.executor.tokens_at(ids, pos, stops)
-        return [flat[k * n:(k + 1) * n] for k in range(len(seqs))]
+        return self.engine.executor.tokens_at(ids, pos, stops)
 
 class _DecodeState(NamedTuple):
     """Per sequence of a decoding batch, in batch order."""
@@ -282,7 +288,8 @@ def _decode_state(seqs, block_size: int, max_len: int) -> "_DecodeState | None":
         num_tokens = len(s.prompt_token_ids) + generated
         if c != num_tokens - 1 or s.first_token_time is None:
             return None
-        left.append(min(s.sampling.max_tokens - generated, max_len - num_tokens))
+        by_max, by_len = s.sampling.max_tokens - generated, max_len - num_tokens
+        left.append(by_max if by_max < by_len else by_len)
         firsts.append(len(s.block_table) * block_size - c)
         computed.append(c)
     return _DecodeState(left, firsts, computed)
