@@ -104,7 +104,7 @@ class StreamPlan:
         """Copies still needed when `previous`'s blocks are already staged (with the same depth)."""
         if previous is None or previous.depth != self.depth:
             return self.ranges
-        if previous.host_blocks == self.host_blocks:
+        if previous is self or previous.host_blocks == self.host_blocks:
             return ()
         had = set(previous.host_blocks)
         return _runs([h for h in self.host_blocks if h not in had])
