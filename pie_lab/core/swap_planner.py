@@ -239,5 +239,4 @@ class SwapPlanner:
         ids.sort()                                  # ascending host ids
         if fresh:
             ids = ids[~np.isin(ids, np.fromiter(fresh, np.int64, len(fresh)))]
-        staged = ids.tolist()
-        return StreamPlan.from_sorted(min(self.depth, self.num_layers), staged) if staged else None
+        return StreamPlan.from_sorted(min(self.depth, self.num_layers), ids) if len(ids) else None
