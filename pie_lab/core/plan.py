@@ -107,7 +107,7 @@ class StreamPlan:
             return self.ranges
         if previous is self or previous.host_blocks == self.host_blocks:
             return ()
-        return _runs(np.setdiff1d(self.host_blocks, previous.host_blocks, assume_unique=True))
+        return _runs(np.array(sorted(set(self.host_blocks).difference(previous.host_blocks)), dtype=np.int64))
 
 
 def _runs(ids: np.ndarray) -> tuple[CopyRange, ...]:
