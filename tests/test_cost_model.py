@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
@@ -154,7 +155,7 @@ def test_flexgen_search_prefers_host_kv_only_when_it_pays():
 def test_runs_and_coalesce_give_maximal_runs(ids, pairs):
     from pie_lab.core.plan import _runs, coalesce
     ids = sorted(ids)
-    runs = _runs(ids)
+    runs = _runs(np.array(ids, dtype=np.int64))
     assert [b for r in runs for b in range(r.src, r.src + r.count)] == ids
     assert all(r.src == r.dst for r in runs)
     assert all(a.src + a.count < b.src for a, b in zip(runs, runs[1:]))       # maximal: a gap between runs

@@ -82,55 +82,55 @@ class BlockManager:
         seq.host_count = 0
 
     # -- moves between tiers (return block mappings for the plan) -------------------------
-    def offload(self, seq: Sequence, index: int) -> tuple[int, int]:
-        """Move full block `index` of `seq` to the host; async copy, GPU block freed at step end."""
-        gpu_id = seq.block_table[index]
-        if is_host(gpu_id) or index >= seq.num_full_blocks(self.block_size):
-            raise EngineError(f"seq {seq.seq_id} block {index} is not a full GPU block")
-        if index != seq.host_count:
-            raise EngineError(f"seq {seq.seq_id}: block {index} is not the first GPU block ({seq.host_count})")
-        (host_id,) = self.host.allocate(1)
-        seq.block_table[index] = host_ref(host_id)
-        seq.host_count += 1
+    def offload(self, seq: Sequence, n: int) -> list[tuple[int, int]]:
+        """Move the first `n` GPU blocks of `seq` (full ones) to the host; async copies, the GPU
+        blocks freed at step end. Returns the (gpu, host) mappings."""
+        first = seq.host_count                     # host entries come first: the next GPU block
+        if first + n > seq.num_full_blocks(self.block_size):
+            raise EngineError(f"seq {seq.seq_id} blocks {first}..{first + n - 1} are not all full GPU blocks")
+        gpu_ids = seq.block_table[first:first + n]
+        host_ids = self.host.allocate(n)
+        seq.block_table[first:first + n] = [host_ref(h) for h in host_ids]
+        seq.host_count += n
         self.host_moves += 1
-        self._pending_gpu.append(gpu_id)
-        return gpu_id, host_id
+        self._pending_gpu.extend(gpu_ids)
+        return list(zip(gpu_ids, host_ids))
 
-    def bring_back(self, seq: Sequence, index: int) -> tuple[int, int]:
-        """Move host block `index` of `seq` to a new GPU block; blocking copy, host block freed at step end."""
-        if index != seq.host_count - 1:
-            raise EngineError(f"seq {seq.seq_id}: block {index} is not the last host block ({seq.host_count})")
-        host_id = ~seq.block_table[index]
-        (gpu_id,) = self.gpu.allocate(1)
-        seq.block_table[index] = gpu_id
-        seq.host_count -= 1
+    def bring_back(self, seq: Sequence, n: int) -> list[tuple[int, int]]:
+        """Move the last `n` host blocks of `seq` to new GPU blocks, newest first; blocking copies,
+        the host blocks freed at step end. Returns the (host, gpu) mappings."""
+        last = seq.host_count
+        if not 0 <= n <= last:
+            raise EngineError(f"seq {seq.seq_id}: cannot bring back {n} of its {last} host blocks")
+        gpu_ids = self.gpu.allocate(n)
+        host_ids = [~b for b in reversed(seq.block_table[last - n:last])]
+        seq.block_table[last - n:last] = reversed(gpu_ids)
+        seq.host_count -= n
         self.host_moves += 1
-        self._filled_this_step.add(gpu_id)
-        self._pending_host.append(host_id)
-        return host_id, gpu_id
+        self._filled_this_step.update(gpu_ids)
+        self._pending_host.extend(host_ids)
+        return list(zip(host_ids, gpu_ids))
 
     def can_swap_out(self, seq: Sequence) -> bool:
         """Swap-out copies run before swap-ins, so a block being filled this step cannot go out."""
-        gpu = [b for b in seq.block_table if not is_host(b)]
+        gpu = seq.block_table[seq.host_count:]
         return len(gpu) <= self.host.num_free and self._filled_this_step.isdisjoint(gpu)
 
     def swap_out(self, seq: Sequence) -> list[tuple[int, int]]:
         """vllm-swap preemption: every GPU block to the host; the copy is blocking, so GPU ids free now."""
-        mapping = []
-        for i, b in enumerate(seq.block_table):
-            if not is_host(b):
-                (h,) = self.host.allocate(1)
-                mapping.append((b, h))
-                seq.block_table[i] = host_ref(h)
+        first = seq.host_count
+        gpu_ids = seq.block_table[first:]
+        host_ids = self.host.allocate(len(gpu_ids))
+        seq.block_table[first:] = [host_ref(h) for h in host_ids]
         seq.host_count = len(seq.block_table)       # no host_moves: seq leaves the batch, which the key shows
-        self.gpu.free(g for g, _ in mapping)
-        return mapping
+        self.gpu.free(gpu_ids)
+        return list(zip(gpu_ids, host_ids))
 
     def can_swap_in(self, seq: Sequence, extra: int = 1) -> bool:
         return seq.num_host_blocks() + extra <= self.gpu.num_free
 
     def swap_in(self, seq: Sequence) -> list[tuple[int, int]]:
-        return [self.bring_back(seq, i) for i in reversed(range(seq.host_count))]
+        return self.bring_back(seq, seq.host_count)
 
     def end_step(self) -> None:
         """The step's copies are done: release blocks whose bytes moved away this step."""

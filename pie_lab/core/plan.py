@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from operator import sub
 from typing import NamedTuple
 
+import numpy as np
+
 from ..sampling import SamplingParams
 from .timing import NAN, ComputeOnlyLayers, LayerTiming, StepTiming, StreamedLayers  # noqa: F401 (re-exported)
 
@@ -92,32 +94,29 @@ class StreamPlan:
 
     @classmethod
     def build(cls, depth: int, host_blocks) -> "StreamPlan":
-        return cls.from_sorted(depth, sorted(host_blocks))
+        return cls.from_sorted(depth, np.sort(np.fromiter(host_blocks, np.int64)))
 
     @classmethod
-    def from_sorted(cls, depth: int, host_blocks: list[int]) -> "StreamPlan":
-        """build() for host ids already in ascending order."""
-        blocks = tuple(host_blocks)
-        return cls(depth, blocks, _runs(blocks))
+    def from_sorted(cls, depth: int, host_blocks: np.ndarray) -> "StreamPlan":
+        """build() for host ids already in ascending order (an int64 array)."""
+        return cls(depth, tuple(host_blocks.tolist()), _runs(host_blocks))
 
     def new_since(self, previous: "StreamPlan | None") -> tuple[CopyRange, ...]:
         """Copies still needed when `previous`'s blocks are already staged (with the same depth)."""
         if previous is None or previous.depth != self.depth:
             return self.ranges
-        if previous.host_blocks == self.host_blocks:
+        if previous is self or previous.host_blocks == self.host_blocks:
             return ()
-        had = set(previous.host_blocks)
-        return _runs([h for h in self.host_blocks if h not in had])
+        return _runs(np.array(sorted(set(self.host_blocks).difference(previous.host_blocks)), dtype=np.int64))
 
 
-def _runs(ids) -> tuple[CopyRange, ...]:
-    """Sorted unique ids -> identity copies, one per run of consecutive ids."""
-    if not ids:
+def _runs(ids: np.ndarray) -> tuple[CopyRange, ...]:
+    """Sorted unique ids (an int64 array) -> identity copies, one per run of consecutive ids."""
+    if not len(ids):
         return ()
-    if ids[-1] - ids[0] == len(ids) - 1:                  # one run (the host allocator keeps ids compact)
-        return (CopyRange(ids[0], ids[0], len(ids)),)
-    bounds = [0, *[k for k, step in enumerate(map(sub, ids[1:], ids), 1) if step != 1], len(ids)]
-    return tuple(CopyRange(ids[i], ids[i], j - i) for i, j in zip(bounds, bounds[1:]))
+    bounds = [0, *(np.flatnonzero(ids[1:] - ids[:-1] != 1) + 1).tolist(), len(ids)]    # where runs start, and the end
+    firsts = ids[bounds[:-1]].tolist()
+    return tuple(map(CopyRange, firsts, firsts, map(sub, bounds[1:], bounds)))
 
 
 @dataclass(frozen=True)

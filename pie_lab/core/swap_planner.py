@@ -111,8 +111,7 @@ class SwapPlanner:
         """Bring n host blocks of seq back to the GPU (newest first), or preempt seq. Returns host blocks
         released. The staging ring shrinks with them, so the next give-back and the scheduler see its room."""
         if self.blocks.gpu.num_free >= n:
-            first = seq.host_count - n
-            sched.swap_in.extend(self.blocks.bring_back(seq, i) for i in reversed(range(first, seq.host_count)))
+            sched.swap_in.extend(self.blocks.bring_back(seq, n))
             released = n
         else:
             released = seq.num_host_blocks()
@@ -138,14 +137,11 @@ class SwapPlanner:
             want = room if room is not None else self._target(seq) - seq.num_host_blocks()
             if headroom is not None:
                 want = min(want, headroom)
-            host_free = self.blocks.host.num_free
-            for i in range(seq.host_count, seq.num_full_blocks(self.blocks.block_size)):
-                if want <= 0 or host_free == 0:
-                    break
-                moves.append(self.blocks.offload(seq, i))
-                want -= 1
-                host_free -= 1
-                headroom = None if headroom is None else headroom - 1
+            n = min(want, self.blocks.host.num_free, seq.num_full_blocks(self.blocks.block_size) - seq.host_count)
+            if n > 0:
+                moves += self.blocks.offload(seq, n)
+                want -= n
+                headroom = None if headroom is None else headroom - n
             if room is not None:
                 room = want
         self.update_reserve(seqs)
@@ -239,5 +235,4 @@ class SwapPlanner:
         ids.sort()                                  # ascending host ids
         if fresh:
             ids = ids[~np.isin(ids, np.fromiter(fresh, np.int64, len(fresh)))]
-        staged = ids.tolist()
-        return StreamPlan.from_sorted(min(self.depth, self.num_layers), staged) if staged else None
+        return StreamPlan.from_sorted(min(self.depth, self.num_layers), ids) if len(ids) else None

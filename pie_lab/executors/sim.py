@@ -22,21 +22,27 @@ from .base import MemoryAvailable, VirtualClock
 GPU_MEMORY_HEADROOM = 0.10          # of GPU memory, kept free for activations and the allocator
 FIRST_SAFE_TOKEN_ID = 3             # ids 0-2 are pad/bos/eos in the supported families
 _MASK = (1 << 64) - 1
+_GOLDEN, _MUL1, _MUL2 = 0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB     # splitmix64's
+_SPLITMIX_U64 = tuple(np.uint64(c) for c in (_GOLDEN, _MUL1, _MUL2, 30, 27, 31))
 
 
 def _mix_np(x: np.ndarray) -> np.ndarray:
-    """_mix on uint64 arrays (wrapping arithmetic)."""
-    x = x + np.uint64(0x9E3779B97F4A7C15)
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
+    """_mix on a uint64 array, in place (wrapping arithmetic)."""
+    golden, mul1, mul2, s30, s27, s31 = _SPLITMIX_U64
+    x += golden
+    x ^= x >> s30
+    x *= mul1
+    x ^= x >> s27
+    x *= mul2
+    x ^= x >> s31
+    return x
 
 
 def _mix(x: int) -> int:
     """splitmix64 finaliser: a well-spread 64-bit hash of x."""
-    x = (x + 0x9E3779B97F4A7C15) & _MASK
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK
+    x = (x + _GOLDEN) & _MASK
+    x = ((x ^ (x >> 30)) * _MUL1) & _MASK
+    x = ((x ^ (x >> 27)) * _MUL2) & _MASK
     return x ^ (x >> 31)
 
 
@@ -59,6 +65,7 @@ class SimExecutor:
         self._forbidden = frozenset(range(FIRST_SAFE_TOKEN_ID)) | frozenset(int(e) for e in eos_ids)
         self._forbidden_ids = [np.uint64(t) for t in sorted(self._forbidden) if t >= FIRST_SAFE_TOKEN_ID]
         self._span = self.spec.vocab_size - FIRST_SAFE_TOKEN_ID
+        self._seed_key = _mix(config.seed)          # a token is _mix(_mix(seed key ^ seq_id) ^ position)
         if self._span <= len(self._forbidden):
             raise ConfigError(f"vocab_size={self.spec.vocab_size} is too small for the sim executor's token ids")
         self.num_gpu_blocks: int | None = None
@@ -140,7 +147,7 @@ class SimExecutor:
 
     def token_for(self, seq_id: int, position: int, avoid: Sequence[int] = ()) -> int:
         """The token the sim 'samples' for seq_id at `position`; never an eos, special or avoided id."""
-        x = _mix(_mix(_mix(self.config.seed) ^ (seq_id & _MASK)) ^ position)
+        x = _mix(_mix(self._seed_key ^ (seq_id & _MASK)) ^ position)
         for _ in range(100_000):
             tok = FIRST_SAFE_TOKEN_ID + x % self._span
             if tok not in self._forbidden and tok not in avoid:
@@ -163,9 +170,13 @@ class SimExecutor:
                   stop_ids: Sequence[Sequence[int]] | None = None) -> list[int]:
         """token_for(seq_ids[i], positions[i], stop_ids[i]) for every i (None: no stop ids),
         vectorised: the first candidate in numpy, the rare rejected one again in Python."""
-        ids = seq_ids.astype(np.uint64) & np.uint64(_MASK)
-        x = _mix_np(_mix_np(np.uint64(_mix(self.config.seed)) ^ ids) ^ positions.astype(np.uint64))
-        cand = x % np.uint64(self._span) + np.uint64(FIRST_SAFE_TOKEN_ID)
+        x = seq_ids.astype(np.uint64)              # a new array (seq_id & _MASK), mixed in place
+        x ^= np.uint64(self._seed_key)
+        x = _mix_np(x)
+        x ^= positions.astype(np.uint64)
+        cand = _mix_np(x)
+        cand %= np.uint64(self._span)
+        cand += np.uint64(FIRST_SAFE_TOKEN_ID)
         toks = cand.tolist()
         redo = set()
         for bad in self._forbidden_ids:            # a candidate is >= FIRST_SAFE_TOKEN_ID: only eos ids above it

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from .overlap import schedule_columns
 from ..core.host_split import SPLIT_MODES
 from ..core.plan import StepPlan, StreamPlan, coalesce
-from ..core.timing import ComputeOnlyLayers, StepTiming, StreamedLayers
+from ..core.timing import NAN, ComputeOnlyLayers, StepTiming, StreamedLayers
 from ..config import check_field
 from ..errors import check_choice
 from ..model_spec import DTYPE_BYTES, ModelSpec
@@ -239,9 +239,8 @@ class CostModel:
         if not (plan.stream and plan.stream.num_blocks) and not shape.host_blocks:
             return self._compute_only_timing(plan, shape)
         layer = self.layer_time(shape)
-        qkv, attention = self.layer_parts(shape)
         host = None if not shape.host_blocks else self._host.layer(
-            shape, qkv, attention, self._h2d, self._d2h, self._latency,
+            shape, *self.layer_parts(shape), self._h2d, self._d2h, self._latency,
             min(self.stream_layer_bytes(plan) / layer, self._h2d) if layer > 0 else 0.0,   # the stream's DRAM draw
             self.post_attention_time, self.host_split)
         work = layer + (host.wait + host.extra if host else 0.0)     # every layer's compute
@@ -257,17 +256,22 @@ class CostModel:
         start = self._step_overhead + blocking + self.embed_time(shape)
         ready = prefetch.end[:pre] if prefetch is not None else ()
         delay = max([0.0] + [r - (start + j * work) for j, r in enumerate(ready)])
-        layers = schedule_columns([work] * n, [tail] * pre + [move] * (n - pre), depth,
-                                  [self.stream_layer_bytes(plan)] * n, start=start + delay)
+        begins, ends, issues, c_starts, c_ends, waits = schedule_columns(
+            [work] * n, [tail] * pre + [move] * (n - pre), depth, start=start + delay)
+        busy = [NAN] * n
         if prefetch is not None:
-            layers = prefetch.merged(layers, min(pre, len(prefetch.end)))
+            prefetch.merge_into(issues, c_starts, c_ends, busy, min(pre, len(prefetch.end)))
         if delay > 0:
-            layers = replace(layers, wait=(layers.wait[0] + delay,) + layers.wait[1:])
-        if host is not None:
-            layers = replace(layers, host_start=tuple(c + host.start for c in layers.compute_start),
-                             host_end=tuple(c + host.start + host.path for c in layers.compute_start),
-                             host_wait=(host.wait + host.extra,) * n, host_bytes=(host.bytes,) * n,
-                             host_window=(host.window,) * n, host_share=True)
+            waits[0] += delay
+        layer_bytes = (self.stream_layer_bytes(plan),) * n
+        if host is None:
+            nans, zeros = (NAN,) * n, (0.0,) * n
+            host_columns = (nans, nans, zeros, (0,) * n, zeros)
+        else:
+            host_columns = (tuple([c + host.start for c in begins]), tuple([c + host.start + host.path for c in begins]),
+                            (host.wait + host.extra,) * n, (host.bytes,) * n, (host.window,) * n)
+        layers = StreamedLayers(tuple(begins), tuple(ends), tuple(issues), tuple(c_starts), tuple(c_ends),
+                                tuple(waits), layer_bytes, tuple(busy), *host_columns, host_share=host is not None)
         end = (layers.compute_end[-1] if n else start) + self.lm_head_time(shape)
         offload_time, async_bytes = self.offload_copy(plan)
         end = max(end, self._step_overhead + blocking + offload_time)
@@ -322,12 +326,11 @@ class Prefetch:
     def shifted(self, dt: float) -> "Prefetch":
         return Prefetch(self.stream, *(tuple(t + dt for t in ts) for ts in (self.issue, self.start, self.end)))
 
-    def merged(self, layers: StreamedLayers, count: int) -> StreamedLayers:
-        """The layers with the prefetch as the first copy of layers < count (the cpu executor's
-        convention): a layer that copied nothing itself gets the prefetch's times; one that
-        copied the appended rest too spans both, busy for their sum."""
-        issue, start, end, busy = (list(c) for c in (layers.copy_issue, layers.copy_start, layers.copy_end,
-                                                       layers.copy_busy))
+    def merge_into(self, issue: list[float], start: list[float], end: list[float], busy: list[float],
+                   count: int) -> None:
+        """Make the prefetch the first copy of layers < count in a step's copy columns (the cpu
+        executor's convention): a layer that copied nothing itself gets the prefetch's times; one
+        that copied the appended rest too spans both, busy for their sum."""
         for j in range(count):
             if not math.isnan(start[j]):
                 busy[j] = (self.end[j] - self.start[j]) + (end[j] - start[j])
@@ -335,5 +338,3 @@ class Prefetch:
             else:
                 end[j] = self.end[j]
             issue[j], start[j] = self.issue[j], self.start[j]
-        return replace(layers, copy_issue=tuple(issue), copy_start=tuple(start), copy_end=tuple(end),
-                       copy_busy=tuple(busy))

@@ -12,41 +12,36 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from ..core.timing import NAN, LayerTiming, StreamedLayers
+from ..core.timing import NAN, LayerTiming
 
 
 def schedule_layers(compute: Sequence[float], copy: Sequence[float], depth: int,
                     layer_bytes: Sequence[int] | None = None, prestaged: int = 0,
                     start: float = 0.0) -> list[LayerTiming]:
     """compute[l], copy[l]: seconds for layer l (copy 0 means nothing to move)."""
-    return list(schedule_columns(compute, copy, depth, layer_bytes, prestaged, start))
+    rows = zip(*schedule_columns(compute, copy, depth, prestaged, start))
+    return [LayerTiming(l, *row, bytes=layer_bytes[l] if layer_bytes else 0) for l, row in enumerate(rows)]
 
 
-def schedule_columns(compute: Sequence[float], copy: Sequence[float], depth: int,
-                     layer_bytes: Sequence[int] | None = None, prestaged: int = 0,
-                     start: float = 0.0) -> StreamedLayers:
-    """schedule_layers as columns (what the sim keeps per step)."""
+def schedule_columns(compute: Sequence[float], copy: Sequence[float], depth: int, prestaged: int = 0,
+                     start: float = 0.0) -> tuple[list[float], ...]:
+    """schedule_layers as columns, the LayerTiming fields it sets (the sim keeps a step's layers
+    as columns): compute_start, compute_end, copy_issue, copy_start, copy_end, wait."""
     n = len(compute)
-    begins, ends, issues, c_starts, c_ends, waits = [], [], [], [], [], []
-    link_free = start
-    t = start
-    for l, (work, move) in enumerate(zip(compute, copy)):
+    begins, ends, waits = [0.0] * n, [0.0] * n, [0.0] * n
+    issues, c_starts, c_ends = [NAN] * n, [NAN] * n, [NAN] * n
+    link_free = t = start
+    for l in range(n):
+        move = copy[l]
         if move > 0 and l >= prestaged:
             issue = start if l < depth else ends[l - depth]
             c_start = link_free if link_free > issue else issue          # max(issue, link_free)
-            link_free = ready = c_end = c_start + move
+            link_free = ready = c_start + move
+            issues[l], c_starts[l], c_ends[l] = issue, c_start, ready
         else:
-            issue = c_start = c_end = NAN
             ready = start
         begin = ready if ready > t else t                                # max(t, ready)
-        waits.append(begin - t)
-        t = begin + work
-        begins.append(begin)
-        ends.append(t)
-        issues.append(issue)
-        c_starts.append(c_start)
-        c_ends.append(c_end)
-    nbytes = tuple(layer_bytes) if layer_bytes else (0,) * n
-    nans, zeros = (NAN,) * n, (0.0,) * n
-    return StreamedLayers(tuple(begins), tuple(ends), tuple(issues), tuple(c_starts), tuple(c_ends), tuple(waits),
-                          nbytes, nans, nans, nans, zeros, (0,) * n, zeros)
+        waits[l] = begin - t
+        begins[l] = begin
+        ends[l] = t = begin + compute[l]
+    return begins, ends, issues, c_starts, c_ends, waits
