@@ -3,7 +3,7 @@
 One JupyterLab on a free localhost port over a temporary copy of the notebooks. Notebook 01: run all
 cells through `window.jupyterapp`, wait for the widgets and the Vega views, type a new swap budget
 into the slider's readout, and check that the engine's budget changed as the dashboard's readout
-(and its last-knob-event line) report it. Notebooks 02-06 run in short mode (SHORT = True injected
+(and its last-knob-event line) report it; then switch offload to on-demand and back the same way. Notebooks 02-06 run in short mode (SHORT = True injected
 after the parameters cell); each must finish with no error output, no "Error loading script" (a
 chart that wanted a CDN), no broken widget and no console error. Screenshots of the dashboard,
 notebook 02 and the what-if explorer are saved (to docs/ with PIE_LAB_UPDATE_SCREENSHOT=1, else
@@ -264,6 +264,12 @@ def _drive(page, lab) -> None:
     page.wait_for_function(f"() => document.querySelector('.pie-last-knob').innerText"
                            f".includes('swap_budget_blocks={NEW_BUDGET}')", timeout=30_000)
     assert f"{NEW_BUDGET} blocks" in budget.inner_text()
+    for mode in ("on-demand", "eager"):              # the offload toggle reaches the engine too, and back
+        page.locator(".pie-offload button", has_text=mode).click()
+        page.wait_for_function(f"() => document.querySelector('.pie-budget').innerText"
+                               f".includes('offload {mode}')", timeout=30_000)
+        page.wait_for_function(f"() => document.querySelector('.pie-last-knob').innerText"
+                               f".includes('offload={mode}')", timeout=30_000)
     assert page.locator(".jupyter-widgets-error-widget").count() == 0
     errors_text = page.locator(".pie-errors").inner_text()
     assert "rejected" not in errors_text and "engine error" not in errors_text, errors_text
