@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import bisect
 import itertools
-from typing import NamedTuple
 
 import numpy as np
 
+from .decode_batch import DecodeState, decode_state, new_blocks, step_of_block
 from .metrics import IterationRecord
-from .plan import StepPlan, StreamPlan
+from .plan import StepPlan
 from .scheduler import Schedule
 from .sequence import host_count_of
 
@@ -75,7 +75,7 @@ class DecodeRun:
         fill = cls._fill(engine)
         if fill is None:
             return None
-        state = _decode_state(running, blocks.block_size, engine.max_model_len)
+        state = decode_state(running, blocks.block_size, engine.max_model_len)
         if state is None:
             return None
         first_step = state.firsts.count(0)         # sequences that need a GPU block in step 0
@@ -96,9 +96,9 @@ class DecodeRun:
         return run
 
     @staticmethod
-    def _after_step0(sched: Schedule, seqs: list, state: "_DecodeState", block_size: int,
-                     max_len: int) -> "_DecodeState | None":
-        """The _DecodeState of a scheduled step 0's work, or None unless every one decodes a token:
+    def _after_step0(sched: Schedule, seqs: list, state: "DecodeState", block_size: int,
+                     max_len: int) -> "DecodeState | None":
+        """The DecodeState of a scheduled step 0's work, or None unless every one decodes a token:
         the first `k` of the batch `seqs` stay (preemption takes from the end), then the swapped in."""
         if sched.unfit or sched.admitted or not sched.work or any(n != 1 for _, n in sched.work):
             return None
@@ -107,11 +107,11 @@ class DecodeRun:
             k -= 1
         if any(s is not t for (s, _), t in zip(sched.work[:k], seqs)):
             return None
-        joined = _decode_state([s for s, _ in sched.work[k:]], block_size, max_len)
+        joined = decode_state([s for s, _ in sched.work[k:]], block_size, max_len)
         if joined is None:
             return None
         firsts = [f or block_size for f in state.firsts[:k]]     # step 0 gave a block to each that needed one
-        return _DecodeState(state.left[:k] + joined.left, firsts + joined.firsts, state.computed[:k] + joined.computed)
+        return DecodeState(state.left[:k] + joined.left, firsts + joined.firsts, state.computed[:k] + joined.computed)
 
     @staticmethod
     def _fill(engine) -> "bool | None":
@@ -129,7 +129,7 @@ class DecodeRun:
         return fill
 
     @classmethod
-    def _planned(cls, engine, sched: Schedule, state: "_DecodeState", since: int, fill: "bool | None",
+    def _planned(cls, engine, sched: Schedule, state: "DecodeState", since: int, fill: "bool | None",
                  split: dict[int, int] | None = None) -> "DecodeRun | None":
         """The run of `sched`'s decode steps, its steps < `since` already scheduled (their GPU
         blocks allocated): up to the first event, or None when step `since` has one."""
@@ -146,12 +146,12 @@ class DecodeRun:
             return None
         free = gpu.num_free
         firsts_np = np.array(firsts, dtype=np.int64)
-        if _new_blocks(firsts_np, bs, horizon) > free:
-            horizon = _step_of_block(firsts_np, bs, horizon, free)   # that step preempts: the run ends before it
+        if new_blocks(firsts_np, bs, horizon) > free:
+            horizon = step_of_block(firsts_np, bs, horizon, free)   # that step preempts: the run ends before it
             if horizon <= since:
                 return None
         if scheduler.admits_any(scheduler.config.max_num_batched_tokens - batch,
-                                free - _new_blocks(firsts_np, bs, since + 1)):
+                                free - new_blocks(firsts_np, bs, since + 1)):
             return None                            # a queued request starts in step `since`
         # block b of the table is allocated in the step that writes position b * bs, in batch order
         allocations = sorted((j, i) for i, f in enumerate(firsts) for j in range(f, horizon, bs))
@@ -271,30 +271,6 @@ class DecodeRun:
             if any(s.sampling.stop_token_ids for s in seqs) else None
         return self.engine.executor.tokens_at(ids, pos, stops)
 
-class _DecodeState(NamedTuple):
-    """Per sequence of a decoding batch, in batch order."""
-
-    left: list[int]          # tokens it may still produce (its max_tokens, then the model's length)
-    firsts: list[int]        # the step that writes its next block's first slot (0: it needs a block in step 0)
-    computed: list[int]      # its computed tokens
-
-
-def _decode_state(seqs, block_size: int, max_len: int) -> "_DecodeState | None":
-    """The batch's _DecodeState, or None unless every sequence's next step is a decode token
-    (prompt done, first token sampled)."""
-    left, firsts, computed = [], [], []
-    for s in seqs:
-        c, generated = s.num_computed_tokens, len(s.output_token_ids)
-        num_tokens = len(s.prompt_token_ids) + generated
-        if c != num_tokens - 1 or s.first_token_time is None:
-            return None
-        by_max, by_len = s.sampling.max_tokens - generated, max_len - num_tokens
-        left.append(by_max if by_max < by_len else by_len)
-        firsts.append(len(s.block_table) * block_size - c)
-        computed.append(c)
-    return _DecodeState(left, firsts, computed)
-
-
 class _Scheduled:
     """A step DecodeRun.plan scheduled that is not a plain decode step: the engine runs the rest."""
 
@@ -303,22 +279,3 @@ class _Scheduled:
 
     def steps(self, until: float | None) -> list:
         return self.engine._execute(self.sched)
-
-
-def _new_blocks(firsts: np.ndarray, block_size: int, steps: int) -> int:
-    """GPU blocks the batch allocates in its first `steps` steps; sequence i allocates one in
-    steps firsts[i], firsts[i] + block_size, ..."""
-    return int(np.maximum(0, (steps - firsts + block_size - 1) // block_size).sum())
-
-
-def _step_of_block(firsts: np.ndarray, block_size: int, horizon: int, n: int) -> int:
-    """The step (< horizon) in which the batch allocates its (n + 1)-th new GPU block."""
-    lo, hi = 0, horizon - 1
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if _new_blocks(firsts, block_size, mid + 1) > n:
-            hi = mid
-        else:
-            lo = mid + 1
-    return lo
-
