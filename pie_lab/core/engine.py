@@ -392,16 +392,16 @@ class Engine:
         for seq, n in sched.work:
             seq.num_computed_tokens += n
             outputs = seq.output_token_ids
-            if seq.num_computed_tokens < len(seq.prompt_token_ids) + len(outputs):
+            prompt_len = len(seq.prompt_token_ids)
+            if seq.num_computed_tokens < prompt_len + len(outputs):
                 continue
             token = token_ids[seq.seq_id]
             outputs.append(token)
-            seq.token_times.append(now)
             if seq.first_token_time is None:
                 seq.first_token_time = now
             sp = seq.sampling
             if (token not in stops and not sp.stop_token_ids and len(outputs) < sp.max_tokens
-                    and len(seq.prompt_token_ids) + len(outputs) < max_len):
+                    and prompt_len + len(outputs) < max_len):
                 continue                          # what _finish_reason says, without the call
             reason = self._finish_reason(seq, token)
             if reason:

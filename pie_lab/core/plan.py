@@ -140,24 +140,25 @@ class BatchSummary:
     def of_work(cls, work, host_computed: dict[int, int] | None = None) -> "BatchSummary":
         """From (sequence, tokens fed) pairs and the split (seq_id -> host-computed blocks, each > 0):
         what SeqWork.context_len, is_prefill, sample and host_computed say."""
-        tokens = pairs = context = prefill = decode = 0
+        pairs = context = prefill = decode = 0
         ids, positions, stops = [], [], []
         for seq, q in work:
             p = seq.num_computed_tokens
-            tokens += q
-            context += p + q
-            pairs += q * p + q * (q + 1) // 2
-            if p == 0 or q > 1:
-                prefill += q
-            else:
+            end = p + q
+            context += end
+            if q == 1 and p > 0:                  # a decode token: it attends to its `end` positions
                 decode += 1
-            if p + q == len(seq.prompt_token_ids) + len(seq.output_token_ids):
+                pairs += end
+            else:
+                prefill += q
+                pairs += q * p + q * (q + 1) // 2
+            if end == len(seq.prompt_token_ids) + len(seq.output_token_ids):
                 ids.append(seq.seq_id)
-                positions.append(p + q)
+                positions.append(end)
                 stops.append(seq.sampling.stop_token_ids)
         hc = host_computed or {}
-        return cls(len(work), tokens, pairs, context, prefill, decode, tuple(ids), tuple(positions), tuple(stops),
-                   len(hc), sum(hc.values()))
+        return cls(len(work), prefill + decode, pairs, context, prefill, decode, tuple(ids), tuple(positions),
+                   tuple(stops), len(hc), sum(hc.values()))
 
 
 @dataclass(frozen=True)

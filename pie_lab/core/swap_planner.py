@@ -96,7 +96,7 @@ class SwapPlanner:
             return
         self.update_reserve(scheduler.running)
         if self._config().budgeted:
-            over = sum(map(host_count_of, scheduler.running)) - self.total_budget
+            over = self._resident - self.total_budget
             for seq in reversed(list(scheduler.running)):
                 if over <= 0:
                     break
@@ -125,7 +125,8 @@ class SwapPlanner:
             return []
         moves: list[tuple[int, int]] = []
         seqs = [s for s, _ in sched.work]
-        room = self.total_budget - sum(map(host_count_of, seqs)) if self._config().budgeted else None
+        held = sum(map(host_count_of, seqs))
+        room = self.total_budget - held if self._config().budgeted else None
         if room is not None and room > 0 and self.on_demand:
             room = min(room, self.shortfall(sched.work, scheduler))
         # With depth >= num_layers the staging ring costs what offloading saves: offload only
@@ -144,7 +145,7 @@ class SwapPlanner:
                 headroom = None if headroom is None else headroom - n
             if room is not None:
                 room = want
-        self.update_reserve(seqs)
+        self._reserve_for(held + len(moves))       # update_reserve(seqs): each move is one more host block
         return moves
 
     def shortfall(self, work, scheduler: Scheduler | None) -> int:
