@@ -142,7 +142,8 @@ class SimExecutor:
         if (stream is None or not stream.num_blocks or self._prefetch is None
                 or self._last_stream is None or stream.depth != self._last_stream.depth):
             return 0, None
-        prefetch = self._prefetch.shifted(-(self.clock.now() - self._last_end))
+        idle = self.clock.now() - self._last_end
+        prefetch = self._prefetch.shifted(-idle) if idle else self._prefetch    # x + -0.0 is x: no shift
         return len(prefetch.end), prefetch
 
     def token_for(self, seq_id: int, position: int, avoid: Sequence[int] = ()) -> int:
