@@ -5,8 +5,8 @@ shortage, a swap budget change, an arrival) every running sequence feeds one tok
 nothing else moves: the batch, its host blocks, the stream plan and the queues stay as they are.
 An executor that times a step from its shape alone (the sim: `times_decode_runs`, `time_decode_step`)
 then runs those steps without a plan per sequence: each step costs the cost model, its
-IterationRecord and the controller's look at it, and the sequences' own state (tokens, token
-times, new GPU blocks, in the order step-by-step allocates them) is brought up to date in bulk
+IterationRecord and the controller's look at it, and the sequences' own state (tokens, new GPU
+blocks, in the order step-by-step allocates them) is brought up to date in bulk
 when the controller is about to decide and when the run ends; the sequences at their length
 limit then finish. Policy hybrid's host-computed share (the split) stays as it is too: it follows
 the host blocks and the host budget, and a run ends in the step where the controller changes a
@@ -20,7 +20,6 @@ Records, request results and controller decisions equal the step-by-step run's
 from __future__ import annotations
 
 import bisect
-import itertools
 
 import numpy as np
 
@@ -229,23 +228,20 @@ class DecodeRun:
             self.allocated = stop
 
     def _bring_up_to(self, steps: int) -> None:
-        """Give the sequences the tokens, token times and blocks of the run's first `steps` steps."""
+        """Give the sequences the tokens and blocks of the run's first `steps` steps."""
         n = steps - self.done
         if n <= 0:
             return
         self._allocate_through(steps - 1)
-        times = self.ends[self.done:steps]
         tokens = self._tokens(self.done, n)        # sequence k's are tokens[k * n:(k + 1) * n]
         if n == 1:
-            for seq, token, now in zip(self.seqs, tokens, itertools.repeat(times[0])):
+            for seq, token in zip(self.seqs, tokens):
                 seq.num_computed_tokens += 1
                 seq.output_token_ids.append(token)
-                seq.token_times.append(now)
         else:
             for k, seq in enumerate(self.seqs):
                 seq.num_computed_tokens += n
                 seq.output_token_ids.extend(tokens[k * n:(k + 1) * n])
-                seq.token_times.extend(times)
         self.done = steps
 
     def _finish(self, now: float) -> list:

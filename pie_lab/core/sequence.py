@@ -44,7 +44,6 @@ class Sequence:
     host_count: int = 0           # host entries in block_table; they are always its first entries
     num_preemptions: int = 0
     num_swaps: int = 0
-    token_times: list[float] = field(default_factory=list)
 
     @property
     def num_tokens(self) -> int:
