@@ -10,10 +10,10 @@ runs of decode steps at once (`Engine.step_run`, core/decode_run.py) and gives t
 summarised plans (`BatchSummary`); `--step-by-step` times the plain `step()` loop, without
 decode runs (the same records, see tests/test_decode_run.py). The workload thrashes: the GPU
 pool holds ~70 running requests on average and a preemption (pie: a swap-out, then a swap-in)
-comes every few steps, so runs are short and most time goes to the per-sequence passes of
-ordinary steps. CPU seconds are
-the fairer figure on a shared machine; the load average is printed because other processes slow
-the wall time down.
+comes every few steps, so runs are short (2-3 steps). A step that swaps a decoding sequence out
+or in is the next run's step 0 (scheduled by the engine's own code); only steps that admit a
+prompt are full engine steps. CPU seconds are the fairer figure on a shared machine; the load
+average is printed because other processes slow the wall time down.
 """
 from __future__ import annotations
 
