@@ -77,7 +77,8 @@ class ControlPanel:
         self.swap_budget = W.IntSlider(description="swap budget (blocks)", min=0, max=1, **c)
         self.swap_budget.add_class("pie-swap-budget")
         self.offload = W.ToggleButtons(
-            description="offload", options=list(OFFLOAD_MODES), style={**STYLE, "button_width": "auto"}, layout=LAYOUT,
+            description="offload", options=list(OFFLOAD_MODES), style={**STYLE, "button_width": "auto"},
+            layout=W.Layout(width="360px", display="flex", align_items="center"),     # label and buttons on one row
             tooltips=[f"{mode}: {what}" for mode, what in OFFLOAD_MODES.items()])
         self.offload.add_class("pie-offload")
         self.prefetch_depth = W.IntSlider(description="prefetch depth (layers)", min=1, max=8, **c)
