@@ -13,7 +13,8 @@ pool holds ~70 running requests on average and a preemption (pie: a swap-out, th
 comes every few steps, so runs are short (2-3 steps). A step that swaps a decoding sequence out
 or in is the next run's step 0 (scheduled by the engine's own code); only steps that admit a
 prompt are full engine steps. CPU seconds are the fairer figure on a shared machine; the load
-average is printed because other processes slow the wall time down.
+average is printed because other processes slow the wall time down. A speed-up must change no
+result: `benchmarks/sim_fingerprint.py` before and after, then diff.
 """
 from __future__ import annotations
 
