@@ -36,18 +36,17 @@ class DecodeRun:
     """The running batch's decode steps from now on; `steps()` runs them."""
 
     def __init__(self, engine, sched: Schedule, horizon: int, allocations: list[tuple[int, int]],
-                 finishing: list[int] | None = None, split: dict[int, int] | None = None,
-                 computed: list[int] | None = None):
+                 finishing: list[int], split: dict[int, int], computed: list[int]):
         self.engine = engine
-        self.split = split or {}                   # hybrid: seq_id -> host-computed blocks, every step of the run
+        self.split = split                         # hybrid: seq_id -> host-computed blocks, every step of the run
         self.sched = sched                         # work: every running sequence, one token each
         self.seqs = [s for s, _ in sched.work]
         self.first: tuple | None = None            # step 0 scheduled by plan(): (its schedule, offload, stream)
         self.horizon = horizon                     # steps before the first event
         self.allocations = allocations             # (step, batch index) of each new GPU block, in order
         self.alloc_steps = [j for j, _ in allocations]
-        self.finishing = finishing or []           # batch indices of the sequences the horizon's step finishes
-        self.computed = [s.num_computed_tokens for s in self.seqs] if computed is None else computed   # at step 0
+        self.finishing = finishing                 # batch indices of the sequences the horizon's step finishes
+        self.computed = computed                   # each sequence's computed tokens at step 0
         self.context = sum(self.computed)
         self.done = 0                              # steps whose effects the sequences already show
         self.allocated = 0                         # entries of `allocations` made
