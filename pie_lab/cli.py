@@ -124,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--rates", default=None, help="comma-separated request rates (sweep); overrides --rate")
     s.add_argument("--hardware", default=None, help="comma-separated hardware presets (sweep; matters on sim)")
     s.add_argument("--workers", type=int, help="sweep on a local process pool of this size")
-    s.add_argument("--ray", metavar="ADDRESS", help="sweep as Ray tasks on the cluster at ADDRESS ('auto' for the local one)")
+    s.add_argument("--ray", metavar="ADDRESS", help="sweep as Ray tasks on the cluster at ADDRESS (HOST:PORT or "
+                   "ray://HOST:PORT); 'auto': the running cluster, else a local Ray started here")
     s.add_argument("--out", metavar="FILE", help="write the results (.csv or .json)")
     s.add_argument("--chart", metavar="FILE", help="write an Altair chart (.html, .json, or .png with vl-convert)")
     s.set_defaults(func=cmd_bench)
@@ -326,7 +327,7 @@ def cmd_export(args) -> int:
 
 def cmd_bench(args) -> int:
     from .bench.harness import run_benchmark
-    from .bench.sweep import SweepSpec, run_sweep
+    from .bench.sweep import SweepSpec, connect_ray, run_sweep
     check_out(args.out)
     check_out(args.chart, "--chart", (".html", ".json", ".png", ".svg"))
     default_to_scenario(args)
@@ -343,6 +344,8 @@ def cmd_bench(args) -> int:
         opts = {k: v for k, v in rc.engine.to_dict().items() if k not in ("policy", "hardware")}
         spec = SweepSpec(rc.model, rc.executor, tuple(policies), tuple(budgets or [rc.engine.swap_budget_blocks]),
                          tuple(rates), tuple(hardware), spec_of(args, rate=None), opts)
+        if args.ray:
+            print(connect_ray(args.ray), file=sys.stderr)
         res = run_sweep(spec, backend="ray" if args.ray else "process", workers=args.workers,
                         address=None if args.ray in (None, "") else args.ray, progress=progress)
     else:
