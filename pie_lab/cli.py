@@ -23,7 +23,7 @@ NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "01_quickstart.ip
 # a labconfig/page_config.json that turns off JupyterLab's news prompt, for this server only
 LAB_CONFIG_PATH = Path(__file__).resolve().parent / "lab_settings"
 SUMMARY = ["policy", "requests", "requests_per_s", "tokens_per_s", "ttft_p50_s", "tpot_p50_s", "e2e_p50_s",
-           "e2e_p99_s", "peak_gpu_blocks", "peak_host_blocks", "stall_share", "preemptions"]
+           "e2e_p99_s", "peak_gpu_blocks", "peak_host_blocks", "stall_share", "preemptions", "squeeze"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -327,6 +327,7 @@ def cmd_export(args) -> int:
 
 def cmd_bench(args) -> int:
     from .bench.harness import run_benchmark
+    from .bench.squeeze import ratio_line
     from .bench.sweep import SweepSpec, connect_ray, run_sweep
     check_out(args.out)
     check_out(args.chart, "--chart", (".html", ".json", ".png", ".svg"))
@@ -357,6 +358,8 @@ def cmd_bench(args) -> int:
         res = run_benchmark(rc.model, rc.executor, entries, spec_of(args, rate=rates[0]).build(spec_from_model(rc.model)), opts,
                             progress=progress)
     show(res.df)
+    if "cell" not in res.df.columns and ratio_line(res.df):
+        print(ratio_line(res.df))
     if args.out:
         write_table(res.df, args.out)
     if args.chart:

@@ -47,4 +47,23 @@ def test_bad_input_names_the_value():
 
 def test_offered_rate():
     assert offered_rate([0.0, 0.0, 0.0]) is None
-    assert offered_rate([0.0, 1.0, 2.0, 4.0]) == pytest.approx(1.0)
+    assert offered_rate([0.0, 1.0, 2.0, 4.0]) == pytest.approx(0.75)       # 3 gaps in 4 s
+
+
+def test_every_benchmark_row_carries_the_loads_squeeze():
+    from pie_lab.bench import run_benchmark
+    from pie_lab.bench.squeeze import ratio_line, workload_squeeze
+    from pie_lab.workloads import sharegpt_like
+    work = sharegpt_like(24, seed=0, rate=50.0, vocab_size=50272, max_model_len=2048)
+    opts = dict(hardware="GH200", dtype="float16", num_gpu_blocks=160, num_host_blocks=1600, max_num_seqs=16)
+    res = run_benchmark("opt-1.3b", "sim", ["vllm-swap", "pie", {"policy": "flexgen", "label": "flexgen"}], work,
+                        opts, progress=False)
+    want = workload_squeeze(work, gpu_blocks=160, block_size=16, max_num_seqs=16,
+                            step_s=cost_model_step("opt-1.3b", "GH200"))
+    assert res.df["squeeze"].tolist() == pytest.approx([want.value] * 3)      # flexgen's own batch cap aside
+    line = ratio_line(res.df)
+    assert line.startswith(f"squeeze {want.value:.2f}") and "pie " in line and line.endswith("x vllm-swap")
+    from pie_lab.workloads import Request
+    small = [Request(i, (5, 6, 7, 8 + i), 4, 0.01 * i) for i in range(4)]
+    cpu = run_benchmark("opt-tiny", "cpu", ["none"], small, dict(num_gpu_blocks=8), progress=False)
+    assert 0 < cpu.df["squeeze"].iloc[0] < float("inf")         # the run's own median step time

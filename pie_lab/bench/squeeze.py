@@ -57,7 +57,7 @@ def offered_rate(arrivals: Sequence[float]) -> float | None:
     if len(arrivals) < 2:
         return None
     span = max(arrivals) - min(arrivals)
-    return len(arrivals) / span if span > 0 else None
+    return (len(arrivals) - 1) / span if span > 0 else None
 
 
 def squeeze(prompt_lens: Sequence[int], output_lens: Sequence[int], rate: float | None, *, gpu_blocks: int,
@@ -110,3 +110,29 @@ def workload_squeeze(requests, *, gpu_blocks: int, block_size: int, max_num_seqs
     return squeeze([len(r.prompt_token_ids) for r in reqs], [r.max_tokens for r in reqs],
                    offered_rate([r.arrival_time for r in reqs]), gpu_blocks=gpu_blocks, block_size=block_size,
                    max_num_seqs=max_num_seqs, step_s=step_s)
+
+
+def run_squeeze(model, engine, requests, iterations, max_num_seqs: int | None = None) -> Squeeze:
+    """The squeeze of a finished benchmark run: its engine's GPU pool and batch cap (or
+    `max_num_seqs`); the step time from the sim's cost model, or on cpu / cuda the run's own
+    median decode step."""
+    cfg = engine.config
+    if engine.executor_name == "sim":
+        step_s = cost_model_step(model, cfg.hardware, cfg.dtype, cfg.block_size)
+    else:
+        decode = iterations[(iterations["prefill_tokens"] == 0) & (iterations["batch_size"] > 0)]["duration"]
+        median = float(decode.median()) if len(decode) else float(iterations["duration"].median())
+
+        def step_s(batch: int, context: float) -> float:
+            return median
+    return workload_squeeze(requests, gpu_blocks=engine.gpu_limit, block_size=cfg.block_size,
+                            max_num_seqs=max_num_seqs or cfg.max_num_seqs, step_s=step_s)
+
+
+def ratio_line(df, reference: str = "vllm-swap", column: str = "tokens_per_s") -> str:
+    """One line for a result table with a `squeeze` column: each policy's throughput over the reference's."""
+    ref = df.loc[df["policy"] == reference, column]
+    if not len(ref) or "squeeze" not in df.columns:
+        return ""
+    ratios = ", ".join(f"{p} {v / ref.iloc[0]:.2f}x" for p, v in zip(df["policy"], df[column]) if p != reference)
+    return f"squeeze {df['squeeze'].iloc[0]:.2f} (KV the load wants / GPU KV): {ratios} {reference}"
