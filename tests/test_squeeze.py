@@ -67,3 +67,16 @@ def test_every_benchmark_row_carries_the_loads_squeeze():
     small = [Request(i, (5, 6, 7, 8 + i), 4, 0.01 * i) for i in range(4)]
     cpu = run_benchmark("opt-tiny", "cpu", ["none"], small, dict(num_gpu_blocks=8), progress=False)
     assert 0 < cpu.df["squeeze"].iloc[0] < float("inf")         # the run's own median step time
+
+
+def test_squeeze_chart_places_the_figures_on_the_curve():
+    from pie_lab.bench.squeeze_chart import FIGURES, PAPER, figure_marks, squeeze_chart, squeeze_curve
+    curve = squeeze_curve(points=((1400, 5.0), (150, 20.0)), num_requests=12)
+    assert set(curve["preset"]) == {"GH200", "H200"} and len(curve) == 4
+    assert (curve.groupby("preset")["squeeze"].apply(lambda s: s.iloc[1] > s.iloc[0])).all()   # less GPU: more squeeze
+    assert curve["ratio"].tolist() == pytest.approx((curve["pie_tok_s"] / curve["vllm_swap_tok_s"]).tolist())
+    marks = figure_marks().set_index("label")
+    assert marks.loc[PAPER.label, "squeeze"] == marks.loc[FIGURES[0].label, "squeeze"]   # the paper's set-up
+    assert marks.loc["scenarios: 1.50x", "squeeze"] > 2 * marks.loc[PAPER.label, "squeeze"]
+    spec = squeeze_chart(curve, marks.reset_index()).to_dict()
+    assert len(spec["layer"]) == 6 and "squeeze" in spec["layer"][1]["encoding"]["x"]["title"]
