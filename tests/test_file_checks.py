@@ -55,8 +55,13 @@ def test_not_gguf_wrong_version_and_empty(good_gguf, tmp_path):
         check_gguf(str(rand))
     v9 = tmp_path / "v9.gguf"
     v9.write_bytes(b"GGUF" + struct.pack("<I", 9) + good_gguf.read_bytes()[8:])
-    with pytest.raises(ConfigError, match=r"v9.gguf: GGUF version 9 is not supported \(versions 2, 3\)"):
+    with pytest.raises(ConfigError, match=r"^model file \S+v9.gguf: GGUF version 9 is not supported \(versions 2, "
+                                          r"3\); convert it with a current llama.cpp$"):
         check_gguf(str(v9))
+    huge = tmp_path / "huge.gguf"                # a key 1 TiB long: refused, never read
+    huge.write_bytes(b"GGUF" + struct.pack("<IQQQ", 3, 1, 1, 2**40) + b"x" * 100)
+    with pytest.raises(ConfigError, match="huge.gguf: truncated at 132 bytes, inside its header"):
+        check_gguf(str(huge))
     empty = tmp_path / "empty.gguf"
     empty.write_bytes(b"")
     with pytest.raises(ConfigError, match=r"empty.gguf: empty \(0 bytes\)"):

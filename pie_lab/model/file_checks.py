@@ -28,10 +28,12 @@ class _Truncated(Exception):
 
 
 class _Reader:
-    def __init__(self, f):
-        self.f = f
+    def __init__(self, f, size: int):
+        self.f, self.size = f, size
 
     def take(self, n: int) -> bytes:
+        if n > self.size - self.f.tell():         # never ask read() for more than is there
+            raise _Truncated
         b = self.f.read(n)
         if len(b) < n:
             raise _Truncated
@@ -72,7 +74,7 @@ def check_gguf(path: str) -> None:
     """Raises ConfigError unless `path` is a complete GGUF file of a version this reader knows."""
     size = _size(path)
     with open(path, "rb") as f:
-        r = _Reader(f)
+        r = _Reader(f, size)
         head = f.read(4)
         if head != GGUF_MAGIC[:len(head)] or not head:
             raise _bad(path, f"not a GGUF file (it starts with {head!r}, a GGUF file with {GGUF_MAGIC!r})",
@@ -95,6 +97,8 @@ def check_gguf(path: str) -> None:
             table_end = f.tell()
         except _Truncated:
             raise _bad(path, f"truncated at {size:,} bytes, inside its header (the file is incomplete)") from None
+        except ConfigError:
+            raise
         except (ValueError, struct.error, OverflowError, MemoryError) as exc:
             raise _bad(path, f"its header is corrupt ({exc})") from None
     if table_end > size:
