@@ -23,7 +23,7 @@ NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "01_quickstart.ip
 # a labconfig/page_config.json that turns off JupyterLab's news prompt, for this server only
 LAB_CONFIG_PATH = Path(__file__).resolve().parent / "lab_settings"
 SUMMARY = ["policy", "requests", "requests_per_s", "tokens_per_s", "ttft_p50_s", "tpot_p50_s", "e2e_p50_s",
-           "e2e_p99_s", "peak_gpu_blocks", "peak_host_blocks", "stall_share", "preemptions"]
+           "e2e_p99_s", "peak_gpu_blocks", "peak_host_blocks", "stall_share", "preemptions", "squeeze"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -124,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--rates", default=None, help="comma-separated request rates (sweep); overrides --rate")
     s.add_argument("--hardware", default=None, help="comma-separated hardware presets (sweep; matters on sim)")
     s.add_argument("--workers", type=int, help="sweep on a local process pool of this size")
-    s.add_argument("--ray", metavar="ADDRESS", help="sweep as Ray tasks on the cluster at ADDRESS ('auto' for the local one)")
+    s.add_argument("--ray", metavar="ADDRESS", help="sweep as Ray tasks on the cluster at ADDRESS (HOST:PORT or "
+                   "ray://HOST:PORT); 'auto': the running cluster, else a local Ray started here")
     s.add_argument("--out", metavar="FILE", help="write the results (.csv or .json)")
     s.add_argument("--chart", metavar="FILE", help="write an Altair chart (.html, .json, or .png with vl-convert)")
     s.set_defaults(func=cmd_bench)
@@ -326,7 +327,8 @@ def cmd_export(args) -> int:
 
 def cmd_bench(args) -> int:
     from .bench.harness import run_benchmark
-    from .bench.sweep import SweepSpec, run_sweep
+    from .bench.squeeze import ratio_line
+    from .bench.sweep import SweepSpec, connect_ray, run_sweep
     check_out(args.out)
     check_out(args.chart, "--chart", (".html", ".json", ".png", ".svg"))
     default_to_scenario(args)
@@ -343,6 +345,8 @@ def cmd_bench(args) -> int:
         opts = {k: v for k, v in rc.engine.to_dict().items() if k not in ("policy", "hardware")}
         spec = SweepSpec(rc.model, rc.executor, tuple(policies), tuple(budgets or [rc.engine.swap_budget_blocks]),
                          tuple(rates), tuple(hardware), spec_of(args, rate=None), opts)
+        if args.ray:
+            print(connect_ray(args.ray), file=sys.stderr)
         res = run_sweep(spec, backend="ray" if args.ray else "process", workers=args.workers,
                         address=None if args.ray in (None, "") else args.ray, progress=progress)
     else:
@@ -354,6 +358,8 @@ def cmd_bench(args) -> int:
         res = run_benchmark(rc.model, rc.executor, entries, spec_of(args, rate=rates[0]).build(spec_from_model(rc.model)), opts,
                             progress=progress)
     show(res.df)
+    if "cell" not in res.df.columns and ratio_line(res.df):
+        print(ratio_line(res.df))
     if args.out:
         write_table(res.df, args.out)
     if args.chart:

@@ -166,6 +166,9 @@ def spec_from_model(model: Any) -> ModelSpec:
             spec = ModelSpec.from_config_file(cfg)
             return replace(spec, name=model) if path != os.fspath(model) and isinstance(model, str) \
                 and os.sep not in model else spec
+        if os.path.isdir(path):
+            from .model.file_checks import check_folder
+            check_folder(path)                      # raises: says what the folder lacks
         raise ConfigError(f"model {path!r} is neither a named shape ({', '.join(NAMED_SHAPES)}) "
                           "nor a folder with a config.json")
     if hasattr(model, "config"):

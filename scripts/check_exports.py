@@ -4,9 +4,10 @@ validators, and refresh the snapshot CI checks exports against (data/export_engi
     PYTHONPATH=$PWD python scripts/check_exports.py              # check, and rewrite the snapshot
     PYTHONPATH=$PWD python scripts/check_exports.py --no-write   # check only
 
-It builds a throwaway venv (default /tmp/exports-venv; never the main Python) on first use:
-`--system-site-packages` (it reads torch, transformers, pydantic, numpy from the main Python, which
-it does not change), the released vLLM and SGLang wheels installed with --no-deps, and the
+It builds a throwaway venv (default /tmp/exports-venv; never the main Python) on first use that
+sees the calling Python's packages (torch, transformers, pydantic, numpy; read, never changed),
+whether that Python is a venv, conda or the system's (`--system-site-packages` and a .pth file
+naming the caller's site-packages), the released vLLM and SGLang wheels installed with --no-deps, and the
 modules their argument code imports (PURE below, pinned; triton and flashinfer are among them
 because SGLang's utils and vLLM's FlashInfer backend import them at module level). No CUDA build,
 no GPU. Nothing is stubbed; scripts/exports_engine_probe.py (run inside the venv) says what is set.
@@ -17,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import site
 import subprocess
 import sys
 import tempfile
@@ -55,13 +58,39 @@ def with_flag(argv: list[str], flag: str, value: str | None) -> list[str]:
     return argv[:i] + argv[i + 2:] if value is None else argv[:i + 1] + [value] + argv[i + 2:]
 
 
-def build_venv(venv: Path) -> Path:
+def caller_site_dirs() -> list[str]:
+    """Where this Python finds its packages: a venv's own site-packages, conda's or the system's."""
+    dirs = list(site.getsitepackages())
+    if site.ENABLE_USER_SITE:
+        dirs.append(site.getusersitepackages())
+    return [d for d in dirs if Path(d).is_dir()]
+
+
+def make_venv(venv: Path, with_pip: bool = True) -> Path:
+    """The venv, and a .pth file in it that adds this Python's site-packages (with their own .pth
+    files: editable installs): `--system-site-packages` alone gives a venv made from a venv the
+    *base* interpreter's packages, not the calling venv's."""
     py = venv / "bin" / "python"
-    if py.exists():
-        return py
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
-    pip = [str(py), "-m", "pip", "install", "-q", "--no-deps"]
-    subprocess.run(pip + [f"vllm=={ENGINES['vllm']}", f"sglang=={ENGINES['sglang']}", *PURE], check=True)
+    if not py.exists():
+        subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", *([] if with_pip else ["--without-pip"]),
+                        str(venv)], check=True)
+    purelib = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    pth = Path(purelib) / "pie_lab_caller_site.pth"
+    pth.unlink(missing_ok=True)                        # rewritten for whichever Python calls now
+    seen = subprocess.run([str(py), "-c", "import os, sys; print('\\n'.join(map(os.path.realpath, sys.path)))"],
+                          capture_output=True, text=True, check=True).stdout.split("\n")
+    lines = [f"import site; site.addsitedir({d!r})" for d in caller_site_dirs() if os.path.realpath(d) not in seen]
+    pth.write_text("".join(line + "\n" for line in lines))
+    return py
+
+
+def build_venv(venv: Path) -> Path:
+    py, done = make_venv(venv), venv / "engines-installed"        # an interrupted install is redone
+    if not done.exists():
+        pip = [str(py), "-m", "pip", "install", "-q", "--no-deps"]
+        subprocess.run(pip + [f"vllm=={ENGINES['vllm']}", f"sglang=={ENGINES['sglang']}", *PURE], check=True)
+        done.write_text(" ".join(ENGINES.values()) + "\n")
     return py
 
 

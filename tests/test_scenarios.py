@@ -31,6 +31,7 @@ def test_scenarios_show_where_the_host_tier_pays():
     assert gh200.loc["pie", "vs_vllm_swap"] > 1.2                 # the host tier raises throughput
     assert abs(pcie.loc["pie", "vs_vllm_swap"] - 1.0) < 0.1       # it cannot over PCIe
     assert gh200.loc["pie", "final_swap_budget"] > 4 * pcie.loc["pie", "final_swap_budget"]
+    assert gh200["squeeze"].nunique() == 1 and gh200["squeeze"].iloc[0] > 1 and pcie["squeeze"].iloc[0] > 1
 
 
 def test_cli_scenario_on_bench_and_run(capsys, tmp_path):
@@ -39,6 +40,7 @@ def test_cli_scenario_on_bench_and_run(capsys, tmp_path):
     out = capsys.readouterr().out
     assert "scenario memory-bound-pcie" in out and "why:" in out and "6 sharegpt requests" in out
     assert "vllm-swap" in out and "recompute" not in out
+    assert "squeeze " in out and "(KV the load wants / GPU KV): pie " in out
     same = load_scenario("memory-bound-pcie").run(6, labels=["vllm-swap", "pie"]).df   # the scenario's rate and all
     assert pd.read_json(tmp_path / "b.json")["tokens_per_s"].tolist() == pytest.approx(same["tokens_per_s"].tolist())
     html = (tmp_path / "c.html").read_text()
@@ -72,6 +74,7 @@ def test_explorer_answers_a_change():
     ex = WhatIfExplorer(WhatIfPoint(num_requests=6, rate=50.0, kv_gib=2.0))
     ex.knobs["link_gbps"].value = 55.5                            # what the slider does
     assert ex.point.link_gbps == 55.5 and len(ex.explored) == 2 * (len(ex.policies) - 1)
+    assert "pie-whatif-squeeze'>squeeze " in ex.status.value
     ex.knobs["host_gbps"].value = 20.0                            # the host-bandwidth slider (policy hybrid)
     assert ex.point.host_gbps == 20.0 and "hybrid" in set(ex.result.df["policy"])
     assert ex.bound_chart.chart.to_dict()["layer"]

@@ -1,10 +1,12 @@
 """Sweeps: grid cells, local process pool, Ray (skipped where Ray is missing), workload descriptions."""
 import json
+import socket
 
 import pytest
 
 from pie_lab import ConfigError
-from pie_lab.bench.sweep import SweepSpec, WorkloadSpec, run_sweep
+from pie_lab.bench.sweep import SweepSpec, WorkloadSpec, connect_ray, run_sweep
+from pie_lab.cli import main
 from pie_lab.model_spec import named_spec
 from pie_lab.workloads import Request
 
@@ -58,16 +60,52 @@ def test_process_pool_sweep_matches_serial():
     assert pooled[cols].equals(serial[cols])           # sim runs are deterministic
 
 
-@pytest.mark.slow                      # Ray's own start-up takes most of it
-def test_ray_sweep_on_a_local_instance():
+@pytest.mark.slow                      # Ray's own start-up takes most of it (~30 s on 2 busy cores)
+def test_ray_auto_starts_a_local_instance_without_a_cluster(monkeypatch):
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
     try:
-        res = run_sweep(spec(policies=("none", "pie"), budgets=(16,), rates=(None,)), backend="ray", progress=False)
+        res = run_sweep(spec(policies=("none", "pie"), budgets=(16,), rates=(None,)), backend="ray",
+                        address="auto", progress=False)
     finally:
         ray.shutdown()
     assert list(res.df["policy"]) == ["none", "pie"] and (res.df["requests"] == 8).all()
     assert res.meta["backend"] == "ray"
+    # another process's Ray on this machine is a running cluster to "auto", as in Ray itself
+    assert res.meta["ray"] == "Ray: no running cluster found, started a local instance (ray.init())" or \
+        res.meta["ray"].startswith("Ray: connected to the running cluster")
+
+
+def test_ray_auto_says_whether_it_connected_or_started(monkeypatch):
+    ray = pytest.importorskip("ray")
+    calls = []
+
+    def init(address=None, **kw):
+        calls.append(address)
+        if address == "auto" and cluster is None:
+            raise ConnectionError("Could not find any running Ray instance.")
+    monkeypatch.setattr(ray, "init", init)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    cluster = None
+    assert connect_ray("auto") == "Ray: no running cluster found, started a local instance (ray.init())"
+    assert calls == ["auto", None]
+    cluster, calls[:] = "up", []
+    assert connect_ray("auto") == "Ray: connected to the running cluster" and calls == ["auto"]
+
+
+def test_ray_address_without_a_cluster_exits_2(capsys):
+    pytest.importorskip("ray")
+    with socket.socket() as s:                 # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(ConfigError, match=rf"--ray 127.0.0.1:{port}: no Ray cluster answers there .*ray start --head"):
+        connect_ray(f"127.0.0.1:{port}")
+    with pytest.raises(ConfigError, match="must be 'auto', HOST:PORT or ray://HOST:PORT"):
+        connect_ray("no-port-here")
+    argv = ["bench", "--model", "opt-tiny", "--executor", "sim", "--num-requests", "4", "--no-progress",
+            "--policies", "none", "--ray", f"ray://127.0.0.1:{port}"]
+    assert main(argv) == 2
+    assert f"--ray ray://127.0.0.1:{port}: no Ray cluster answers there" in capsys.readouterr().err
 
 
 def test_workload_spec_files_and_rates(tmp_path):

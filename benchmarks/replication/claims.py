@@ -23,6 +23,7 @@ def claims(report: Report) -> pd.DataFrame:
     value at the highest rate, with where the best case happened."""
     r = report.results
     tput, lat = pivot(r, "steady_tokens_per_s"), pivot(r, "norm_latency_s")
+    squeeze = pivot(r, "squeeze")["vllm-swap"] if "squeeze" in r.columns else None
     rows = []
     for preset in report.setups["preset"].unique():
         sel = lambda df: df.xs(preset, level="preset")                                # noqa: E731
@@ -40,7 +41,9 @@ def claims(report: Report) -> pd.DataFrame:
             at_top = ratio[ratio.index.get_level_values("rate_factor") == top]
             where = ratio.idxmax()
             rows.append({"preset": preset, "claim": claim, "paper": paper, "sim_up_to": float(ratio.max()),
-                         "where": f"{where[0]} {where[1]} at {where[2]:g}x capacity",
+                         "where": f"{where[0]} {where[1]} at {where[2]:g}x capacity"
+                                  + (f" (squeeze {squeeze.xs(preset, level='preset')[where]:.2f})"
+                                     if squeeze is not None else ""),
                          "sim_at_overload_median": float(at_top.median()) if len(at_top) else math.nan})
         # FlexGen by its own execution model on the trace (static padded batches): an offline
         # figure, so compare with pie's throughput at the highest rate

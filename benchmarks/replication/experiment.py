@@ -77,6 +77,7 @@ def run_cell(task: dict) -> pd.DataFrame:
             "median_host_budget": float(it["host_compute_budget"].median()),
             "host_wait_share": float(it["host_wait"].sum() / it["duration"].sum()) if len(it) else 0.0,
             "iterations": row["iterations"], "duration_s": row["duration_s"],
+            "squeeze": row["squeeze"],          # the KV this cell's load wants / the GPU's KV (bench/squeeze.py)
         })
     return pd.DataFrame(rows)
 

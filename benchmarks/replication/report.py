@@ -128,7 +128,7 @@ def _preset_section(report: Report, preset: str) -> str:
     hw = load_preset(preset)
     out = [f"## {preset}: {hw.description} ({hw.h2d_gbps:g} GB/s host-to-device)\n"]
     for (model, work), g in r.groupby(["model", "workload"], sort=False):
-        t, lat = pivot(g, "steady_tokens_per_s"), pivot(g, "norm_latency_s")
+        t, lat, sq = pivot(g, "steady_tokens_per_s"), pivot(g, "norm_latency_s"), pivot(g, "squeeze")
         pols = [p for p in POLICY_ORDER if p in t.columns]
         rows = []
         for idx in t.index:
@@ -137,12 +137,14 @@ def _preset_section(report: Report, preset: str) -> str:
                 row[f"{p} tok/s"] = f"{t.loc[idx, p]:,.0f}"
             for p in pols:
                 row[f"{p} lat"] = f"{1e3 * lat.loc[idx, p]:.1f}"
+            row["squeeze"] = f"{sq.loc[idx, 'vllm-swap']:.2f}"
             row["pie / vLLM tok/s"] = f"{t.loc[idx, 'pie'] / t.loc[idx, 'vllm-swap']:.2f}x"
             row["vLLM / pie lat"] = f"{lat.loc[idx, 'vllm-swap'] / lat.loc[idx, 'pie']:.2f}x"
             rows.append(row)
         out.append(f"### {preset} / {model} / {work}\n\n`tok/s`: generated tokens/s while requests arrive (steady "
                    "throughput); `lat`: normalised latency, ms per output token (mean over requests of e2e latency "
-                   "/ output tokens, as the vLLM and Pie papers plot it).\n")
+                   "/ output tokens, as the vLLM and Pie papers plot it); `squeeze`: the KV the offered load wants "
+                   "over the GPU's KV (`pie_lab/bench/squeeze.py`; above 1 memory limits the batch).\n")
         out.append(md_table(pd.DataFrame(rows)))
         det = g.copy()
         det["rate"] = det.apply(lambda x: f"{x.rate:g} ({x.rate_factor:g}x)", axis=1)

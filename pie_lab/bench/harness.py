@@ -16,6 +16,7 @@ from ..config import EngineConfig
 from ..errors import ConfigError, EngineError
 from ..model_spec import spec_from_model
 from ..sampling import SamplingParams
+from .squeeze import run_squeeze
 
 PERCENTILES = (50, 90, 99)
 LATENCIES = ("ttft", "tpot", "e2e")
@@ -29,7 +30,8 @@ class PolicyCase:
 
 @dataclass(frozen=True, eq=False)
 class BenchResult:
-    """`df`: one row per policy. `requests` / `iterations`: the raw records, with a `policy` column."""
+    """`df`: one row per policy (`squeeze`: the KV the workload wants over the policy's GPU KV,
+    `bench/squeeze.py`). `requests` / `iterations`: the raw records, with a `policy` column."""
 
     df: Any
     requests: Any
@@ -144,15 +146,18 @@ def run_benchmark(model: Any, executor: str, policies: Sequence[str | Mapping[st
     """The same workload through each policy; see BenchResult for what comes back."""
     import pandas as pd
     reqs = as_requests(workload)
-    cases = [with_flexgen_search(c, model, reqs) for c in policy_cases(policies, engine_options)]
+    asked = policy_cases(policies, engine_options)
+    cases = [with_flexgen_search(c, model, reqs) for c in asked]
     bar = _bar(len(reqs) * len(cases), progress)
     rows, req_frames, it_frames = [], [], []
     try:
-        for case in cases:
+        for case, asked_case in zip(cases, asked):
             if bar is not None:
                 bar.set_description(case.label)
             engine, t0, t_end = run_one(model, executor, case.config, reqs, bar)
             row, rdf, idf = summarize(case.label, engine, t0, t_end, len(reqs))
+            # the load's squeeze: flexgen's own batch cap is its choice, not the load's
+            row["squeeze"] = run_squeeze(model, engine, reqs, idf, asked_case.config.max_num_seqs).value
             rows.append(row)
             req_frames.append(rdf)
             it_frames.append(idf)

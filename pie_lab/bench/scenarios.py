@@ -94,13 +94,14 @@ def load_scenario(name: str, path: str | Path | None = None) -> Scenario:
 
 def compare(names: list[str], num_requests: int | None = None, progress: bool = False):
     """The scenarios' result rows side by side: one row per (scenario, policy), plus each
-    policy's throughput relative to vllm-swap in the same scenario."""
+    policy's throughput relative to vllm-swap in the same scenario and the scenario's squeeze
+    (`bench/squeeze.py`: the KV its load wants over its GPU's KV)."""
     import pandas as pd
     frames = []
     for name in names:
         df = load_scenario(name).run(num_requests, progress=progress).df
         ref = df.loc[df["policy"] == "vllm-swap", "tokens_per_s"]
         frames.append(df.assign(vs_vllm_swap=df["tokens_per_s"] / ref.iloc[0] if len(ref) else float("nan")))
-    cols = ["scenario", "policy", "tokens_per_s", "vs_vllm_swap", "ttft_p50_s", "tpot_p50_s", "e2e_p90_s",
+    cols = ["scenario", "policy", "tokens_per_s", "vs_vllm_swap", "squeeze", "ttft_p50_s", "tpot_p50_s", "e2e_p90_s",
             "preemptions", "stall_share", "final_swap_budget", "peak_host_blocks"]
     return pd.concat(frames, ignore_index=True)[cols]

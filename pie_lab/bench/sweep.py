@@ -2,12 +2,13 @@
 
 Each cell is a small picklable description (the workload is described, not shipped, and built
 where the cell runs). Cells run on a local process pool by default, in this process with
-`backend="serial"`, or as Ray tasks on an existing cluster (`backend="ray"`, `address=...`;
-`pip install ray`). Results merge into one DataFrame, one row per cell.
+`backend="serial"`, or as Ray tasks (`backend="ray"`, `address=...`; `pip install ray`): on the
+running cluster or a local instance it starts ("auto"), or on the cluster at an address. Results merge into one DataFrame, one row per cell.
 """
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
@@ -18,6 +19,7 @@ from ..model_spec import spec_from_model
 from .harness import BenchResult, policy_cases, run_benchmark
 
 GENERATORS = ("sharegpt", "alpaca")
+RAY_CONNECT_TIMEOUT_S = 3.0
 BACKENDS = ("process", "serial", "ray")
 MAX_GENERATED_LEN = 2048          # context cap for generated workloads (and the model's own cap)
 
@@ -174,12 +176,14 @@ def run_sweep(spec: SweepSpec, *, backend: str = "process", workers: int | None 
     if backend == "serial":
         outs = [run_cell(c) for c in _progress(cells, progress)]
     elif backend == "ray":
-        outs = _run_ray(cells, address, progress)
+        how, outs = _run_ray(cells, address, progress)
     else:
         outs = _run_pool(cells, workers or min(len(cells), os.cpu_count() or 1), progress)
     rows = [row for out in outs for row in out[0]]
-    return SweepResult(pd.DataFrame(rows), pd.concat([o[1] for o in outs], ignore_index=True), pd.DataFrame(),
-                       {"model": spec.model, "executor": spec.executor, "cells": len(cells), "backend": backend})
+    meta = {"model": spec.model, "executor": spec.executor, "cells": len(cells), "backend": backend}
+    if backend == "ray":
+        meta["ray"] = how
+    return SweepResult(pd.DataFrame(rows), pd.concat([o[1] for o in outs], ignore_index=True), pd.DataFrame(), meta)
 
 
 def _run_pool(cells: list[Cell], workers: int, progress: bool) -> list:
@@ -194,13 +198,45 @@ def _run_pool(cells: list[Cell], workers: int, progress: bool) -> list:
     return [results[c.index] for c in cells]
 
 
-def _run_ray(cells: list[Cell], address: str | None, progress: bool) -> list:
+def connect_ray(address: str | None = "auto") -> str:
+    """Ray for a sweep; says which it did. "auto" (or None): the running cluster, else a local
+    instance (`ray.init()`); an ADDRESS (host:port or ray://host:port): that cluster, which must answer."""
     try:
         import ray
     except ImportError:
         raise ConfigError("backend 'ray' needs Ray: pip install ray (or pip install 'pie_lab[ray]')") from None
-    if not ray.is_initialized():
-        ray.init(address=address or "auto")
+    if ray.is_initialized():
+        return "Ray: using the instance this process already runs"
+    if address in (None, "", "auto"):
+        try:
+            ctx = ray.init(address="auto", log_to_driver=False)
+            at = (getattr(ctx, "address_info", None) or {}).get("gcs_address")
+            return "Ray: connected to the running cluster" + (f" at {at}" if at else "")
+        except ConnectionError:
+            ray.init(include_dashboard=False, log_to_driver=False)
+            return "Ray: no running cluster found, started a local instance (ray.init())"
+    host, port = _host_port(address)
+    try:
+        socket.create_connection((host, port), timeout=RAY_CONNECT_TIMEOUT_S).close()
+        ray.init(address=address, log_to_driver=False)
+    except (OSError, ConnectionError, RuntimeError) as exc:   # Ray itself would retry for minutes
+        raise ConfigError(f"--ray {address}: no Ray cluster answers there ({exc}); start one with "
+                          f"`ray start --head --port {port}` on {host}, or use --ray auto to connect to "
+                          "a running one or start a local one") from None
+    return f"Ray: connected to the cluster at {address}"
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    rest = address.split("://", 1)[-1]
+    host, sep, port = rest.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ConfigError(f"--ray {address!r} must be 'auto', HOST:PORT or ray://HOST:PORT, e.g. 10.0.0.5:6379")
+    return host, int(port)
+
+
+def _run_ray(cells: list[Cell], address: str | None, progress: bool) -> tuple[str, list]:
+    how = connect_ray(address)
+    import ray
     task = ray.remote(num_cpus=1)(run_cell)
     refs = {task.remote(c): c.index for c in cells}
     results, left = {}, list(refs)
@@ -213,7 +249,7 @@ def _run_ray(cells: list[Cell], address: str | None, progress: bool) -> list:
                 bar.update(1)
     if bar is not None:
         bar.close()
-    return [results[c.index] for c in cells]
+    return how, [results[c.index] for c in cells]
 
 
 def _progress(it, progress: bool, total: int | None = None):

@@ -16,6 +16,7 @@ import tempfile
 from dataclasses import dataclass
 
 from ..errors import ConfigError
+from .file_checks import check_folder, check_gguf
 
 GGUF_ARCHITECTURES = ("llama", "qwen2", "mistral")      # llama.cpp also writes Mistral as "llama"
 CACHE_ENV = "PIE_LAB_CACHE"
@@ -73,13 +74,26 @@ def checkpoint_folder(path: str) -> str:
     key = (os.path.realpath(path), st.st_size, st.st_mtime_ns)
     if key in _FOLDERS:
         return _FOLDERS[key]
+    check_gguf(path)
     digest = hashlib.sha1(repr(key).encode()).hexdigest()[:16]
     stem = os.path.splitext(os.path.basename(path))[0]
     folder = os.path.join(cache_dir(), "gguf", f"{stem}-{digest}")
-    if not os.path.isfile(os.path.join(folder, "config.json")):
+    if not _complete(folder):
+        shutil.rmtree(folder, ignore_errors=True)
         _convert(path, folder)
     _FOLDERS[key] = folder
     return folder
+
+
+def _complete(folder: str) -> bool:
+    """A cached conversion is used only when whole: source.json (written last) and checked files."""
+    if not os.path.isfile(os.path.join(folder, "source.json")):
+        return False
+    try:
+        check_folder(folder)
+    except ConfigError:
+        return False
+    return True
 
 
 def inspect_gguf(path: str) -> tuple[str, bool]:
@@ -108,7 +122,8 @@ def _convert(path: str, folder: str) -> None:
     arch, has_tokenizer = inspect_gguf(path)
     if arch not in GGUF_ARCHITECTURES:
         raise ConfigError(f"GGUF architecture {arch!r} in {path!r} is not supported; supported: "
-                          f"{', '.join(GGUF_ARCHITECTURES)}")
+                          f"{', '.join(GGUF_ARCHITECTURES)}; give a GGUF of one of those, or the model's "
+                          "transformers checkpoint folder (OPT, Llama, Mistral and Qwen2 read from one)")
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     src, name = os.path.split(os.path.abspath(path))
@@ -122,9 +137,9 @@ def _convert(path: str, folder: str) -> None:
         with open(os.path.join(tmp, "source.json"), "w") as f:
             json.dump({"gguf": os.path.abspath(path), "architecture": arch}, f)
         try:
-            os.rename(tmp, folder)
+            os.rename(tmp, folder)            # complete: visible under its name only now
         except OSError:                       # another process converted it first
-            if not os.path.isfile(os.path.join(folder, "config.json")):
+            if not _complete(folder):
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

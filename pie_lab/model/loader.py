@@ -7,7 +7,6 @@ are cached per process: a second load of the same folder is fast.
 from __future__ import annotations
 
 import dataclasses
-import glob
 import os
 from typing import Any
 
@@ -15,6 +14,7 @@ from ..config import DTYPES
 from ..errors import ConfigError, check_choice
 from ..model_spec import ModelSpec, spec_from_model
 from . import gguf
+from .file_checks import check_folder
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 
@@ -75,20 +75,10 @@ def _finish(model, loaded: set) -> None:
     model.eval().requires_grad_(False)
 
 
-def _checkpoint_files(path: str) -> list[str]:
-    files = sorted(glob.glob(os.path.join(path, "*.safetensors")))
-    if not files:
-        files = sorted(glob.glob(os.path.join(path, "pytorch_model*.bin")))
-    if not files:
-        raise ConfigError(f"checkpoint folder {path!r} has no weights: no *.safetensors or pytorch_model*.bin files")
-    return files
-
-
 def check_checkpoint(path: str) -> ModelSpec:
-    """A checkpoint folder's shape, after checking it has a readable config.json and weight files."""
-    spec = spec_from_model(path)
-    _checkpoint_files(path)
-    return spec
+    """A checkpoint folder's shape, after checking its config.json and weight files (headers only)."""
+    check_folder(path)
+    return spec_from_model(path)
 
 
 _CHECKPOINTS: dict[tuple, tuple] = {}       # (folder, its files' mtimes) -> (state dict on the CPU, tokenizer)
@@ -97,7 +87,7 @@ _CHECKPOINTS: dict[tuple, tuple] = {}       # (folder, its files' mtimes) -> (st
 def _read_checkpoint(path: str) -> tuple[dict, Any]:
     """-> (state dict, tokenizer or None) of a checkpoint folder, cached for this process."""
     import torch
-    files = _checkpoint_files(path)
+    files = check_folder(path)
     key = (os.path.realpath(path), tuple(os.stat(f).st_mtime_ns for f in files))
     if key not in _CHECKPOINTS:
         state: dict = {}
