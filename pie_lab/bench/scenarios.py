@@ -60,7 +60,7 @@ class Scenario:
         w = workload or self.workload
         rate = f"{w.rate:g} req/s" if w.rate else "all at once"
         return (f"scenario {self.name}: {self.model} on {self.executor} "
-                f"({', '.join(f'{k}={v}' for k, v in self.engine.items())}), {w.num_requests} {w.kind} "
+                f"({', '.join(f'{k}={v}' for k, v in self.engine.items())}), {w.num_requests} {w.label} "
                 f"requests at {rate}\n  why: {self.why}")
 
 
