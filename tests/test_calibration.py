@@ -81,3 +81,13 @@ def test_layer_shape_drops_what_a_layer_lacks():
     assert n == opt.intermediate            # OPT: one up projection, no gate
     llama = LayerShape.of(named_spec("llama-3.1-8b"))
     assert llama.gemm("mlp_up_proj")[1] == 2 * llama.intermediate and llama.gemm("attn_pre_proj")[1] == 4096 + 2 * 1024
+
+
+def test_whatif_hbm_moves_the_calibrated_compute():
+    from pie_lab.bench import WhatIfPoint
+    base, faster = WhatIfPoint(), WhatIfPoint(hbm_gbps=7200.0)
+    assert "what-if HBM" not in base.calibration and "what-if HBM 7,200" in faster.calibration
+    spec = named_spec(base.model)
+    slow_t = CostModel(spec, base.hardware(), "float16").linear_time(8)       # memory-bound: weights
+    fast_t = CostModel(spec, faster.hardware(), "float16").linear_time(8)
+    assert 0.45 * slow_t < fast_t < 0.75 * slow_t

@@ -72,6 +72,7 @@ def test_explorer_answers_a_change():
     ex = WhatIfExplorer(WhatIfPoint(num_requests=6, rate=50.0, kv_gib=2.0))
     ex.knobs["link_gbps"].value = 55.5                            # what the slider does
     assert ex.point.link_gbps == 55.5 and len(ex.explored) == 2 * (len(ex.policies) - 1)
+    assert "kernels: calibrated (transferred)" in ex.status.value     # GH200: the H100 fit carried over
     ex.knobs["host_gbps"].value = 20.0                            # the host-bandwidth slider (policy hybrid)
     assert ex.point.host_gbps == 20.0 and "hybrid" in set(ex.result.df["policy"])
     assert ex.bound_chart.chart.to_dict()["layer"]

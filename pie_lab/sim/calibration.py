@@ -12,7 +12,7 @@ and their widths are Vidur's: see `OPERATORS`. `benchmarks/fit_kernels.py` fits 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 from ..errors import ConfigError, check_float, check_int
@@ -143,6 +143,16 @@ class KernelFit:
     def layer_time(self, shape: LayerShape, tokens: int) -> float:
         """Seconds of one layer's non-attention operators (0 rows: 0 s)."""
         return sum(self.operator_times(shape, tokens).values()) if tokens > 0 else 0.0
+
+    def with_memory_scaled(self, ratio: float, why: str) -> "KernelFit":
+        """The fit on a GPU whose memory bandwidth is `ratio` times this one's (same compute): the
+        memory-bound GEMM rate, decode attention and the elementwise per-element costs scale."""
+        check_float("memory bandwidth ratio", ratio, 0.0, 1e3, lo_open=True)
+        if ratio == 1.0:
+            return self
+        ew = {op: (a, b / ratio) for op, (a, b) in self.elementwise.items()}
+        return replace(self, gemm_gbps=self.gemm_gbps * ratio, attention_gbps=self.attention_gbps * ratio,
+                       elementwise=ew, status="transferred", source=f"{self.source}; {why}")
 
     def describe(self) -> str:
         """One line for the UI and the reports: what the figures rest on and how far off they are."""
