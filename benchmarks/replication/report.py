@@ -128,7 +128,11 @@ def _setup_section(report: Report) -> str:
            "the batch that the GPU pool plus H host blocks hold at the workload's running context (mean context of a "
            "running sequence, weighted by its time in the batch); `transparent share` is H / (GPU pool + H). "
            "`flexgen` runs the host fraction and batch cap from `flexgen_search` (mean lengths, this GPU pool) "
-           "through the engine.\n\n")
+           "through the engine. The engine settings are the paper's vLLM V0 defaults; against today's vLLM V1 "
+           "(0.33), `recompute` stands for V1's default (preemption by recompute; V1 always chunks prefills, which "
+           "changes nothing here: no prompt exceeds the 2,048-token step budget) and `vllm-swap` for V1 with "
+           "`--kv-offloading-size` (the native CPU offloading connector reloads a preempted request's KV; pie_lab "
+           "copies it out when preempting, V1 beforehand, asynchronously).\n\n")
     return txt + md_table(s, [("preset", "preset"), ("model", "model"), ("workload", "workload"),
                               ("weights_gib", "weights GiB"), ("gpu_kv_gib", "GPU KV GiB"),
                               ("gpu_blocks", "GPU blocks"), ("running_context", "running ctx (tokens)"),
