@@ -51,6 +51,7 @@ def test_uncalibrated_presets_and_fp32_keep_the_roofline():
     hw = load_preset("H100-SXM")
     assert "calibrated (measured)" in calibration_status(hw) and "held-out MAE" in calibration_status(hw)
     assert "transferred" in calibration_status(load_preset("GH200"))
+    assert calibration_status(hw, "float32").startswith("uncalibrated") and "float32" in calibration_status(hw, "float32")
     plain = CostModel(spec, replace(hw, calibration=None), "float32")
     assert CostModel(spec, hw, "float32").linear_time(512) == plain.linear_time(512)
     assert CostModel(spec, hw, "float16").linear_time(512) != CostModel(spec, replace(hw, calibration=None),

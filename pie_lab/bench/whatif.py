@@ -82,7 +82,7 @@ class WhatIfPoint:
     def calibration(self) -> str:
         """Whether the point's per-layer compute rests on measured kernels, which, and how far off."""
         from ..sim.calibration import calibration_status
-        return calibration_status(self.hardware())
+        return calibration_status(self.hardware(), self.dtype)
 
     @property
     def block_bytes(self) -> int:

@@ -169,7 +169,9 @@ class KernelFit:
 UNCALIBRATED = ("uncalibrated: roofline from datasheet/estimated figures, not checked against measured kernels")
 
 
-def calibration_status(hardware: Any) -> str:
-    """What a preset's per-layer compute rests on, in one line."""
+def calibration_status(hardware: Any, dtype: str = "float16") -> str:
+    """What a preset's per-layer compute rests on for `dtype`, in one line (the fits are fp16/bf16)."""
     fit = getattr(hardware, "calibration", None)
+    if fit is not None and dtype == "float32":
+        return f"{UNCALIBRATED} (the preset's calibration is for fp16/bf16, this run is float32)"
     return UNCALIBRATED if fit is None else fit.describe()
