@@ -37,7 +37,7 @@ def test_cli_scenario_on_bench_and_run(capsys, tmp_path):
     assert main(["bench", "--scenario", "memory-bound-pcie", "--num-requests", "6", "--no-progress",
                  "--policies", "vllm-swap,pie", "--chart", str(tmp_path / "c.html"), "--out", str(tmp_path / "b.json")]) == 0
     out = capsys.readouterr().out
-    assert "scenario memory-bound-pcie" in out and "why:" in out and "6 sharegpt-v3 (real ShareGPT V3" in out
+    assert "scenario memory-bound-pcie" in out and "why:" in out and "kernels: calibrated (transferred)" in out and "6 sharegpt-v3 (real ShareGPT V3" in out
     assert "vllm-swap" in out and "recompute" not in out
     same = load_scenario("memory-bound-pcie").run(6, labels=["vllm-swap", "pie"]).df   # the scenario's rate and all
     assert pd.read_json(tmp_path / "b.json")["tokens_per_s"].tolist() == pytest.approx(same["tokens_per_s"].tolist())

@@ -160,7 +160,8 @@ class KernelFit:
         held = err.get("held_out")
         parts = [f"calibrated ({self.status}) on {self.source}"]
         if err.get("fit"):
-            parts.append(f"fit MAE {err['fit']['mae']:.1%}, worst {err['fit']['worst']:.1%}")
+            on = f" (on {err['fit']['gpu']})" if err["fit"].get("gpu") else ""
+            parts.append(f"fit MAE {err['fit']['mae']:.1%}, worst {err['fit']['worst']:.1%}{on}")
         if held:
             parts.append(f"held-out MAE {held['mae']:.1%}, worst {held['worst']:.1%} ({held['models']})")
         return "; ".join(parts)
