@@ -167,7 +167,7 @@ class KernelFit:
         return "; ".join(parts)
 
 
-UNCALIBRATED = ("uncalibrated: roofline from datasheet/estimated figures, not checked against measured kernels")
+UNCALIBRATED = "uncalibrated: a roofline from the preset's figures, not checked against measured kernels"
 
 
 def calibration_status(hardware: Any, dtype: str = "float16") -> str:
