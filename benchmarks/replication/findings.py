@@ -85,7 +85,9 @@ def findings(report: Report) -> str:
     lines.append(
         "- **Baselines as configured here**: `vllm-swap` preempts whole sequences into a CPU swap space of 2x the "
         "GPU pool with blocking copies (vLLM's own default swap space is 4 GiB, its V0 scheduler recomputes "
-        "single-sequence requests by default, and V1 has no swapping); `recompute` is vLLM's default behaviour. "
+        "single-sequence requests by default; V1 has no swap space, and its nearest equivalent is the CPU "
+        "offloading connector, `--kv-offloading-size`, which reloads a preempted request's KV from copies made "
+        "beforehand); `recompute` is vLLM's default behaviour (V0's and V1's). "
         "The abstract does not say which preemption mode or swap space the paper's vLLM used. FlexGen: see its "
         "section; the paper's 9.4x is against FlexGen's own static, padded batches, which the execution-model "
         "figure approximates, not against the engine's continuous-batching `flexgen` policy.")

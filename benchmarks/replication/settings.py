@@ -37,10 +37,10 @@ class Mode:
 # request lives ~7-10 s of decode, an Alpaca-like one ~1-2 s), long enough for queues to build
 # at overload.
 MODES = {
-    "full": Mode("full", ("opt-13b", "opt-30b"), ("sharegpt", "alpaca"), ("GH200", "H200"),
-                 {"sharegpt": 40.0, "alpaca": 8.0}, (0.5, 0.8, 1.0, 1.25, 1.6), 4, ("pie",)),
-    "quick": Mode("quick", ("opt-13b", "opt-30b"), ("sharegpt", "alpaca"), ("GH200", "H200"),
-                  {"sharegpt": 8.0, "alpaca": 2.0}, (0.6, 1.6), 2, ("pie",), calibration_requests=300),
+    "full": Mode("full", ("opt-13b", "opt-30b"), ("sharegpt-v3", "alpaca"), ("GH200", "H200"),
+                 {"sharegpt-v3": 40.0, "alpaca": 8.0}, (0.5, 0.8, 1.0, 1.25, 1.6), 4, ("pie",)),
+    "quick": Mode("quick", ("opt-13b", "opt-30b"), ("sharegpt-v3", "alpaca"), ("GH200", "H200"),
+                  {"sharegpt-v3": 8.0, "alpaca": 2.0}, (0.6, 1.6), 2, ("pie",), calibration_requests=300),
     # tiny (tests): a few seconds; Alpaca-like requests against a GPU KV pool cut to 10% of the
     # default so that memory, not max_num_seqs, binds with few requests; one overload rate; no
     # memory search

@@ -10,12 +10,16 @@ from pie_lab.sim.cost_model import CostModel, StepShape
 from pie_lab.sim.flexgen_search import DEFAULT_BATCH_SIZES, DEFAULT_FRACTIONS, evaluate, flexgen_search
 from pie_lab.sim.hardware import load_preset
 from pie_lab.sim.host_cost import hybrid_bound
-from pie_lab.workloads import alpaca_like, sharegpt_like
+from pie_lab.workloads import alpaca_like, load_sharegpt_v3, sharegpt_like
 
 from .settings import ENGINE, GPU_MEMORY_HEADROOM, MAX_MODEL_LEN, POLICY_ORDER, SEED, Mode
 
 
 def make_workload(kind: str, n: int, rate: float | None, vocab_size: int, seed: int = SEED):
+    """sharegpt-v3: real ShareGPT V3 requests (vLLM's filter); sharegpt / alpaca: synthetic lengths."""
+    if kind == "sharegpt-v3":
+        return load_sharegpt_v3(n, seed=seed, rate=rate, arrival=None if rate else "offline", vocab_size=vocab_size,
+                                max_model_len=MAX_MODEL_LEN)
     gen = sharegpt_like if kind == "sharegpt" else alpaca_like
     return gen(n, seed=seed, rate=rate, arrival=None if rate else "offline", vocab_size=vocab_size,
                max_model_len=MAX_MODEL_LEN)

@@ -60,8 +60,19 @@ class Scenario:
         w = workload or self.workload
         rate = f"{w.rate:g} req/s" if w.rate else "all at once"
         return (f"scenario {self.name}: {self.model} on {self.executor} "
-                f"({', '.join(f'{k}={v}' for k, v in self.engine.items())}), {w.num_requests} {w.kind} "
-                f"requests at {rate}\n  why: {self.why}")
+                f"({', '.join(f'{k}={v}' for k, v in self.engine.items())}), {w.num_requests} {w.label} "
+                f"requests at {rate}\n  why: {self.why}" + self._kernels())
+
+    def _kernels(self) -> str:
+        """The sim's kernel calibration for this scenario's preset and dtype (nothing for real executors)."""
+        if self.executor != "sim":
+            return ""
+        from ..config import EngineConfig
+        from ..sim.calibration import calibration_status
+        from ..sim.hardware import load_preset
+        d = EngineConfig()
+        hw, dtype = self.engine.get("hardware", d.hardware), self.engine.get("dtype", d.dtype)
+        return f"\n  kernels: {calibration_status(load_preset(hw), dtype)}"
 
 
 def load_scenarios(path: str | Path | None = None) -> dict[str, Scenario]:

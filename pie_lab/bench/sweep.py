@@ -18,7 +18,9 @@ from ..errors import ConfigError, check_choice, check_float, check_int
 from ..model_spec import spec_from_model
 from .harness import BenchResult, policy_cases, run_benchmark
 
-GENERATORS = ("sharegpt", "alpaca")
+GENERATORS = ("sharegpt-v3", "sharegpt", "alpaca")   # sharegpt-v3: real requests; the others synthetic
+SYNTHETIC = {"sharegpt": "synthetic ShareGPT-like lengths (lognormal, vLLM paper's means)",
+             "alpaca": "synthetic Alpaca-like lengths (lognormal, vLLM paper's means)"}
 RAY_CONNECT_TIMEOUT_S = 3.0
 BACKENDS = ("process", "serial", "ray")
 MAX_GENERATED_LEN = 2048          # context cap for generated workloads (and the model's own cap)
@@ -26,8 +28,9 @@ MAX_GENERATED_LEN = 2048          # context cap for generated workloads (and the
 
 @dataclass(frozen=True)
 class WorkloadSpec:
-    """`kind`: "sharegpt" or "alpaca" (seeded generators fitted to the published statistics), or a
-    path: .jsonl request records, or a ShareGPT / Alpaca .json dataset file. `rate` (requests/s)
+    """`kind`: "sharegpt-v3" (real ShareGPT V3 requests sampled as vLLM's benchmark does,
+    `workloads.load_sharegpt_v3`), "sharegpt" or "alpaca" (synthetic: seeded generators fitted to the
+    published means), or a path: .jsonl request records, or a ShareGPT / Alpaca .json dataset file. `rate` (requests/s)
     gives Poisson arrivals (it replaces a file's arrival times); None sends everything at once."""
 
     kind: str = "alpaca"
@@ -49,11 +52,15 @@ class WorkloadSpec:
             check_float("rate", self.rate, 0.0, 1e9, lo_open=True)
         check_int("seed", self.seed, 0)
 
-    def build(self, spec):
-        """The requests, with prompt ids inside the vocabulary of model shape `spec`."""
-        from ..workloads import Workload, alpaca_like, sharegpt_like
+    def build(self, spec, tokenizer=None):
+        """The requests, with prompt ids inside the vocabulary of model shape `spec` (sharegpt-v3 with
+        the model's `tokenizer`: its real prompt ids and lengths)."""
+        from ..workloads import Workload, alpaca_like, load_sharegpt_v3, sharegpt_like
         from ..workloads.generators import arrival_times
         max_len = min(MAX_GENERATED_LEN, spec.max_position_embeddings)
+        if self.kind == "sharegpt-v3":
+            return load_sharegpt_v3(self.num_requests, seed=self.seed, rate=self.rate, tokenizer=tokenizer,
+                                    vocab_size=spec.vocab_size, max_model_len=max_len)
         if self.kind in GENERATORS:
             gen = sharegpt_like if self.kind == "sharegpt" else alpaca_like
             return gen(self.num_requests, seed=self.seed, rate=self.rate, vocab_size=spec.vocab_size,
@@ -83,8 +90,16 @@ class WorkloadSpec:
             return loader(path, vocab_size=spec.vocab_size, max_model_len=max_len, seed=self.seed,
                           max_requests=self.num_requests)
 
+    @property
+    def label(self) -> str:
+        """The kind in words: real dataset, synthetic generator or file."""
+        if self.kind == "sharegpt-v3":
+            return "sharegpt-v3 (real ShareGPT V3 requests, vLLM's benchmark filter)"
+        return f"{self.kind} ({SYNTHETIC[self.kind]})" if self.kind in SYNTHETIC else f"file {self.kind}"
+
     def describe(self) -> dict:
-        return {"kind": self.kind, "num_requests": self.num_requests, "rate": self.rate, "seed": self.seed}
+        return {"kind": self.kind, "num_requests": self.num_requests, "rate": self.rate, "seed": self.seed,
+                "synthetic": self.kind in SYNTHETIC}
 
 
 @dataclass(frozen=True)

@@ -60,7 +60,7 @@ class WhatIfPoint:
     hbm_gbps: float = 3600.0
     host_gbps: float = 295.2         # the host CPU's attention rate over host KV (policy hybrid); GH200's preset
     kv_gib: float = 8.2
-    workload: str = "sharegpt"
+    workload: str = "sharegpt-v3"
     rate: float = 20.0
     num_requests: int = 32           # small: a slider change should answer within ~2 s
     dtype: str = "float16"
@@ -79,6 +79,12 @@ class WhatIfPoint:
         check_int("max_num_seqs", self.max_num_seqs, 1, 65536)
 
     @property
+    def calibration(self) -> str:
+        """Whether the point's per-layer compute rests on measured kernels, which, and how far off."""
+        from ..sim.calibration import calibration_status
+        return calibration_status(self.hardware(), self.dtype)
+
+    @property
     def block_bytes(self) -> int:
         return named_spec(self.model).kv_block_bytes(16, self.dtype)
 
@@ -91,7 +97,11 @@ class WhatIfPoint:
         scaled with the link, keeping the preset's asymmetry; host memory raised to the host rate
         where it would cap it)."""
         hw = load_preset(self.base_hardware)
-        return replace(hw, name=f"{hw.name}-whatif", hbm_gbps=self.hbm_gbps,
+        fit = hw.calibration
+        if fit is not None and self.hbm_gbps != hw.hbm_gbps:
+            fit = fit.with_memory_scaled(self.hbm_gbps / hw.hbm_gbps, f"what-if HBM {self.hbm_gbps:,.0f} GB/s "
+                                         f"(the preset's {hw.hbm_gbps:,.0f}): memory-bound terms scaled")
+        return replace(hw, name=f"{hw.name}-whatif", hbm_gbps=self.hbm_gbps, calibration=fit,
                        hbm_gbps_peak=max(hw.hbm_gbps_peak, self.hbm_gbps), h2d_gbps=self.link_gbps,
                        d2h_gbps=self.link_gbps * hw.d2h_gbps / hw.h2d_gbps, host_memory_gbps=max(hw.host_memory_gbps, self.host_gbps),
                        description=f"{hw.description}; what-if link, HBM and host")
@@ -111,11 +121,9 @@ def run_point(point: WhatIfPoint, policies: Mapping[str, Mapping[str, Any]] | No
 
 @functools.lru_cache(maxsize=64)
 def _run_cached(point: WhatIfPoint, frozen: tuple) -> BenchResult:
-    from ..workloads import alpaca_like, sharegpt_like
+    from .sweep import WorkloadSpec
     entries = [dict(_thaw(opts), label=label) for label, opts in frozen]
-    gen = sharegpt_like if point.workload == "sharegpt" else alpaca_like
-    reqs = gen(point.num_requests, seed=point.seed, rate=point.rate, vocab_size=named_spec(point.model).vocab_size,
-               max_model_len=min(2048, named_spec(point.model).max_position_embeddings))
+    reqs = WorkloadSpec(point.workload, point.num_requests, point.rate, point.seed).build(named_spec(point.model))
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "whatif.yaml"
         point.hardware().to_yaml(path)
@@ -124,7 +132,7 @@ def _run_cached(point: WhatIfPoint, frozen: tuple) -> BenchResult:
     ref = df[df["policy"] == REFERENCE]
     for name, col in RATIOS.items():
         df[name] = df[col] / ref[col].iloc[0] if len(ref) else float("nan")
-    return BenchResult(df, res.requests, res.iterations, {**res.meta, "point": point})
+    return BenchResult(df, res.requests, res.iterations, {**res.meta, "point": point, "calibration": point.calibration})
 
 
 def _freeze(v):

@@ -22,6 +22,7 @@ from ..errors import check_choice
 from ..model_spec import DTYPE_BYTES, ModelSpec
 from .hardware import Hardware
 from .host_cost import HostAttentionCost
+from .calibration import LayerShape
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,11 @@ class CostModel:
         h, kv = s.hidden_size, s.num_kv_heads * s.head_dim
         layer_params = 2 * h * h + 2 * h * kv + (2 if s.is_opt else 3) * h * s.intermediate_size
         link = self.link_bandwidth_gbps
+        fit = hw.calibration if self.dtype != "float32" else None      # measured kernels (sim/calibration.py)
         derived = dict(
+            kernels=fit, layer_shape=LayerShape.of(s), linear_memo={},
+            attn_flops=fit.attention_tflops * 1e12 if fit and fit.attention_tflops else hw.matmul_flops(self.dtype),
+            attn_hbm=fit.attention_gbps * 1e9 if fit and fit.attention_gbps else hw.hbm_bytes_per_s,
             layer_params=layer_params,
             flops=hw.matmul_flops(self.dtype),
             hbm=hw.hbm_bytes_per_s,
@@ -104,7 +109,7 @@ class CostModel:
             h2d=(link or hw.h2d_gbps) * 1e9,
             d2h=(link or hw.d2h_gbps) * 1e9,
             latency=(hw.link_latency_us if self.link_latency_us is None else self.link_latency_us) * 1e-6,
-            layer_overhead=hw.layer_overhead_us * 1e-6,
+            layer_overhead=(fit.attention_fixed_us if fit else hw.layer_overhead_us) * 1e-6,
             step_overhead=hw.step_overhead_us * 1e-6,
             attn_flops_pair=4 * s.num_heads * s.head_dim,
             lm_head_params=s.vocab_size * h,
@@ -127,6 +132,11 @@ class CostModel:
         return self._host
 
     @property
+    def layer_overhead(self) -> float:
+        """Seconds per layer beyond its kernels' modelled times (calibrated: the attention kernels' fixed cost)."""
+        return self._layer_overhead
+
+    @property
     def layer_params(self) -> int:
         return self._layer_params
 
@@ -147,9 +157,9 @@ class CostModel:
         return linear + attention + kv_write + self._layer_overhead
 
     def _roofline(self, shape: StepShape) -> tuple[float, float, float]:
-        linear = max(2.0 * self._layer_params * shape.tokens / self._flops, self._weight_bytes_layer / self._hbm)
-        attention = max(self._attn_flops_pair * shape.attn_pairs / self._flops,
-                        shape.kv_tokens * self._kv_bytes_token / self._hbm)
+        linear = self.linear_time(shape.tokens)
+        attention = max(self._attn_flops_pair * shape.attn_pairs / self._attn_flops,
+                        shape.kv_tokens * self._kv_bytes_token / self._attn_hbm)
         return linear, attention, shape.tokens * self._kv_bytes_token / self._hbm
 
     def linear_time(self, tokens: int, share: float = 1.0) -> float:
@@ -157,6 +167,11 @@ class CostModel:
         bytes, whatever the rows; compute-bound: the rows' FLOPs)."""
         if tokens <= 0:
             return 0.0
+        if self._kernels is not None:
+            t = self._linear_memo.get(tokens)
+            if t is None:
+                t = self._linear_memo[tokens] = self._kernels.layer_time(self._layer_shape, tokens)
+            return share * t
         return share * max(2.0 * self._layer_params * tokens / self._flops, self._weight_bytes_layer / self._hbm)
 
     def post_attention_time(self, tokens: int) -> float:

@@ -13,6 +13,7 @@ from typing import Any, Mapping
 import yaml
 
 from ..errors import ConfigError, check_float
+from .calibration import KernelFit
 
 def _data_dir() -> Path:
     """data/ of a checkout (or editable install), else the copy a wheel installs under share/pie_lab."""
@@ -59,6 +60,7 @@ class Hardware:
     host_cores: float             # CPU cores (threads) the host's attention may use (policy hybrid)
     host_core_attention_gbps: float   # KV bytes/s one core's decode attention sustains over host memory
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
+    calibration: KernelFit | None = None   # per-layer compute fitted to measured kernels (sim/calibration.py)
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name:
@@ -81,6 +83,10 @@ class Hardware:
         if unknown:
             raise ConfigError(f"hardware {self.name!r} has sources for unknown figures: {', '.join(sorted(unknown))}")
         object.__setattr__(self, "sources", dict(self.sources))
+        if isinstance(self.calibration, Mapping):
+            object.__setattr__(self, "calibration", KernelFit.from_dict(self.calibration))
+        elif self.calibration is not None and not isinstance(self.calibration, KernelFit):
+            raise ConfigError(f"{self.name}.calibration must be a calibration mapping or None")
 
     @classmethod
     def figure_names(cls) -> tuple[str, ...]:
@@ -114,7 +120,7 @@ class Hardware:
         if unknown:
             raise ConfigError(f"hardware {d.get('name', '?')!r}: unknown field(s) {', '.join(sorted(unknown))}; "
                               f"allowed: {', '.join(sorted(allowed))}")
-        missing = allowed - set(d) - {"sources"}
+        missing = allowed - set(d) - {"sources", "calibration"}
         if missing:
             raise ConfigError(f"hardware {d.get('name', '?')!r}: missing field(s) {', '.join(sorted(missing))}")
         return cls(**d)
@@ -122,6 +128,10 @@ class Hardware:
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
         d["sources"] = dict(self.sources)
+        if self.calibration is None:
+            del d["calibration"]
+        else:
+            d["calibration"] = self.calibration.to_dict()
         return d
 
     @classmethod

@@ -3,6 +3,7 @@ from .generators import (Request, Workload, alpaca_like, arrival_times, mixed, s
                          ALPACA, SHAREGPT)
 from .loaders import load_alpaca, load_sharegpt
 from .prompts import read_prompts
+from .sharegpt_v3 import load_sharegpt_v3
 
 __all__ = ["Request", "Workload", "sharegpt_like", "alpaca_like", "synthetic", "mixed", "arrival_times",
-           "load_sharegpt", "load_alpaca", "read_prompts", "SHAREGPT", "ALPACA"]
+           "load_sharegpt", "load_alpaca", "load_sharegpt_v3", "read_prompts", "SHAREGPT", "ALPACA"]
