@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, replace, asdict
 from typing import Any, Mapping, Sequence
 
-from .core.host_split import SPLIT_MODES
 from .errors import ConfigError, check_choice, check_float, check_int
 
 POLICIES = ("none", "recompute", "pie", "vllm-swap", "flexgen", "hybrid")
@@ -18,6 +17,7 @@ OFFLOAD_MODES = {           # policies pie and hybrid: when KV blocks move to th
     "on-demand": "only as many as the next step would otherwise lack GPU blocks for (the default)",
     "eager": "fill the swap budget at once, whether or not the GPU pool is short",
 }
+SPLIT_MODES = ("auto", "on", "off")     # policy hybrid's within-layer split (core/host_split.py)
 EXECUTORS = ("cpu", "cuda", "sim")
 DTYPES = ("float32", "float16", "bfloat16")
 DEFAULT_HOST_SHARE = 0.5     # a default host tier takes at most this share of the host memory available
