@@ -10,8 +10,9 @@ from dataclasses import dataclass, field, fields, replace, asdict
 from typing import Any, Mapping, Sequence
 
 from .errors import ConfigError, check_choice, check_float, check_int
+from .policy_traits import POLICY_TRAITS, PolicyTraits
 
-POLICIES = ("none", "recompute", "pie", "vllm-swap", "flexgen", "hybrid")
+POLICIES = tuple(POLICY_TRAITS)
 PREEMPTION_MODES = ("recompute", "swap")
 OFFLOAD_MODES = {           # policies pie and hybrid: when KV blocks move to the host tier
     "on-demand": "only as many as the next step would otherwise lack GPU blocks for (the default)",
@@ -167,14 +168,18 @@ class EngineConfig:
             raise ConfigError(f"controller must be a ControllerConfig or a dict, got {self.controller!r}")
 
     @property
+    def traits(self) -> PolicyTraits:
+        return POLICY_TRAITS[self.policy]
+
+    @property
     def budgeted(self) -> bool:
         """pie and hybrid: running sequences keep host-resident KV up to `host_budget_blocks`."""
-        return self.policy in ("pie", "hybrid")
+        return POLICY_TRAITS[self.policy].budgeted
 
     @property
     def host_budget_blocks(self) -> int:
         """Host-resident blocks the running batch may hold: the swap budget, plus hybrid's host share."""
-        return self.swap_budget_blocks + (self.host_compute_blocks if self.policy == "hybrid" else 0)
+        return self.swap_budget_blocks + (self.host_compute_blocks if self.traits.host_compute else 0)
 
     @property
     def swap_preemption(self) -> bool:
@@ -182,7 +187,7 @@ class EngineConfig:
         By default the policies with a host tier swap: for pie and hybrid it beat recomputing on every
         preset, load and offload mode of `benchmarks/hybrid_targets.py` and in the named scenarios,
         but one (hybrid, memory-bound-gh200 on demand: 2% fewer tokens/s, lower latencies)."""
-        mode = self.preemption_mode or ("swap" if self.policy == "vllm-swap" or self.budgeted else "recompute")
+        mode = self.preemption_mode or ("swap" if self.traits.swaps else "recompute")
         return mode == "swap"
 
     def host_blocks(self, gpu_blocks: int | None, block_bytes: int | None = None,
@@ -195,7 +200,7 @@ class EngineConfig:
             return self.num_host_blocks
         if self.host_kv_limit_gb is not None:
             return None if block_bytes is None else int(self.host_kv_limit_gb * 2**30 // block_bytes)
-        if self.policy in ("none", "recompute") and not self.swap_preemption:
+        if not self.traits.host_tier and not self.swap_preemption:
             return 0
         if gpu_blocks is None:
             return None

@@ -145,4 +145,4 @@ def test_no_import_circles():
 
 def test_config_sits_below_the_core():
     """The core, the sim and the executors import pie_lab.config: it imports none of them."""
-    assert module_graph()["pie_lab.config"] <= {"pie_lab.errors"}
+    assert module_graph()["pie_lab.config"] <= {"pie_lab.errors", "pie_lab.policy_traits"}

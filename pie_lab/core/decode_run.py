@@ -64,8 +64,8 @@ class DecodeRun:
         batch = len(running)
         if not batch or batch > config.max_num_batched_tokens or batch > config.max_num_seqs:
             return None
-        if planner.policy not in ("none", "recompute", "vllm-swap", "pie", "hybrid"):
-            return None                            # flexgen's share follows the context
+        if planner.traits.follows_context:
+            return None                            # blocks move as the context grows
         if planner.active:
             planner.update_reserve(running)        # what enforce_budget does first; constant in a run
         if gpu.num_used > gpu.limit - gpu.reserved:
@@ -173,7 +173,7 @@ class DecodeRun:
         state = dict(gpu_blocks_limit=blocks.gpu.limit, staging_blocks=blocks.gpu.reserved, prefetch_depth=planner.depth,
                      swap_space_blocks=sum(map(host_count_of, engine.scheduler.swapped)),
                      waiting=len(engine.scheduler.waiting),
-                     host_compute_budget=planner.host_budget if planner.policy == "hybrid" else 0)
+                     host_compute_budget=planner.host_budget if planner.traits.host_compute else 0)
         moved = dict(preempted=0, swapped_out=0)
         moved0 = dict(preempted=len(first_sched.preempted), swapped_out=len(first_sched.swapped_out)) \
             if first_sched is not None else moved

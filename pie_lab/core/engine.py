@@ -296,7 +296,7 @@ class Engine:
             plan, out.timing, start, end, gpu_blocks_used=self.blocks.gpu.num_used,
             host_blocks_used=self.blocks.host.num_used, gpu_blocks_limit=self.blocks.gpu.limit,
             staging_blocks=self.blocks.gpu.reserved, swap_budget=self.config.swap_budget_blocks,
-            host_compute_budget=self.config.host_compute_blocks if self.config.policy == "hybrid" else 0,
+            host_compute_budget=self.config.host_compute_blocks if self.config.traits.host_compute else 0,
             prefetch_depth=self.config.prefetch_depth, preempted=len(sched.preempted),
             swap_space_blocks=sum(map(host_count_of, self.scheduler.swapped)),
             swapped_out=len(sched.swapped_out), waiting=len(self.scheduler.waiting))
@@ -437,7 +437,7 @@ class Engine:
         from .controller import AdaptiveController
         self.controller = AdaptiveController(
             self.config.controller, self.block_bytes // self.spec.num_layers,
-            self.spec.num_layers, self.host_capacity, host_share=self.config.policy == "hybrid")
+            self.spec.num_layers, self.host_capacity, host_share=self.config.traits.host_compute)
 
     def set_budget(self, budget: int, knob: str = "swap_budget_blocks") -> None:
         """Between iterations, on the engine thread: the controller's own change of a budget

@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..config import EngineConfig
+from ..config import EngineConfig, PolicyTraits
 
 from .block_manager import BlockManager
 from .plan import StreamPlan
@@ -35,8 +35,8 @@ class SwapPlanner:
         self._resident = 0                     # host blocks of the running batch, as the reserve last saw them
 
     @property
-    def policy(self) -> str:
-        return self._config().policy
+    def traits(self) -> PolicyTraits:
+        return self._config().traits
 
     @property
     def budget(self) -> int:
@@ -60,7 +60,7 @@ class SwapPlanner:
 
     @property
     def active(self) -> bool:
-        return self.policy in ("pie", "flexgen", "hybrid")
+        return self._config().traits.host_resident
 
     @property
     def total_budget(self) -> int:
@@ -83,7 +83,7 @@ class SwapPlanner:
     def _reserve_for(self, resident: int) -> None:
         """update_reserve for a running batch holding `resident` host blocks."""
         self._resident = resident
-        if self.policy == "hybrid":             # the host-computed share is never staged
+        if self.traits.host_compute:            # the host-computed share is never staged
             resident -= min(resident, self.host_budget)
         self.blocks.gpu.reserved = self.staging_blocks(resident)
 
@@ -193,7 +193,7 @@ class SwapPlanner:
         """hybrid: seq_id -> leading host blocks attended on the host this step, up to host_budget
         over the batch, oldest first. Decode tokens only (a prefill chunk streams its context);
         blocks offloaded this step are still read from the GPU, so they are never host-computed."""
-        if self.policy != "hybrid" or self.host_budget <= 0:
+        if not self.traits.host_compute or self.host_budget <= 0:
             return {}
         fresh = {h for _, h in offloaded}
         left, out = self.host_budget, {}
