@@ -61,7 +61,8 @@ def test_fast_paths_equal_step_by_step(case, load, monkeypatch):
     monkeypatch.setattr(decode_run.DecodeRun, "plan",
                         classmethod(lambda cls, engine: runs.append(plan(cls, engine)) or runs[-1]))
     with monkeypatch.context() as full_plans:       # the reference: a SeqWork per sequence, one step at a time
-        full_plans.setattr(SimExecutor, "times_decode_runs", property(lambda self: False))
+        full_plans.setattr(SimExecutor, "summarised_plans", False)
+        full_plans.setattr(SimExecutor, "decode_runs", False)
         step_by_step, t0, t_end = run_one(MODEL, "sim", config, reqs, decode_runs=False)
     assert not runs
     fast, f0, f_end = run_one(MODEL, "sim", config, reqs, decode_runs=True)

@@ -3,7 +3,7 @@
 Between two scheduling events (a request finishing, a queued one that could start, a GPU block
 shortage, a swap budget change, an arrival) every running sequence feeds one token per step and
 nothing else moves: the batch, its host blocks, the stream plan and the queues stay as they are.
-An executor that times a step from its shape alone (the sim: `times_decode_runs`, `time_decode_step`)
+An executor that times a step from its shape alone (the sim: `decode_runs`, `time_decode_step`)
 then runs those steps without a plan per sequence: each step costs the cost model, its
 IterationRecord and the controller's look at it, and the sequences' own state (tokens, new GPU
 blocks, in the order step-by-step allocates them) is brought up to date in bulk

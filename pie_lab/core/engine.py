@@ -44,6 +44,7 @@ class Engine:
     def __init__(self, config: EngineConfig, executor, num_gpu_blocks: int, num_host_blocks: int):
         self.config = config
         self.executor = executor
+        self._summarised_plans, self._decode_runs = executor.summarised_plans, executor.decode_runs
         self.spec = executor.spec
         self.clock = executor.clock
         self.max_model_len = min(config.max_model_len or self.spec.max_position_embeddings,
@@ -222,7 +223,7 @@ class Engine:
             self.blocks.gpu.limit = c.num_gpu_blocks
         if "link_bandwidth_gbps" in changes or "link_latency_us" in changes:
             self.executor.set_link(c.link_bandwidth_gbps, c.link_latency_us)
-        if "host_attention_gbps" in changes and hasattr(self.executor, "set_host_attention"):
+        if "host_attention_gbps" in changes:
             self.executor.set_host_attention(c.host_attention_gbps)
         manual = "swap_budget_blocks" in changes or "host_compute_blocks" in changes
         if self.controller is not None and ("controller" in changes or manual):
@@ -251,7 +252,7 @@ class Engine:
         with the first step that ends at or after `until` (the caller's next arrival)."""
         with self._lock:
             quiet = not (self._pending or self._incoming or self._aborts)
-        run = DecodeRun.plan(self) if quiet and getattr(self.executor, "times_decode_runs", False) else None
+        run = DecodeRun.plan(self) if quiet and self._decode_runs else None
         return run.steps(until) if run is not None else self.step()
 
     def step(self) -> list[RequestOutput]:
@@ -350,9 +351,7 @@ class Engine:
         for seq in hit:
             self.scheduler.remove(seq)
         self.blocks.end_step()
-        recover = getattr(self.executor, "recover", None)
-        if recover is not None:
-            recover()
+        self.executor.recover()
         message = f"{type(exc).__name__}: {exc}"
         outs = [self._retire(seq, "error", now, message) for seq in hit]
         self._record_fault("executor", exc, [o.request_id for o in outs])
@@ -368,7 +367,7 @@ class Engine:
 
     def _build_plan(self, sched: Schedule, offload, stream, host_computed: dict[int, int]) -> StepPlan:
         released, self._released = tuple(self._released), []
-        if getattr(self.executor, "times_decode_runs", False):
+        if self._summarised_plans:
             # the sim times a step from its sums and samples from (seq_id, position): no SeqWork
             return StepPlan(self._step_id, (), tuple(sched.swap_out), tuple(sched.swap_in), tuple(offload), stream,
                             released, BatchSummary.of_work(sched.work, host_computed))

@@ -17,7 +17,7 @@ from ..errors import ConfigError, EngineError
 from ..model_spec import spec_from_model
 from ..sim.cost_model import CostModel, Prefetch, StepShape
 from ..sim.hardware import Hardware, resolve_hardware
-from .base import MemoryAvailable, VirtualClock
+from .base import ExecutorBase, MemoryAvailable, VirtualClock
 
 GPU_MEMORY_HEADROOM = 0.10          # of GPU memory, kept free for activations and the allocator
 FIRST_SAFE_TOKEN_ID = 3             # ids 0-2 are pad/bos/eos in the supported families
@@ -46,9 +46,11 @@ def _mix(x: int) -> int:
     return x ^ (x >> 31)
 
 
-class SimExecutor:
+class SimExecutor(ExecutorBase):
     name = "sim"
     emulated_link = True
+    summarised_plans = True         # times a step from its sums, samples from (seq_id, position)
+    decode_runs = True
 
     def __init__(self, model: Any, config: EngineConfig, hardware: "str | Hardware | None" = None,
                  replay: "Sequence[StepOutput] | Mapping[int, StepOutput] | None" = None):
@@ -60,6 +62,8 @@ class SimExecutor:
                                     config.host_split)
         self.clock = VirtualClock()
         self.replay = replay
+        if replay is not None:                      # the recorded run's steps, one plan each
+            self.summarised_plans = self.decode_runs = False
         eos = self.spec.hf_config.get("eos_token_id")
         eos_ids = eos if isinstance(eos, (list, tuple)) else ([] if eos is None else [eos])
         self._forbidden = frozenset(range(FIRST_SAFE_TOKEN_ID)) | frozenset(int(e) for e in eos_ids)
@@ -107,12 +111,6 @@ class SimExecutor:
             return out
         return StepOutput(self._tokens(plan), self.time_step(plan))
 
-    @property
-    def times_decode_runs(self) -> bool:
-        """Whether a step can be timed from its shape alone (`time_step`), as decode runs need
-        (`time_decode_step`, core/decode_run.py); not while replaying a recorded run."""
-        return self.replay is None and not self.closed
-
     def time_step(self, plan: StepPlan, shape: StepShape | None = None) -> StepTiming:
         """Model the step (its sequences summed up in `shape`, default the plan's), advance the
         clock by its duration and keep its tail prefetch for the next step."""
@@ -126,6 +124,8 @@ class SimExecutor:
         """time_step for `batch` sequences decoding one token each, reading `context_tokens` KV
         positions in all (new tokens included), `host_blocks` of them attended on the host for
         `host_rows` sequences (hybrid); the plan carries only the stream and the copies."""
+        if self.closed:
+            raise EngineError("the sim executor is closed")
         return self.time_step(plan, StepShape.host_split(batch, context_tokens, context_tokens, batch, host_rows,
                                                          host_blocks, self.cost_model.block_size))
 
