@@ -177,7 +177,7 @@ def test_capabilities_are_declared():
     fake = FakeExecutor("opt-tiny", CFG)
     assert isinstance(fake, Executor) and not fake.summarised_plans and not fake.decode_runs
     with pytest.raises(EngineError, match="decode_runs is False"):
-        fake.time_decode_step(StepPlan(0, ()), 1, 1)
+        fake.time_decode_step(StepPlan(0, ()))
     fake.recover()                               # a no-op by default
     engine = make_engine(EngineConfig(block_size=4))
     engine.add_request([5, 6, 7], SamplingParams(max_tokens=2))
@@ -185,7 +185,7 @@ def test_capabilities_are_declared():
     closed = sim()
     closed.close()
     with pytest.raises(EngineError, match="closed"):
-        closed.time_decode_step(StepPlan(0, ()), 1, 1)
+        closed.time_decode_step(StepPlan(0, ()))
 
 
 def test_sizing_and_model_sources(tmp_path):

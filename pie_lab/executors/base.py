@@ -108,11 +108,9 @@ class Executor(Protocol):
     def recover(self) -> None:
         """After execute() raised: wait out or drop the failed step's copies and forget its prefetch."""
 
-    def time_decode_step(self, plan: StepPlan, batch: int, context_tokens: int, host_rows: int = 0,
-                         host_blocks: int = 0) -> StepTiming:
-        """decode_runs: time (and take the clock through) a step of `batch` sequences decoding one
-        token each over `context_tokens` KV positions, `host_blocks` of `host_rows` of them attended
-        on the host; the plan carries only the stream and the copies."""
+    def time_decode_step(self, plan: StepPlan) -> StepTiming:
+        """decode_runs: time a decode run's step (and take the clock through it) from its summary
+        (`BatchSummary.decoding`), its copies and its stream; it samples nothing."""
 
     def tokens_at(self, seq_ids: np.ndarray, positions: np.ndarray,
                   stop_ids: Sequence[Sequence[int]] | None = None) -> list[int]:
@@ -133,8 +131,7 @@ class ExecutorBase:
     def recover(self) -> None:
         """Nothing in flight outlives a step here."""
 
-    def time_decode_step(self, plan: StepPlan, batch: int, context_tokens: int, host_rows: int = 0,
-                         host_blocks: int = 0) -> StepTiming:
+    def time_decode_step(self, plan: StepPlan) -> StepTiming:
         raise EngineError(f"executor {self.name!r} does not run decode runs (decode_runs is False)")
 
     def tokens_at(self, seq_ids, positions, stop_ids=None) -> list[int]:

@@ -119,15 +119,11 @@ class SimExecutor(ExecutorBase):
         self._advance(timing, plan)
         return timing
 
-    def time_decode_step(self, plan: StepPlan, batch: int, context_tokens: int, host_rows: int = 0,
-                         host_blocks: int = 0) -> StepTiming:
-        """time_step for `batch` sequences decoding one token each, reading `context_tokens` KV
-        positions in all (new tokens included), `host_blocks` of them attended on the host for
-        `host_rows` sequences (hybrid); the plan carries only the stream and the copies."""
+    def time_decode_step(self, plan: StepPlan) -> StepTiming:
+        """A decode run's step (core/decode_run.py), timed from its summary: `time_step` without sampling."""
         if self.closed:
             raise EngineError("the sim executor is closed")
-        return self.time_step(plan, StepShape.host_split(batch, context_tokens, context_tokens, batch, host_rows,
-                                                         host_blocks, self.cost_model.block_size))
+        return self.time_step(plan)
 
     def _advance(self, timing: StepTiming, plan: StepPlan | None) -> None:
         self.clock.advance(timing.duration)
@@ -157,11 +153,8 @@ class SimExecutor(ExecutorBase):
         raise EngineError(f"sequence {seq_id}: stop_token_ids leave the sim no token to produce")
 
     def _tokens(self, plan: StepPlan) -> dict[int, int]:
-        if plan.summary is not None:
-            ids, pos, stops = plan.summary.sample_ids, plan.summary.sample_positions, plan.summary.stop_ids
-        else:
-            work = [(s.seq_id, s.start_pos + len(s.token_ids), s.sampling.stop_token_ids) for s in plan.seqs if s.sample]
-            ids, pos, stops = zip(*work) if work else ((), (), ())
+        sm = plan.summary
+        ids, pos, stops = sm.sample_ids, sm.sample_positions, sm.stop_ids
         if not ids:
             return {}
         return dict(zip(ids, self.tokens_at(np.array(ids, dtype=np.int64), np.array(pos, dtype=np.int64),

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..core.plan import StepPlan
+from ..core.plan import StepPlan, attn_pairs
 
 
 @dataclass(frozen=True)
@@ -20,21 +20,9 @@ class StepShape:
     @classmethod
     def of(cls, plan: StepPlan, block_size: int = 16) -> "StepShape":
         """The device's share: keys in host-computed blocks (hybrid) are attended by the host."""
-        if plan.summary is not None:
-            sm = plan.summary
-            return cls.host_split(sm.tokens, sm.attn_pairs, sm.context_tokens, len(sm.sample_ids),
-                                  sm.host_rows, sm.host_computed_blocks, block_size)
-        tokens = pairs = kv = sampled = rows = blocks = 0
-        for s in plan.seqs:
-            q, p = len(s.token_ids), s.start_pos
-            tokens += q
-            kv += p + q
-            pairs += q * p + q * (q + 1) // 2
-            sampled += s.sample
-            if s.host_computed:
-                rows += 1
-                blocks += s.host_computed
-        return cls.host_split(tokens, pairs, kv, sampled, rows, blocks, block_size)
+        sm = plan.summary
+        return cls.host_split(sm.tokens, sm.attn_pairs, sm.context_tokens, sm.sampled, sm.host_rows,
+                              sm.host_computed_blocks, block_size)
 
     @classmethod
     def host_split(cls, tokens: int, attn_pairs: int, kv_tokens: int, sampled: int, host_rows: int,
@@ -52,4 +40,4 @@ class StepShape:
     @classmethod
     def prefill(cls, batch: int, prompt_len: int) -> "StepShape":
         q = prompt_len
-        return cls(batch * q, batch * q * (q + 1) // 2, batch * q, batch)
+        return cls(batch * q, batch * attn_pairs(0, q), batch * q, batch)
