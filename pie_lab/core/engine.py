@@ -1,7 +1,11 @@
-"""The engine: `step()` = apply knob changes, schedule, plan swaps, run the plan, postprocess.
+"""The engine: `step()` = take in requests and knob changes, schedule, plan swaps, run the plan,
+postprocess, record.
 
 Shared by every executor. Thread safety: `update()` and `add_request()` may be called from any
 thread; changes are validated at once and applied atomically at the start of the next step.
+The requests in flight are `core/requests.py`'s table, knob changes pass `core/knobs.py`'s gate,
+failures are contained by `core/faults.py`, and decode runs (`core/decode_run.py`) run several
+decode steps through this module's `_plan`, `_record` and `_finish_if_done`.
 """
 from __future__ import annotations
 
@@ -10,10 +14,10 @@ from collections import deque
 from typing import Any, Sequence as Seq
 
 from ..config import EngineConfig
-from ..errors import EngineError
 from ..sampling import SamplingParams
 from .block_manager import BlockManager
 from .decode_run import DecodeRun
+from .faults import fail_step, fail_unfit, record_fault
 from .knobs import KnobGate
 from .metrics import IterationRecord, Metrics, request_record
 from .plan import BatchSummary, SeqWork, StepOutput, StepPlan, StreamPlan
@@ -132,7 +136,7 @@ class Engine:
 
     def _execute(self, sched: Schedule) -> list[RequestOutput]:
         """The rest of a scheduled step: plan, run, postprocess, record."""
-        aborted = self._unfit(sched)
+        aborted = fail_unfit(self, sched)
         if sched.empty and not (sched.swap_in or sched.swap_out):
             self._count_progress(0)
             return aborted
@@ -145,7 +149,7 @@ class Engine:
         try:
             out = self.executor.execute(plan)
         except Exception as exc:               # contained: the plan's requests fail, the rest go on
-            return aborted + self._fail_step(sched, plan, exc)
+            return aborted + fail_step(self, sched, plan, exc)
         end = self.clock.now()
         done = self._postprocess(sched, out, end)
         self.blocks.end_step()
@@ -184,7 +188,7 @@ class Engine:
                 self.controller.observe(self, rec)
             except Exception as exc:           # the budget stays where it is; requests are unaffected
                 self.controller = None
-                self._record_fault("controller", exc, [], "controller detached; swap budget kept at "
+                record_fault(self, "controller", exc, [], "controller detached; swap budget kept at "
                                                           f"{self.planner.budget}")
         self.step_id += 1
 
@@ -227,43 +231,9 @@ class Engine:
     def _count_progress(self, tokens: int) -> None:
         self.steps_without_token = 0 if tokens or not self.has_unfinished() else self.steps_without_token + 1
 
-    # -- faults -------------------------------------------------------------------------------
     def stall_reason(self) -> str:
         """Why nothing runs: what waits, and what the GPU pool and limits leave for it."""
         return self.scheduler.stall_reason(self.steps_without_token)
-
-    def _unfit(self, sched: Schedule) -> list[RequestOutput]:
-        """Requests the scheduler found can never fit (blocks already freed): failed, not fatal."""
-        outs = []
-        for seq, why in sched.unfit:
-            out = self._retire(seq, "error", self.clock.now(), f"EngineError: request {seq.seq_id} {why}")
-            self._record_fault("scheduler", EngineError(f"request {seq.seq_id} {why}"), [out.request_id])
-            outs.append(out)
-        return outs
-
-    def _fail_step(self, sched: Schedule, plan: StepPlan, exc: Exception) -> list[RequestOutput]:
-        """The executor raised: every request the plan touched fails and its blocks are freed."""
-        now = self.clock.now()
-        hit = [seq for seq, _ in sched.work] + list(sched.swapped_out)
-        filled = {g for _, g in sched.swap_in}          # blocks a copy should have filled, maybe did not
-        hit += [s for s in self.scheduler.running if s not in hit and filled.intersection(s.block_table)]
-        self._released.extend(plan.released_seq_ids)   # the sampler may not have dropped them
-        self.steps_without_token = 0
-        for seq in hit:
-            self.scheduler.remove(seq)
-        self.blocks.end_step()
-        self.executor.recover()
-        outs = [self._retire(seq, "error", now, f"{type(exc).__name__}: {exc}") for seq in hit]
-        self._record_fault("executor", exc, [o.request_id for o in outs])
-        self.step_id += 1
-        return outs
-
-    def _record_fault(self, where: str, exc: BaseException, request_ids: list, note: str = "") -> None:
-        fault = dict(step=self.step_id, where=where, message=f"{type(exc).__name__}: {exc}",
-                     requests=len(request_ids), note=note)
-        self.faults.append(fault)
-        self.fault_count += 1
-        self.metrics.add_event(self.clock.now(), "error", **fault)
 
     # -- used by the adaptive controller --------------------------------------------------------
     def attach_controller(self) -> None:
