@@ -7,7 +7,7 @@ change to a running engine, and `EngineConfig.host_blocks` the only default of t
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace, asdict
-from typing import Any, Mapping, Sequence
+from typing import Any, ClassVar, Mapping, Sequence
 
 from .errors import ConfigError, check_choice, check_float, check_int
 from .policy_traits import POLICY_TRAITS, PolicyTraits
@@ -147,6 +147,7 @@ class EngineConfig:
     seed: int = 0
     hardware: str = "H200"
     controller: ControllerConfig = field(default_factory=ControllerConfig)
+    traits: ClassVar[PolicyTraits]     # the policy's (POLICY_TRAITS), set by __post_init__
 
     def __post_init__(self):
         for name in FIELD_RANGES:
@@ -155,6 +156,7 @@ class EngineConfig:
         if not isinstance(self.chunked_prefill, bool):
             raise ConfigError(f"chunked_prefill must be true or false, got {self.chunked_prefill!r}")
         check_choice("policy", self.policy, POLICIES)
+        object.__setattr__(self, "traits", POLICY_TRAITS[self.policy])
         if self.preemption_mode is not None:
             check_choice("preemption_mode", self.preemption_mode, PREEMPTION_MODES)
         if self.offload not in OFFLOAD_MODES:
@@ -168,13 +170,9 @@ class EngineConfig:
             raise ConfigError(f"controller must be a ControllerConfig or a dict, got {self.controller!r}")
 
     @property
-    def traits(self) -> PolicyTraits:
-        return POLICY_TRAITS[self.policy]
-
-    @property
     def budgeted(self) -> bool:
         """pie and hybrid: running sequences keep host-resident KV up to `host_budget_blocks`."""
-        return POLICY_TRAITS[self.policy].budgeted
+        return self.traits.budgeted
 
     @property
     def host_budget_blocks(self) -> int:

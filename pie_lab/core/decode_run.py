@@ -211,10 +211,7 @@ class DecodeRun:
         """What the engine's postprocess does at the horizon: the sequences at their length limit
         finish, in batch order (the sim never samples an end-of-sequence or stop id, so no other
         sequence can)."""
-        finished = []
-        for i in self.finishing:
-            self.engine._finish_if_done(self.seqs[i], now, finished)
-        return finished
+        return self.engine._finish_done([self.seqs[i] for i in self.finishing], now)
 
     def _tokens(self, first: int, n: int) -> list[int]:
         """The tokens sampled in steps first .. first + n - 1 of the run, sequence by sequence."""

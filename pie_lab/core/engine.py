@@ -5,7 +5,7 @@ Shared by every executor. Thread safety: `update()` and `add_request()` may be c
 thread; changes are validated at once and applied atomically at the start of the next step.
 The requests in flight are `core/requests.py`'s table, knob changes pass `core/knobs.py`'s gate,
 failures are contained by `core/faults.py`, and decode runs (`core/decode_run.py`) run several
-decode steps through this module's `_plan`, `_record` and `_finish_if_done`.
+decode steps through this module's `_plan`, `_record` and `_finish_done`.
 """
 from __future__ import annotations
 
@@ -194,7 +194,7 @@ class Engine:
 
     def _postprocess(self, sched: Schedule, out: StepOutput, now: float) -> list[RequestOutput]:
         """Each sequence that sampled takes its token; those that are done finish."""
-        done, token_ids = [], out.token_ids
+        sampled, token_ids = [], out.token_ids
         for seq, n in sched.work:
             seq.num_computed_tokens += n
             if seq.num_computed_tokens < len(seq.prompt_token_ids) + len(seq.output_token_ids):
@@ -202,20 +202,25 @@ class Engine:
             seq.output_token_ids.append(token_ids[seq.seq_id])
             if seq.first_token_time is None:
                 seq.first_token_time = now
-            self._finish_if_done(seq, now, done)
-        return done
+            sampled.append(seq)
+        return self._finish_done(sampled, now)
 
-    def _finish_if_done(self, seq: Sequence, now: float, done: list[RequestOutput]) -> None:
-        """After `seq` took a token: if it stops (max_tokens, EOS, a stop id, the context) it finishes."""
-        token, sp = seq.output_token_ids[-1], seq.sampling
-        if not sp.ignore_eos and token in self.eos_ids or token in sp.stop_token_ids:
-            reason = "stop"
-        elif len(seq.output_token_ids) >= sp.max_tokens or seq.num_tokens >= self.max_model_len:
-            reason = "length"
-        else:
-            return
-        self.scheduler.finish(seq)
-        done.append(self._retire(seq, reason, now))
+    def _finish_done(self, seqs, now: float) -> list[RequestOutput]:
+        """Of `seqs`, each just given a token, those that stop (EOS, a stop id, max_tokens, the
+        context window) finish, in order; returns their outputs."""
+        done, eos, max_len = [], self.eos_ids, self.max_model_len
+        for seq in seqs:
+            out, sp = seq.output_token_ids, seq.sampling
+            token = out[-1]
+            if not sp.ignore_eos and token in eos or token in sp.stop_token_ids:
+                reason = "stop"
+            elif len(out) >= sp.max_tokens or len(seq.prompt_token_ids) + len(out) >= max_len:
+                reason = "length"
+            else:
+                continue
+            self.scheduler.finish(seq)
+            done.append(self._retire(seq, reason, now))
+        return done
 
     def _retire(self, seq: Sequence, reason: str, now: float, error: str | None = None) -> RequestOutput:
         """A request leaves the engine (its blocks already freed): record it and build its output."""

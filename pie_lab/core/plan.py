@@ -133,11 +133,11 @@ def attn_pairs(start: int, tokens: int) -> int:
     return tokens * start + tokens * (tokens + 1) // 2
 
 
-@dataclass(frozen=True)
-class BatchSummary:
+class BatchSummary(NamedTuple):
     """A step's sequences summed up, built once per plan: what the cost model, the iteration
     record and the plan's properties read. For an executor that takes summarised plans (the sim)
-    it stands in for the plan's SeqWork: it samples from (seq_id, position) alone."""
+    it stands in for the plan's SeqWork: it samples from (seq_id, position) alone. A NamedTuple:
+    decode runs build one per step."""
 
     batch_size: int
     tokens: int                     # query tokens computed this step
@@ -161,11 +161,12 @@ class BatchSummary:
             p = seq.num_computed_tokens
             end = p + q
             context += end
-            pairs += attn_pairs(p, q)
             if q == 1 and p > 0:                  # a decode token (the rule of of_seqs below)
                 decode += 1
+                pairs += end                      # attn_pairs(p, 1), without the call
             else:
                 prefill += q
+                pairs += attn_pairs(p, q)
             if end == len(seq.prompt_token_ids) + len(seq.output_token_ids):
                 ids.append(seq.seq_id)
                 positions.append(end)
