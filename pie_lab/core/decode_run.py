@@ -14,6 +14,9 @@ budget. A step that changes the batch of decoding sequences, by preempting from 
 it runs short of GPU blocks or by swapping a preempted sequence back in, starts the next run: the
 engine's own scheduling takes it (`Engine._schedule`, `_moves`) and the run times and records it
 as its step 0, with its blocking copies. A step that admits a prompt is the engine's own.
+Each step's plan, record and finishes are the engine's own code (`Engine._plan`, `_record`,
+`_finish_done`); what a run predicts of the rules sits next to them (`Scheduler.admits_any`,
+`SwapPlanner.offload_may_fill`, `steps_to_eager_offload`, `shortfall_possible`).
 Records, request results and controller decisions equal the step-by-step run's
 (tests/test_decode_run.py).
 """
