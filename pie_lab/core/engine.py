@@ -211,10 +211,10 @@ class Engine:
         done, eos, max_len = [], self.eos_ids, self.max_model_len
         for seq in seqs:
             out, sp = seq.output_token_ids, seq.sampling
-            token = out[-1]
+            token, n_out = out[-1], len(out)
             if not sp.ignore_eos and token in eos or token in sp.stop_token_ids:
                 reason = "stop"
-            elif len(out) >= sp.max_tokens or len(seq.prompt_token_ids) + len(out) >= max_len:
+            elif n_out >= sp.max_tokens or len(seq.prompt_token_ids) + n_out >= max_len:
                 reason = "length"
             else:
                 continue
