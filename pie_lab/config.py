@@ -7,17 +7,18 @@ change to a running engine, and `EngineConfig.host_blocks` the only default of t
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace, asdict
-from typing import Any, Mapping, Sequence
+from typing import Any, ClassVar, Mapping, Sequence
 
-from .core.host_split import SPLIT_MODES
 from .errors import ConfigError, check_choice, check_float, check_int
+from .policy_traits import POLICY_TRAITS, PolicyTraits
 
-POLICIES = ("none", "recompute", "pie", "vllm-swap", "flexgen", "hybrid")
+POLICIES = tuple(POLICY_TRAITS)
 PREEMPTION_MODES = ("recompute", "swap")
 OFFLOAD_MODES = {           # policies pie and hybrid: when KV blocks move to the host tier
     "on-demand": "only as many as the next step would otherwise lack GPU blocks for (the default)",
     "eager": "fill the swap budget at once, whether or not the GPU pool is short",
 }
+SPLIT_MODES = ("auto", "on", "off")     # policy hybrid's within-layer split (core/host_split.py)
 EXECUTORS = ("cpu", "cuda", "sim")
 DTYPES = ("float32", "float16", "bfloat16")
 DEFAULT_HOST_SHARE = 0.5     # a default host tier takes at most this share of the host memory available
@@ -146,6 +147,7 @@ class EngineConfig:
     seed: int = 0
     hardware: str = "H200"
     controller: ControllerConfig = field(default_factory=ControllerConfig)
+    traits: ClassVar[PolicyTraits]     # the policy's (POLICY_TRAITS), set by __post_init__
 
     def __post_init__(self):
         for name in FIELD_RANGES:
@@ -154,6 +156,7 @@ class EngineConfig:
         if not isinstance(self.chunked_prefill, bool):
             raise ConfigError(f"chunked_prefill must be true or false, got {self.chunked_prefill!r}")
         check_choice("policy", self.policy, POLICIES)
+        object.__setattr__(self, "traits", POLICY_TRAITS[self.policy])
         if self.preemption_mode is not None:
             check_choice("preemption_mode", self.preemption_mode, PREEMPTION_MODES)
         if self.offload not in OFFLOAD_MODES:
@@ -169,12 +172,12 @@ class EngineConfig:
     @property
     def budgeted(self) -> bool:
         """pie and hybrid: running sequences keep host-resident KV up to `host_budget_blocks`."""
-        return self.policy in ("pie", "hybrid")
+        return self.traits.budgeted
 
     @property
     def host_budget_blocks(self) -> int:
         """Host-resident blocks the running batch may hold: the swap budget, plus hybrid's host share."""
-        return self.swap_budget_blocks + (self.host_compute_blocks if self.policy == "hybrid" else 0)
+        return self.swap_budget_blocks + (self.host_compute_blocks if self.traits.host_compute else 0)
 
     @property
     def swap_preemption(self) -> bool:
@@ -182,7 +185,7 @@ class EngineConfig:
         By default the policies with a host tier swap: for pie and hybrid it beat recomputing on every
         preset, load and offload mode of `benchmarks/hybrid_targets.py` and in the named scenarios,
         but one (hybrid, memory-bound-gh200 on demand: 2% fewer tokens/s, lower latencies)."""
-        mode = self.preemption_mode or ("swap" if self.policy == "vllm-swap" or self.budgeted else "recompute")
+        mode = self.preemption_mode or ("swap" if self.traits.swaps else "recompute")
         return mode == "swap"
 
     def host_blocks(self, gpu_blocks: int | None, block_bytes: int | None = None,
@@ -195,7 +198,7 @@ class EngineConfig:
             return self.num_host_blocks
         if self.host_kv_limit_gb is not None:
             return None if block_bytes is None else int(self.host_kv_limit_gb * 2**30 // block_bytes)
-        if self.policy in ("none", "recompute") and not self.swap_preemption:
+        if not self.traits.host_tier and not self.swap_preemption:
             return 0
         if gpu_blocks is None:
             return None

@@ -56,7 +56,7 @@ def pool_sizes(config: EngineConfig, ex: Executor) -> tuple[int, int]:
     check_fits(knob, value, host * block, host_room, mem.host_name, _allowed(knob, host_room, block))
     budget = config.host_budget_blocks
     if config.budgeted and budget > host:
-        what = "swap_budget_blocks" + (" + host_compute_blocks" if config.policy == "hybrid" else "")
+        what = "swap_budget_blocks" + (" + host_compute_blocks" if config.traits.host_compute else "")
         raise ConfigError(f"{what}={budget} is more than the host tier holds ({host} blocks of {block} bytes); "
                           f"allowed: {what} <= {host}, or a larger num_host_blocks / host_kv_limit_gb (a budget "
                           "is a share of the host tier, never a reason to allocate)")

@@ -10,13 +10,14 @@ from __future__ import annotations
 import numpy as np
 
 from pie_lab.core.plan import StepOutput, StepPlan, StepTiming, coalesce
-from pie_lab.executors.base import VirtualClock
+from pie_lab.executors.base import ExecutorBase, VirtualClock
 from pie_lab.model_spec import named_spec
 
 
-class FakeExecutor:
+class FakeExecutor(ExecutorBase):
     name = "fake"
     emulated_link = True
+    link = (1.0, 0.0)
 
     def __init__(self, model="opt-tiny", config=None, step_time=0.01):
         self.spec = named_spec(model) if isinstance(model, str) else model
@@ -73,9 +74,6 @@ class FakeExecutor:
         self.steps += 1
         self.clock.advance(self.step_time)
         return StepOutput(tokens, StepTiming(self.step_time))
-
-    def close(self):
-        pass
 
 
 def make_engine(config, model="opt-tiny", num_gpu_blocks=None, num_host_blocks=None):

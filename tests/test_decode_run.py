@@ -61,7 +61,8 @@ def test_fast_paths_equal_step_by_step(case, load, monkeypatch):
     monkeypatch.setattr(decode_run.DecodeRun, "plan",
                         classmethod(lambda cls, engine: runs.append(plan(cls, engine)) or runs[-1]))
     with monkeypatch.context() as full_plans:       # the reference: a SeqWork per sequence, one step at a time
-        full_plans.setattr(SimExecutor, "times_decode_runs", property(lambda self: False))
+        full_plans.setattr(SimExecutor, "summarised_plans", False)
+        full_plans.setattr(SimExecutor, "decode_runs", False)
         step_by_step, t0, t_end = run_one(MODEL, "sim", config, reqs, decode_runs=False)
     assert not runs
     fast, f0, f_end = run_one(MODEL, "sim", config, reqs, decode_runs=True)
@@ -141,3 +142,44 @@ def test_switching_offload_mid_run_acts_as_a_fresh_engine_would():
     assert kept["offload_bytes"].sum() == 0 and kept["blocking_copy_bytes"].sum() == 0
     assert kept["host_blocks_used"].is_monotonic_decreasing and kept["streamed_blocks"].min() > 0
     assert it.loc[90, "host_blocks_used"] == budget
+
+
+@pytest.mark.parametrize("offload", ["eager", "on-demand"])
+def test_the_planners_predictions_agree_with_its_rules(offload):
+    """What decode runs predict of the swap planner (offload_may_fill, steps_to_eager_offload,
+    shortfall_possible) against what plan_offload and shortfall then do, step by step, before
+    every step in which the whole batch decodes."""
+    config = EngineConfig(**{**BASE, "num_gpu_blocks": 300}, policy="pie", swap_budget_blocks=60, offload=offload)
+    engine = create_engine(MODEL, "sim", config)
+    for r in workload(None):
+        engine.add_request(r.prompt_token_ids, SamplingParams(max_tokens=r.max_tokens, ignore_eos=True),
+                           request_id=r.request_id)
+    planner, scheduler, gpu = engine.planner, engine.scheduler, engine.blocks.gpu
+    seen = {"no fill": 0, "fill": 0, "before eager": 0, "no shortfall": 0, "shortfall": 0}
+    while engine.has_unfinished():
+        running = list(scheduler.running)
+        decoding = running and all(s.num_computed_tokens == s.num_tokens - 1 for s in running)
+        if decoding:
+            planner.update_reserve(running)
+            fill = planner.offload_may_fill()
+            work = [(s, 1) for s in running]
+            eager_in = planner.steps_to_eager_offload(work) if fill and offload == "eager" else None
+            possible = planner.shortfall_possible(len(work), scheduler, gpu.num_free)
+            short = planner.shortfall(work, scheduler)
+            assert possible or short == 0
+            seen["shortfall" if short else "no shortfall"] += 1
+        engine.step()
+        if not decoding:
+            continue
+        rec = engine.metrics.iterations[-1]
+        quiet = rec.preempted == rec.swapped_out == 0 and rec.batch_size == len(running)
+        if fill is False and quiet:
+            assert rec.offload_bytes == 0
+            seen["no fill"] += 1
+        if fill and quiet:
+            seen["fill"] += 1
+        if eager_in is not None and eager_in > 0 and quiet:      # not this step
+            assert rec.offload_bytes == 0
+            seen["before eager"] += 1
+    expected = set(seen) - ({"before eager"} if offload == "on-demand" else set())
+    assert all(seen[k] for k in expected), seen           # every prediction was put to the test

@@ -89,3 +89,60 @@ def test_engine_reach_check_catches_a_private_part(tmp_path):
     bad = tmp_path / "w.py"
     bad.write_text("def f(runner):\n    eng = runner.engine\n    return eng.blocks.host.capacity, runner.engine.executor.name\n")
     assert engine_reads(bad) == {"blocks", "executor"}
+
+
+def module_graph() -> dict[str, set[str]]:
+    """pie_lab module -> the pie_lab modules it imports (top level or inside functions)."""
+    paths = {}
+    for path in (ROOT / "pie_lab").rglob("*.py"):
+        rel = path.relative_to(ROOT).with_suffix("")
+        paths[".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)] = path
+    graph = {}
+    for name, path in paths.items():
+        targets = set()
+        for m in imports(path):
+            while m and m not in paths:          # `from pkg.mod import name`: the module
+                m = m.rpartition(".")[0]
+            if m and m != name:
+                targets.add(m)
+        graph[name] = targets
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import circle of `graph` (its modules in order, the first repeated at the end), or None."""
+    state: dict[str, int] = {}                   # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node):
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+def test_find_cycle_finds_a_circle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "d": {"a", "c"}}) is None
+
+
+def test_no_import_circles():
+    graph = module_graph()
+    assert len(graph) > 50
+    assert find_cycle(graph) is None, f"import circle: {' -> '.join(find_cycle(graph))}"
+
+
+def test_config_sits_below_the_core():
+    """The core, the sim and the executors import pie_lab.config: it imports none of them."""
+    assert module_graph()["pie_lab.config"] <= {"pie_lab.errors", "pie_lab.policy_traits"}

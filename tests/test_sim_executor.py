@@ -167,6 +167,27 @@ def test_replay_reproduces_tokens_and_durations():
         sim(replay=recorded).execute(decode_plan(0, batch=3))
 
 
+def test_capabilities_are_declared():
+    """The sim takes summarised plans and runs decode runs, but not while replaying a recorded
+    run; an executor on ExecutorBase does neither, and says so when asked."""
+    assert sim().summarised_plans and sim().decode_runs
+    replaying = sim(replay=[StepOutput({}, StepTiming(0.1))])
+    assert not replaying.summarised_plans and not replaying.decode_runs
+    from fake_executor import FakeExecutor, make_engine
+    fake = FakeExecutor("opt-tiny", CFG)
+    assert isinstance(fake, Executor) and not fake.summarised_plans and not fake.decode_runs
+    with pytest.raises(EngineError, match="decode_runs is False"):
+        fake.time_decode_step(StepPlan(0, ()))
+    fake.recover()                               # a no-op by default
+    engine = make_engine(EngineConfig(block_size=4))
+    engine.add_request([5, 6, 7], SamplingParams(max_tokens=2))
+    assert engine.step_run() == [] and engine.metrics.totals["iterations"] == 1     # step() on it
+    closed = sim()
+    closed.close()
+    with pytest.raises(EngineError, match="closed"):
+        closed.time_decode_step(StepPlan(0, ()))
+
+
 def test_sizing_and_model_sources(tmp_path):
     ex = SimExecutor("opt-13b", CFG)
     cm = ex.cost_model

@@ -3,7 +3,7 @@
 Between two scheduling events (a request finishing, a queued one that could start, a GPU block
 shortage, a swap budget change, an arrival) every running sequence feeds one token per step and
 nothing else moves: the batch, its host blocks, the stream plan and the queues stay as they are.
-An executor that times a step from its shape alone (the sim: `times_decode_runs`, `time_decode_step`)
+An executor that times a step from its shape alone (the sim: `decode_runs`, `time_decode_step`)
 then runs those steps without a plan per sequence: each step costs the cost model, its
 IterationRecord and the controller's look at it, and the sequences' own state (tokens, new GPU
 blocks, in the order step-by-step allocates them) is brought up to date in bulk
@@ -14,6 +14,9 @@ budget. A step that changes the batch of decoding sequences, by preempting from 
 it runs short of GPU blocks or by swapping a preempted sequence back in, starts the next run: the
 engine's own scheduling takes it (`Engine._schedule`, `_moves`) and the run times and records it
 as its step 0, with its blocking copies. A step that admits a prompt is the engine's own.
+Each step's plan, record and finishes are the engine's own code (`Engine._plan`, `_record`,
+`_finish_done`); what a run predicts of the rules sits next to them (`Scheduler.admits_any`,
+`SwapPlanner.offload_may_fill`, `steps_to_eager_offload`, `shortfall_possible`).
 Records, request results and controller decisions equal the step-by-step run's
 (tests/test_decode_run.py).
 """
@@ -24,10 +27,8 @@ import bisect
 import numpy as np
 
 from .decode_batch import DecodeState, decode_state, new_blocks, step_of_block
-from .metrics import IterationRecord
-from .plan import StepPlan
+from .plan import BatchSummary
 from .scheduler import Schedule
-from .sequence import host_count_of
 
 MAX_RUN_STEPS = 4096
 
@@ -64,13 +65,13 @@ class DecodeRun:
         batch = len(running)
         if not batch or batch > config.max_num_batched_tokens or batch > config.max_num_seqs:
             return None
-        if planner.policy not in ("none", "recompute", "vllm-swap", "pie", "hybrid"):
-            return None                            # flexgen's share follows the context
+        if planner.traits.follows_context:
+            return None                            # blocks move as the context grows
         if planner.active:
             planner.update_reserve(running)        # what enforce_budget does first; constant in a run
         if gpu.num_used > gpu.limit - gpu.reserved:
             return None
-        fill = cls._fill(engine)
+        fill = planner.offload_may_fill()
         if fill is None:
             return None
         state = decode_state(running, blocks.block_size, engine.max_model_len)
@@ -87,7 +88,7 @@ class DecodeRun:
         if state is None:
             return _Scheduled(engine, sched)       # not a decode step: the engine's own step takes it from here
         offload, split, stream = engine._moves(sched)
-        run = None if offload else cls._planned(engine, sched, state, 1, cls._fill(engine), split)
+        run = None if offload else cls._planned(engine, sched, state, 1, planner.offload_may_fill(), split)
         if run is None:                            # offloaded, or nothing plain follows: step 0 alone
             run = cls(engine, sched, 1, [], [i for i, n in enumerate(state.left) if n == 1], split, state.computed)
         run.first = (sched, offload, stream)
@@ -111,21 +112,6 @@ class DecodeRun:
         firsts = [f or block_size for f in state.firsts[:k]]     # step 0 gave a block to each that needed one
         return DecodeState(state.left[:k] + joined.left, firsts + joined.firsts, state.computed[:k] + joined.computed)
 
-    @staticmethod
-    def _fill(engine) -> "bool | None":
-        """Whether the batch is under its host budget (plan_offload may move blocks), or None when
-        blocks move whatever the run does (over budget; eager offload bounded by GPU headroom)."""
-        planner, blocks = engine.planner, engine.blocks
-        if not engine.config.budgeted:
-            return False
-        host = planner.resident                 # the batch's host blocks, as update_reserve last counted them
-        fill = host < planner.total_budget and blocks.host.num_free > 0
-        if host > planner.total_budget:
-            return None                            # enforce_budget moves blocks
-        if fill and not planner.on_demand and planner.depth >= planner.num_layers:
-            return None                            # eager offload bounded by the GPU's headroom
-        return fill
-
     @classmethod
     def _planned(cls, engine, sched: Schedule, state: "DecodeState", since: int, fill: "bool | None",
                  split: dict[int, int] | None = None) -> "DecodeRun | None":
@@ -138,8 +124,7 @@ class DecodeRun:
         batch, bs = len(left), engine.blocks.block_size
         horizon = min(MAX_RUN_STEPS, min(left))
         if fill and not planner.on_demand:
-            # eager offload moves a sequence's next block in the step that first sees it full: the run ends before
-            horizon = min(horizon, min((s.host_count + 1) * bs - s.num_computed_tokens for s, _ in sched.work))
+            horizon = min(horizon, planner.steps_to_eager_offload(sched.work))     # the run ends before it
         if horizon <= since:
             return None
         free = gpu.num_free
@@ -153,7 +138,7 @@ class DecodeRun:
             return None                            # a queued request starts in step `since`
         # block b of the table is allocated in the step that writes position b * bs, in batch order
         allocations = sorted((j, i) for i, f in enumerate(firsts) for j in range(f, horizon, bs))
-        if fill and planner.on_demand and planner.next_step_need((), scheduler) + batch > free - len(allocations):
+        if fill and planner.on_demand and planner.shortfall_possible(batch, scheduler, free - len(allocations)):
             return None                            # on-demand offload might start within the run
         return cls(engine, sched, horizon, allocations, [i for i, limit in enumerate(left) if limit == horizon],
                    planner.split(sched, []) if split is None else split, state.computed)
@@ -163,53 +148,35 @@ class DecodeRun:
         the controller changed the swap budget. Returns the requests the last step finished. A
         run that ends short of GPU blocks leaves the preempting step to the next run (its step 0)."""
         engine = self.engine
-        ex, planner, blocks, metrics = engine.executor, engine.planner, engine.blocks, engine.metrics
-        first_sched, offload, stream = self.first or (None, (), None)
+        ex, planner, blocks = engine.executor, engine.planner, engine.blocks
+        first_sched, offload, stream = self.first or (Schedule(), (), None)
         if self.first is None:
             stream = planner.stream(self.sched, [], self.split)
+        later = Schedule()                         # steps after step 0 move nothing
         batch = len(self.seqs)
         host_rows, host_blocks = len(self.split), sum(self.split.values())
-        released, engine._released = tuple(engine._released), []
-        state = dict(gpu_blocks_limit=blocks.gpu.limit, staging_blocks=blocks.gpu.reserved, prefetch_depth=planner.depth,
-                     swap_space_blocks=sum(map(host_count_of, engine.scheduler.swapped)),
-                     waiting=len(engine.scheduler.waiting),
-                     host_compute_budget=planner.host_budget if planner.policy == "hybrid" else 0)
-        moved = dict(preempted=0, swapped_out=0)
-        moved0 = dict(preempted=len(first_sched.preempted), swapped_out=len(first_sched.swapped_out)) \
-            if first_sched is not None else moved
         finished = []
         for j in range(self.horizon):
             start = engine.clock.now()
             context = self.context + batch * (j + 1)
-            if j == 0:
-                plan = StepPlan(engine._step_id, (), tuple(first_sched.swap_out) if first_sched else (),
-                                tuple(first_sched.swap_in) if first_sched else (), tuple(offload), stream, released)
-            else:
-                plan = StepPlan(engine._step_id, (), stream=stream)
-            timing = ex.time_decode_step(plan, batch, context, host_rows, host_blocks)
+            moves = first_sched if j == 0 else later
+            plan = engine._plan(moves, offload if j == 0 else (), stream, self.split,
+                                BatchSummary.decoding(batch, context, host_rows, host_blocks))
+            timing = ex.time_decode_step(plan)
             end = engine.clock.now()
             self.ends.append(end)
-            if j == 0 and first_sched is not None:
+            if j == 0 and self.first is not None:
                 blocks.end_step()                  # its copies are done: their source blocks free
             last = j == self.horizon - 1 or (until is not None and end >= until)
             if last:
                 self._bring_up_to(j + 1)
                 finished = self._finish(end) if j == self.horizon - 1 else []
                 blocks.end_step()
-            used = blocks.gpu.num_used if last else \
-                self.used_at_start + bisect.bisect_right(self.alloc_steps, j)
-            rec = IterationRecord.of(
-                timing, step=engine._step_id, start=start, end=end, batch_size=batch, prefill_tokens=0,
-                decode_tokens=batch, streamed_blocks=stream.num_blocks if stream else 0, context_tokens=context,
-                host_computed_blocks=host_blocks,
-                gpu_blocks_used=used, host_blocks_used=blocks.host.num_used, swap_budget=planner.budget,
-                **(moved0 if j == 0 else moved), **state)
-            metrics.add_iteration(rec, timing)
             budgets = planner.budget, planner.host_budget
             if engine.controller is not None and engine.controller.decides_next and not last:
                 self._bring_up_to(j + 1)                  # it reads the batch's full blocks
-            engine._observe(rec)
-            engine._step_id += 1
+            engine._record(plan, timing, start, end, moves,
+                           None if last else self.used_at_start + bisect.bisect_right(self.alloc_steps, j))
             if last or (planner.budget, planner.host_budget) != budgets:
                 break
         self._bring_up_to(len(self.ends))
@@ -247,14 +214,7 @@ class DecodeRun:
         """What the engine's postprocess does at the horizon: the sequences at their length limit
         finish, in batch order (the sim never samples an end-of-sequence or stop id, so no other
         sequence can)."""
-        engine, finished = self.engine, []
-        for i in self.finishing:
-            seq = self.seqs[i]
-            reason = engine._finish_reason(seq, seq.output_token_ids[-1])
-            if reason:
-                engine.scheduler.finish(seq)
-                finished.append(engine._retire(seq, reason, now))
-        return finished
+        return self.engine._finish_done([self.seqs[i] for i in self.finishing], now)
 
     def _tokens(self, first: int, n: int) -> list[int]:
         """The tokens sampled in steps first .. first + n - 1 of the run, sequence by sequence."""

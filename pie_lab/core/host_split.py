@@ -19,8 +19,6 @@ from __future__ import annotations
 
 from collections import deque
 
-SPLIT_MODES = ("auto", "on", "off")
-
 
 def split_cost(unsplit_wait: float, post_d: float, post_h: float, post_all: float) -> tuple[float, float]:
     """(wait at the merge, extra device time of the second pass) of the split layer."""

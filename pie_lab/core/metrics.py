@@ -59,23 +59,11 @@ class IterationRecord:
 
     @classmethod
     def build(cls, plan: StepPlan, timing: StepTiming, start: float, end: float, **state: Any) -> "IterationRecord":
-        if plan.summary is not None:
-            sm = plan.summary
-            prefill, decode, context, host_computed = (sm.prefill_tokens, sm.decode_tokens, sm.context_tokens,
-                                                       sm.host_computed_blocks)
-        else:
-            prefill = decode = context = host_computed = 0
-            for s in plan.seqs:                   # one pass: what plan.num_prefill_tokens etc. sum
-                q, p = len(s.token_ids), s.start_pos
-                if p == 0 or q > 1:
-                    prefill += q
-                else:
-                    decode += 1
-                context += p + q
-                host_computed += s.host_computed
-        return cls.of(timing, step=plan.step_id, start=start, end=end, batch_size=plan.batch_size,
-                      prefill_tokens=prefill, decode_tokens=decode, streamed_blocks=plan.num_streamed_blocks,
-                      host_computed_blocks=host_computed, context_tokens=context, **state)
+        sm = plan.summary
+        return cls.of(timing, step=plan.step_id, start=start, end=end, batch_size=sm.batch_size,
+                      prefill_tokens=sm.prefill_tokens, decode_tokens=sm.decode_tokens,
+                      streamed_blocks=plan.num_streamed_blocks, host_computed_blocks=sm.host_computed_blocks,
+                      context_tokens=sm.context_tokens, **state)
 
     @classmethod
     def of(cls, timing: StepTiming, **fields: Any) -> "IterationRecord":

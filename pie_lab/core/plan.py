@@ -34,13 +34,21 @@ class SeqWork:
     num_generated: int              # output tokens so far (sampler offsets, stop checks)
     host_computed: int = 0          # leading block-table entries whose attention runs on the host
 
+    @classmethod
+    def of(cls, seq, n: int, fresh: dict[int, int], host_computed: dict[int, int]) -> "SeqWork":
+        """Sequence `seq`'s next `n` tokens; `fresh`: host refs (~id) of blocks offloaded this step ->
+        their GPU blocks, still read there; `host_computed`: the split (seq_id -> blocks)."""
+        start, table, out = seq.num_computed_tokens, seq.block_table, seq.output_token_ids
+        num_tokens = len(seq.prompt_token_ids) + len(out)
+        if fresh and seq.host_count:                # host blocks are the table's first entries
+            table = [fresh.get(b, b) for b in table[:seq.host_count]] + table[seq.host_count:]
+        tokens = (seq.last_token,) if n == 1 and start == num_tokens - 1 else tuple(seq.token_ids[start:start + n])
+        return cls(seq.seq_id, tokens, start, tuple(table), start + n == num_tokens,
+                   seq.sampling, len(out), host_computed.get(seq.seq_id, 0))
+
     @property
     def context_len(self) -> int:
         return self.start_pos + len(self.token_ids)
-
-    @property
-    def is_prefill(self) -> bool:
-        return self.start_pos == 0 or len(self.token_ids) > 1
 
 
 class CopyRange(NamedTuple):
@@ -119,52 +127,88 @@ def _runs(ids: np.ndarray) -> tuple[CopyRange, ...]:
     return tuple(map(CopyRange, firsts, firsts, map(sub, bounds[1:], bounds)))
 
 
-@dataclass(frozen=True)
-class BatchSummary:
-    """A step's sequences summed up, for an executor that times a step from its shape and
-    samples from (seq_id, position) alone (the sim): it stands in for the plan's SeqWork."""
+def attn_pairs(start: int, tokens: int) -> int:
+    """(query, key) pairs `tokens` new tokens after `start` attend: causal within the chunk
+    (a decode token: start + 1)."""
+    return tokens * start + tokens * (tokens + 1) // 2
+
+
+class BatchSummary(NamedTuple):
+    """A step's sequences summed up, built once per plan: what the cost model, the iteration
+    record and the plan's properties read. For an executor that takes summarised plans (the sim)
+    it stands in for the plan's SeqWork: it samples from (seq_id, position) alone. A NamedTuple:
+    decode runs build one per step."""
 
     batch_size: int
     tokens: int                     # query tokens computed this step
     attn_pairs: int                 # (query, key) pairs attended, causal within a prefill chunk
     context_tokens: int             # KV positions read, the new ones included
-    prefill_tokens: int
-    decode_tokens: int
-    sample_ids: tuple[int, ...]     # sequences that sample a token, in batch order
-    sample_positions: tuple[int, ...]
+    prefill_tokens: int             # tokens of prefill chunks (a chunk from position 0, or of > 1 token)
+    decode_tokens: int              # sequences decoding one token
+    sampled: int                    # positions that sample a token
+    sample_ids: tuple[int, ...]     # sequences that sample a token, in batch order (a decode run's: none,
+    sample_positions: tuple[int, ...]   # its tokens are sampled in bulk)
     stop_ids: tuple[tuple[int, ...], ...]
     host_rows: int = 0              # hybrid: sequences with a host-computed share (sub-batch H)
     host_computed_blocks: int = 0   # hybrid: their host-computed blocks, summed
 
     @classmethod
     def of_work(cls, work, host_computed: dict[int, int] | None = None) -> "BatchSummary":
-        """From (sequence, tokens fed) pairs and the split (seq_id -> host-computed blocks, each > 0):
-        what SeqWork.context_len, is_prefill, sample and host_computed say."""
+        """From (sequence, tokens fed) pairs and the split (seq_id -> host-computed blocks, each > 0)."""
         pairs = context = prefill = decode = 0
         ids, positions, stops = [], [], []
         for seq, q in work:
             p = seq.num_computed_tokens
             end = p + q
             context += end
-            if q == 1 and p > 0:                  # a decode token: it attends to its `end` positions
+            if q == 1 and p > 0:                  # a decode token (the rule of of_seqs below)
                 decode += 1
-                pairs += end
+                pairs += end                      # attn_pairs(p, 1), without the call
             else:
                 prefill += q
-                pairs += q * p + q * (q + 1) // 2
+                pairs += attn_pairs(p, q)
             if end == len(seq.prompt_token_ids) + len(seq.output_token_ids):
                 ids.append(seq.seq_id)
                 positions.append(end)
                 stops.append(seq.sampling.stop_token_ids)
         hc = host_computed or {}
-        return cls(len(work), prefill + decode, pairs, context, prefill, decode, tuple(ids), tuple(positions),
-                   tuple(stops), len(hc), sum(hc.values()))
+        return cls(len(work), prefill + decode, pairs, context, prefill, decode, len(ids), tuple(ids),
+                   tuple(positions), tuple(stops), len(hc), sum(hc.values()))
+
+    @classmethod
+    def of_seqs(cls, seqs: "tuple[SeqWork, ...]") -> "BatchSummary":
+        """From a plan's SeqWork: what of_work gives for the sequences they were built from."""
+        pairs = context = prefill = decode = rows = blocks = 0
+        ids, positions, stops = [], [], []
+        for s in seqs:
+            p, q = s.start_pos, len(s.token_ids)
+            context += p + q
+            pairs += attn_pairs(p, q)
+            if q == 1 and p > 0:
+                decode += 1
+            else:
+                prefill += q
+            if s.sample:
+                ids.append(s.seq_id)
+                positions.append(p + q)
+                stops.append(s.sampling.stop_token_ids)
+            if s.host_computed:
+                rows += 1
+                blocks += s.host_computed
+        return cls(len(seqs), prefill + decode, pairs, context, prefill, decode, len(ids), tuple(ids),
+                   tuple(positions), tuple(stops), rows, blocks)
+
+    @classmethod
+    def decoding(cls, batch: int, context_tokens: int, host_rows: int = 0, host_blocks: int = 0) -> "BatchSummary":
+        """A decode run's step: `batch` sequences decoding one token each over `context_tokens` KV
+        positions (its tokens are sampled in bulk, core/decode_run.py: no sample ids here)."""
+        return cls(batch, batch, context_tokens, context_tokens, 0, batch, batch, (), (), (), host_rows, host_blocks)
 
 
 @dataclass(frozen=True)
 class StepPlan:
     step_id: int
-    seqs: tuple[SeqWork, ...]                       # empty when `summary` stands in for them
+    seqs: tuple[SeqWork, ...]                       # empty when `summary` stands in for them (the sim)
     # Block mappings, every layer. Executors apply them in this order, then run the forward:
     swap_out: tuple[tuple[int, int], ...] = ()      # (gpu, host) vllm-swap preemption: blocking copy
     swap_in: tuple[tuple[int, int], ...] = ()       # (host, gpu) back to the GPU: blocking copy
@@ -172,29 +216,27 @@ class StepPlan:
                                                     # done by the step's end (the GPU block is freed then)
     stream: StreamPlan | None = None
     released_seq_ids: tuple[int, ...] = ()           # finished or preempted: drop per-sequence state
-    summary: BatchSummary | None = None             # the sequences summed up, for the sim
+    summary: BatchSummary | None = None             # the sequences summed up (None: from `seqs`)
+
+    def __post_init__(self):
+        if self.summary is None:                    # a plan built without one: its SeqWork summed up
+            object.__setattr__(self, "summary", BatchSummary.of_seqs(self.seqs))
 
     @property
     def batch_size(self) -> int:
-        return self.summary.batch_size if self.summary else len(self.seqs)
+        return self.summary.batch_size
 
     @property
     def num_prefill_tokens(self) -> int:
-        if self.summary:
-            return self.summary.prefill_tokens
-        return sum(len(s.token_ids) for s in self.seqs if s.is_prefill)
+        return self.summary.prefill_tokens
 
     @property
     def num_decode_tokens(self) -> int:
-        if self.summary:
-            return self.summary.decode_tokens
-        return sum(1 for s in self.seqs if not s.is_prefill)
+        return self.summary.decode_tokens
 
     @property
     def num_tokens(self) -> int:
-        if self.summary:
-            return self.summary.tokens
-        return sum(len(s.token_ids) for s in self.seqs)
+        return self.summary.tokens
 
     @property
     def num_streamed_blocks(self) -> int:
@@ -203,9 +245,7 @@ class StepPlan:
     @property
     def num_host_computed_blocks(self) -> int:
         """Host-resident blocks attended on the host this step (policy hybrid), every layer."""
-        if self.summary:
-            return self.summary.host_computed_blocks
-        return sum(s.host_computed for s in self.seqs)
+        return self.summary.host_computed_blocks
 
 
 @dataclass(frozen=True)

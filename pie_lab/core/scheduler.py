@@ -171,6 +171,19 @@ class Scheduler:
                     return True
         return False
 
+    def stall_reason(self, steps: int) -> str:
+        """Why nothing has run for `steps` steps: what waits, and what the GPU pool and limits leave for it."""
+        gpu = self.blocks.gpu
+        head = (self.waiting or self.swapped or [None])[0]
+        need = ""
+        if head is not None:
+            n = self.blocks.blocks_needed(head, min(head.num_tokens, self.config.max_num_batched_tokens)) \
+                + head.num_host_blocks()
+            need = f"; the next request needs {n} GPU blocks"
+        return (f"no token for {steps} steps: {len(self.running)} running, {len(self.waiting)} waiting, "
+                f"{len(self.swapped)} swapped; GPU blocks {gpu.num_used} used of limit {gpu.limit} "
+                f"({gpu.reserved} reserved for staging){need}")
+
     def finish(self, seq: Sequence) -> None:
         self.running.remove(seq)
         self.blocks.free(seq)

@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..config import EngineConfig
+from ..config import EngineConfig, PolicyTraits
 
 from .block_manager import BlockManager
 from .plan import StreamPlan
@@ -35,8 +35,8 @@ class SwapPlanner:
         self._resident = 0                     # host blocks of the running batch, as the reserve last saw them
 
     @property
-    def policy(self) -> str:
-        return self._config().policy
+    def traits(self) -> PolicyTraits:
+        return self._config().traits
 
     @property
     def budget(self) -> int:
@@ -60,7 +60,7 @@ class SwapPlanner:
 
     @property
     def active(self) -> bool:
-        return self.policy in ("pie", "flexgen", "hybrid")
+        return self._config().traits.host_resident
 
     @property
     def total_budget(self) -> int:
@@ -83,7 +83,7 @@ class SwapPlanner:
     def _reserve_for(self, resident: int) -> None:
         """update_reserve for a running batch holding `resident` host blocks."""
         self._resident = resident
-        if self.policy == "hybrid":             # the host-computed share is never staged
+        if self.traits.host_compute:            # the host-computed share is never staged
             resident -= min(resident, self.host_budget)
         self.blocks.gpu.reserved = self.staging_blocks(resident)
 
@@ -148,6 +148,34 @@ class SwapPlanner:
         self._reserve_for(held + len(moves))       # update_reserve(seqs): each move is one more host block
         return moves
 
+    # -- what decode runs predict of the rules above (core/decode_run.py) ------------------------
+    def offload_may_fill(self) -> "bool | None":
+        """For the running batch as `update_reserve` last counted it, decoding: whether plan_offload
+        may move blocks (pie, hybrid: under the host budget, with host room), or None when blocks
+        move whatever the batch does (over budget: enforce_budget; eager offload bounded by the
+        GPU's headroom, depth >= num_layers)."""
+        config = self._config()
+        if not config.budgeted:
+            return False
+        total = config.host_budget_blocks
+        if self._resident > total:
+            return None
+        fill = self._resident < total and self.blocks.host.num_free > 0
+        if fill and config.offload != "on-demand" and config.prefetch_depth >= self.num_layers:
+            return None
+        return fill
+
+    def steps_to_eager_offload(self, work) -> int:
+        """Decode steps of `work` (every sequence one token a step) before eager offload moves a
+        block: plan_offload moves a sequence's next block in the step that first sees it full."""
+        bs = self.blocks.block_size
+        return min((s.host_count + 1) * bs - s.num_computed_tokens for s, _ in work)
+
+    def shortfall_possible(self, batch: int, scheduler: Scheduler, free: int) -> bool:
+        """Whether `shortfall` may be > 0 in a step where `batch` sequences decode and `free` GPU
+        blocks (or more) are free: not while one block for each and the queue's need fit."""
+        return self.queue_need(scheduler) + batch > free
+
     def shortfall(self, work, scheduler: Scheduler | None) -> int:
         """Host blocks to offload now so the next step finds the GPU blocks it needs: each running
         sequence's next blocks and the queued requests', less the free ones, over what one host block
@@ -193,7 +221,7 @@ class SwapPlanner:
         """hybrid: seq_id -> leading host blocks attended on the host this step, up to host_budget
         over the batch, oldest first. Decode tokens only (a prefill chunk streams its context);
         blocks offloaded this step are still read from the GPU, so they are never host-computed."""
-        if self.policy != "hybrid" or self.host_budget <= 0:
+        if not self.traits.host_compute or self.host_budget <= 0:
             return {}
         fresh = {h for _, h in offloaded}
         left, out = self.host_budget, {}

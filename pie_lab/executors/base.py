@@ -8,11 +8,13 @@ from __future__ import annotations
 import importlib
 import time
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, Sequence, runtime_checkable
+
+import numpy as np
 
 from ..config import EngineConfig, EXECUTORS
-from ..core.plan import StepOutput, StepPlan
-from ..errors import ConfigError, check_choice
+from ..core.plan import StepOutput, StepPlan, StepTiming
+from ..errors import ConfigError, EngineError, check_choice
 from ..model_spec import ModelSpec
 
 
@@ -82,6 +84,9 @@ class Executor(Protocol):
     clock: Clock
     emulated_link: bool            # True where link timings are emulated or modelled, not measured
     link: tuple[float, float]      # the link in effect: (bandwidth GB/s, latency us)
+    # what the engine may ask of it, read once when the engine is built:
+    summarised_plans: bool         # takes StepPlan.summary instead of a SeqWork per sequence
+    decode_runs: bool              # times decode steps from their sums (`time_decode_step`, `tokens_at`)
 
     def default_num_gpu_blocks(self, config: EngineConfig) -> int:
         """Device-tier KV blocks when the config gives neither num_gpu_blocks nor gpu_kv_limit_gb."""
@@ -97,10 +102,43 @@ class Executor(Protocol):
     def set_link(self, bandwidth_gbps: float, latency_us: float) -> None:
         """Change the (emulated or modelled) link; the cuda executor raises ConfigError."""
 
+    def set_host_attention(self, gbps: float | None) -> None:
+        """Policy hybrid: the host's attention rate over host KV (None: the executor's own)."""
+
     def recover(self) -> None:
         """After execute() raised: wait out or drop the failed step's copies and forget its prefetch."""
 
+    def time_decode_step(self, plan: StepPlan) -> StepTiming:
+        """decode_runs: time a decode run's step (and take the clock through it) from its summary
+        (`BatchSummary.decoding`), its copies and its stream; it samples nothing."""
+
+    def tokens_at(self, seq_ids: np.ndarray, positions: np.ndarray,
+                  stop_ids: Sequence[Sequence[int]] | None = None) -> list[int]:
+        """decode_runs: the tokens sampled for seq_ids[i] at positions[i] (stop_ids[i] avoided)."""
+
     def close(self) -> None: ...
+
+
+class ExecutorBase:
+    """What an executor need not do: the optional capabilities off, their methods no-ops or errors."""
+
+    summarised_plans = False
+    decode_runs = False
+
+    def set_host_attention(self, gbps: float | None) -> None:
+        """No host attention here: nothing to change."""
+
+    def recover(self) -> None:
+        """Nothing in flight outlives a step here."""
+
+    def time_decode_step(self, plan: StepPlan) -> StepTiming:
+        raise EngineError(f"executor {self.name!r} does not run decode runs (decode_runs is False)")
+
+    def tokens_at(self, seq_ids, positions, stop_ids=None) -> list[int]:
+        raise EngineError(f"executor {self.name!r} does not run decode runs (decode_runs is False)")
+
+    def close(self) -> None:
+        """Nothing to release."""
 
 
 EXECUTOR_REGISTRY: dict[str, str] = {

@@ -17,7 +17,7 @@ from ..errors import ConfigError, EngineError
 from ..model_spec import spec_from_model
 from ..sim.cost_model import CostModel, Prefetch, StepShape
 from ..sim.hardware import Hardware, resolve_hardware
-from .base import MemoryAvailable, VirtualClock
+from .base import ExecutorBase, MemoryAvailable, VirtualClock
 
 GPU_MEMORY_HEADROOM = 0.10          # of GPU memory, kept free for activations and the allocator
 FIRST_SAFE_TOKEN_ID = 3             # ids 0-2 are pad/bos/eos in the supported families
@@ -46,9 +46,11 @@ def _mix(x: int) -> int:
     return x ^ (x >> 31)
 
 
-class SimExecutor:
+class SimExecutor(ExecutorBase):
     name = "sim"
     emulated_link = True
+    summarised_plans = True         # times a step from its sums, samples from (seq_id, position)
+    decode_runs = True
 
     def __init__(self, model: Any, config: EngineConfig, hardware: "str | Hardware | None" = None,
                  replay: "Sequence[StepOutput] | Mapping[int, StepOutput] | None" = None):
@@ -60,6 +62,8 @@ class SimExecutor:
                                     config.host_split)
         self.clock = VirtualClock()
         self.replay = replay
+        if replay is not None:                      # the recorded run's steps, one plan each
+            self.summarised_plans = self.decode_runs = False
         eos = self.spec.hf_config.get("eos_token_id")
         eos_ids = eos if isinstance(eos, (list, tuple)) else ([] if eos is None else [eos])
         self._forbidden = frozenset(range(FIRST_SAFE_TOKEN_ID)) | frozenset(int(e) for e in eos_ids)
@@ -107,12 +111,6 @@ class SimExecutor:
             return out
         return StepOutput(self._tokens(plan), self.time_step(plan))
 
-    @property
-    def times_decode_runs(self) -> bool:
-        """Whether a step can be timed from its shape alone (`time_step`), as decode runs need
-        (`time_decode_step`, core/decode_run.py); not while replaying a recorded run."""
-        return self.replay is None and not self.closed
-
     def time_step(self, plan: StepPlan, shape: StepShape | None = None) -> StepTiming:
         """Model the step (its sequences summed up in `shape`, default the plan's), advance the
         clock by its duration and keep its tail prefetch for the next step."""
@@ -121,13 +119,11 @@ class SimExecutor:
         self._advance(timing, plan)
         return timing
 
-    def time_decode_step(self, plan: StepPlan, batch: int, context_tokens: int, host_rows: int = 0,
-                         host_blocks: int = 0) -> StepTiming:
-        """time_step for `batch` sequences decoding one token each, reading `context_tokens` KV
-        positions in all (new tokens included), `host_blocks` of them attended on the host for
-        `host_rows` sequences (hybrid); the plan carries only the stream and the copies."""
-        return self.time_step(plan, StepShape.host_split(batch, context_tokens, context_tokens, batch, host_rows,
-                                                         host_blocks, self.cost_model.block_size))
+    def time_decode_step(self, plan: StepPlan) -> StepTiming:
+        """A decode run's step (core/decode_run.py), timed from its summary: `time_step` without sampling."""
+        if self.closed:
+            raise EngineError("the sim executor is closed")
+        return self.time_step(plan)
 
     def _advance(self, timing: StepTiming, plan: StepPlan | None) -> None:
         self.clock.advance(timing.duration)
@@ -157,11 +153,8 @@ class SimExecutor:
         raise EngineError(f"sequence {seq_id}: stop_token_ids leave the sim no token to produce")
 
     def _tokens(self, plan: StepPlan) -> dict[int, int]:
-        if plan.summary is not None:
-            ids, pos, stops = plan.summary.sample_ids, plan.summary.sample_positions, plan.summary.stop_ids
-        else:
-            work = [(s.seq_id, s.start_pos + len(s.token_ids), s.sampling.stop_token_ids) for s in plan.seqs if s.sample]
-            ids, pos, stops = zip(*work) if work else ((), (), ())
+        sm = plan.summary
+        ids, pos, stops = sm.sample_ids, sm.sample_positions, sm.stop_ids
         if not ids:
             return {}
         return dict(zip(ids, self.tokens_at(np.array(ids, dtype=np.int64), np.array(pos, dtype=np.int64),

@@ -20,6 +20,7 @@ import torch
 
 from ..config import EngineConfig
 from ..core.plan import LayerTiming, StepOutput, StepPlan, StepTiming
+from .base import ExecutorBase
 
 
 class Copy(Protocol):
@@ -69,7 +70,7 @@ class Streams(Protocol):
     """Host CPU time the copies have cost so far (an emulated link's threads; 0 for DMA)."""
 
 
-class TorchRunner:
+class TorchRunner(ExecutorBase):
     def __init__(self, model, tokenizer, config: EngineConfig, device: torch.device, streams: Streams):
         from ..model.sampler import Sampler
         self.model = model

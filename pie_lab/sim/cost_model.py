@@ -11,67 +11,22 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from .overlap import schedule_columns
-from ..core.host_split import SPLIT_MODES
 from ..core.plan import StepPlan, StreamPlan, coalesce
 from ..core.timing import NAN, ComputeOnlyLayers, StepTiming, StreamedLayers
-from ..config import check_field
+from ..config import SPLIT_MODES, check_field
 from ..errors import check_choice
 from ..model_spec import DTYPE_BYTES, ModelSpec
 from .hardware import Hardware
 from .host_cost import HostAttentionCost
-from .calibration import LayerShape
+from .calibration import KernelFit, LayerShape
+from .step_shape import StepShape
 
 
-@dataclass(frozen=True)
-class StepShape:
-    """The sums over a step's sequences that its cost depends on."""
-
-    tokens: int = 0          # query tokens computed this step
-    attn_pairs: int = 0      # (query, key) pairs attended, causal within a prefill chunk
-    kv_tokens: int = 0       # context tokens whose KV each layer reads
-    sampled: int = 0         # positions that go through lm_head
-    host_rows: int = 0       # hybrid: rows with a host-computed share (sub-batch H; the rest are D)
-    host_blocks: int = 0     # hybrid: host-computed blocks, attended by the host
-
-    @classmethod
-    def of(cls, plan: StepPlan, block_size: int = 16) -> "StepShape":
-        """The device's share: keys in host-computed blocks (hybrid) are attended by the host."""
-        if plan.summary is not None:
-            sm = plan.summary
-            return cls.host_split(sm.tokens, sm.attn_pairs, sm.context_tokens, len(sm.sample_ids),
-                                  sm.host_rows, sm.host_computed_blocks, block_size)
-        tokens = pairs = kv = sampled = rows = blocks = 0
-        for s in plan.seqs:
-            q, p = len(s.token_ids), s.start_pos
-            tokens += q
-            kv += p + q
-            pairs += q * p + q * (q + 1) // 2
-            sampled += s.sample
-            if s.host_computed:
-                rows += 1
-                blocks += s.host_computed
-        return cls.host_split(tokens, pairs, kv, sampled, rows, blocks, block_size)
-
-    @classmethod
-    def host_split(cls, tokens: int, attn_pairs: int, kv_tokens: int, sampled: int, host_rows: int,
-                   host_blocks: int, block_size: int) -> "StepShape":
-        """The batch's sums with `host_blocks` blocks of `host_rows` decode rows attended by the
-        host: one query per host key, so both the device's pairs and its keys lose them."""
-        host_keys = host_blocks * block_size
-        return cls(tokens, attn_pairs - host_keys, kv_tokens - host_keys, sampled, host_rows, host_blocks)
-
-    @classmethod
-    def decode(cls, batch: int, context_len: int) -> "StepShape":
-        """`batch` sequences each adding one token at context length `context_len` (new token included)."""
-        return cls(batch, batch * context_len, batch * context_len, batch)
-
-    @classmethod
-    def prefill(cls, batch: int, prompt_len: int) -> "StepShape":
-        q = prompt_len
-        return cls(batch * q, batch * q * (q + 1) // 2, batch * q, batch)
+def _derived():
+    return field(init=False, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -85,6 +40,30 @@ class CostModel:
     host_attention_gbps: float | None = None     # None: the preset's host cores and memory (hybrid)
     host_split: str = "auto"                     # hybrid's within-layer split (core/host_split.py)
 
+    # derived from the fields above by __post_init__ (per layer unless named otherwise)
+    _layer_params: int = _derived()
+    _flops: float = _derived()                   # matmul FLOP/s at `dtype`
+    _hbm: float = _derived()                     # HBM bytes/s
+    _weight_bytes_layer: int = _derived()
+    _kv_bytes_token: int = _derived()
+    _block_bytes_layer: int = _derived()
+    _h2d: float = _derived()                     # link bytes/s, host to device
+    _d2h: float = _derived()
+    _latency: float = _derived()                 # seconds per copy call
+    _layer_overhead: float = _derived()
+    _step_overhead: float = _derived()
+    _attn_flops_pair: int = _derived()           # FLOPs per (query, key) pair
+    _lm_head_params: int = _derived()
+    _lm_head_bytes: int = _derived()
+    _embed_bytes_token: int = _derived()
+    _qkv_share: float = _derived()               # of the linear time, before attention
+    _host: HostAttentionCost = _derived()
+    _kernels: KernelFit | None = _derived()      # measured-kernel fit (sim/calibration.py); None: roofline
+    _layer_shape: LayerShape = _derived()
+    _linear_memo: dict = _derived()              # tokens -> calibrated linear seconds
+    _attn_flops: float = _derived()              # attention FLOP/s (the fit's cited figure, else matmul)
+    _attn_hbm: float = _derived()                # attention bytes/s (the fit's cited figure, else HBM)
+
     def __post_init__(self):
         check_choice("dtype", self.dtype, DTYPE_BYTES)
         check_choice("host_split", self.host_split, SPLIT_MODES)
@@ -95,31 +74,30 @@ class CostModel:
         h, kv = s.hidden_size, s.num_kv_heads * s.head_dim
         layer_params = 2 * h * h + 2 * h * kv + (2 if s.is_opt else 3) * h * s.intermediate_size
         link = self.link_bandwidth_gbps
+        set_ = object.__setattr__                # frozen: derived fields are set once, here
         fit = hw.calibration if self.dtype != "float32" else None      # measured kernels (sim/calibration.py)
-        derived = dict(
-            kernels=fit, layer_shape=LayerShape.of(s), linear_memo={},
-            attn_flops=fit.attention_tflops * 1e12 if fit and fit.attention_tflops else hw.matmul_flops(self.dtype),
-            attn_hbm=fit.attention_gbps * 1e9 if fit and fit.attention_gbps else hw.hbm_bytes_per_s,
-            layer_params=layer_params,
-            flops=hw.matmul_flops(self.dtype),
-            hbm=hw.hbm_bytes_per_s,
-            weight_bytes_layer=layer_params * db,
-            kv_bytes_token=s.kv_bytes_per_token_per_layer(self.dtype),
-            block_bytes_layer=s.kv_block_bytes(self.block_size, self.dtype) // s.num_layers,
-            h2d=(link or hw.h2d_gbps) * 1e9,
-            d2h=(link or hw.d2h_gbps) * 1e9,
-            latency=(hw.link_latency_us if self.link_latency_us is None else self.link_latency_us) * 1e-6,
-            layer_overhead=(fit.attention_fixed_us if fit else hw.layer_overhead_us) * 1e-6,
-            step_overhead=hw.step_overhead_us * 1e-6,
-            attn_flops_pair=4 * s.num_heads * s.head_dim,
-            lm_head_params=s.vocab_size * h,
-            lm_head_bytes=s.vocab_size * h * db,
-            embed_bytes_token=h * db,
-        )
-        derived["qkv_share"] = (h * h + 2 * h * kv) / layer_params      # of the linear time, before attention
-        derived["host"] = HostAttentionCost(s, hw, self.dtype, self.block_size, self.host_attention_gbps)
-        for k, v in derived.items():
-            object.__setattr__(self, "_" + k, v)
+        set_(self, "_kernels", fit)
+        set_(self, "_layer_shape", LayerShape.of(s))
+        set_(self, "_linear_memo", {})
+        set_(self, "_attn_flops", fit.attention_tflops * 1e12 if fit and fit.attention_tflops else hw.matmul_flops(self.dtype))
+        set_(self, "_attn_hbm", fit.attention_gbps * 1e9 if fit and fit.attention_gbps else hw.hbm_bytes_per_s)
+        set_(self, "_layer_params", layer_params)
+        set_(self, "_flops", hw.matmul_flops(self.dtype))
+        set_(self, "_hbm", hw.hbm_bytes_per_s)
+        set_(self, "_weight_bytes_layer", layer_params * db)
+        set_(self, "_kv_bytes_token", s.kv_bytes_per_token_per_layer(self.dtype))
+        set_(self, "_block_bytes_layer", s.kv_block_bytes(self.block_size, self.dtype) // s.num_layers)
+        set_(self, "_h2d", (link or hw.h2d_gbps) * 1e9)
+        set_(self, "_d2h", (link or hw.d2h_gbps) * 1e9)
+        set_(self, "_latency", (hw.link_latency_us if self.link_latency_us is None else self.link_latency_us) * 1e-6)
+        set_(self, "_layer_overhead", (fit.attention_fixed_us if fit else hw.layer_overhead_us) * 1e-6)
+        set_(self, "_step_overhead", hw.step_overhead_us * 1e-6)
+        set_(self, "_attn_flops_pair", 4 * s.num_heads * s.head_dim)
+        set_(self, "_lm_head_params", s.vocab_size * h)
+        set_(self, "_lm_head_bytes", s.vocab_size * h * db)
+        set_(self, "_embed_bytes_token", h * db)
+        set_(self, "_qkv_share", (h * h + 2 * h * kv) / layer_params)
+        set_(self, "_host", HostAttentionCost(s, hw, self.dtype, self.block_size, self.host_attention_gbps))
 
     def with_link(self, bandwidth_gbps: float, latency_us: float) -> "CostModel":
         return replace(self, link_bandwidth_gbps=bandwidth_gbps, link_latency_us=latency_us)

@@ -15,15 +15,12 @@ a second post-attention pass (its extra device time from the cost model's roofli
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from ..core.host_split import decide_split, split_cost
 from ..config import check_field
 from ..model_spec import DTYPE_BYTES, ModelSpec
 from .hardware import Hardware
-
-if TYPE_CHECKING:                        # cost_model imports this module
-    from .cost_model import StepShape
+from .step_shape import StepShape
 
 PARTIAL_LSE_BYTES = 4            # float32 log-sum-exp per query head
 
@@ -110,7 +107,6 @@ def hybrid_bound(cm, batch: int, context: int) -> dict:
     post-attention linears, a second post-attention pass for the H rows), `pipeline_*` NEO's
     cross-layer asymmetric pipeline (window: D's whole layer; every linear of the layer twice),
     analysed only. H rows: as many as the host-computed KV fills at `context`."""
-    from .cost_model import StepShape                    # cost_model imports this module
     shape = StepShape.decode(max(1, batch), max(1, context))
     n, hw = cm.spec.num_layers, cm.hardware
     layer = cm.layer_time(shape)
