@@ -14,6 +14,7 @@ run too and must beat the baseline by `margin`, else nothing is exported.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, Mapping
 
@@ -28,6 +29,7 @@ from .trials import OBJECTIVES, SLO, Runner, TrialJob
 DEFAULT_TRIALS = 100
 DEFAULT_MARGIN = 0.05
 DEFAULT_REQUESTS = 200
+DEFAULT_WORKLOAD = "sharegpt"     # the ShareGPT-like generator; real ShareGPT once the loader lands
 EXPORT_KNOBS = ("max_num_seqs", "max_num_batched_tokens", "chunked_prefill", "block_size", "gpu_share", "host_tier")
 
 
@@ -99,6 +101,8 @@ def tune(config: Any, workload: Any = None, *, target: str = "vllm", engine_opti
         exp = _earn(space, rows, base_res, run, wl, margin)
     finally:
         runner.close()
+    opts = engine_options(exp["point"], base, rc.model, defaults.values, host_limit)
+    exp.update(gpu_blocks=opts["num_gpu_blocks"], host_blocks=opts["num_host_blocks"], block_size=opts["block_size"])
     knobs = {k: best[k] for k in space.defaults}
     tuned = EngineConfig.from_options(**engine_options(knobs, base, rc.model, defaults.values, host_limit))
     tuning = {
@@ -121,18 +125,21 @@ def tune(config: Any, workload: Any = None, *, target: str = "vllm", engine_opti
 
 
 def _workload(workload, model, default_point, run, description):
-    """The workload and its description; None: ShareGPT at the capacity of the target at its defaults."""
+    """The workload and its description. None: ShareGPT; a generator without a rate: Poisson arrivals
+    at the capacity of the target at its defaults (its offline throughput), never all at once."""
     from ..bench.sweep import WorkloadSpec
     if workload is None:
-        offline = WorkloadSpec("sharegpt", DEFAULT_REQUESTS, None, 0)
-        capacity = run([dict(default_point)], offline)[0]["throughput"]
-        if capacity <= 0:
-            raise ConfigError("the target at its defaults finished no request offline; give a workload")
-        workload = WorkloadSpec("sharegpt", DEFAULT_REQUESTS, round(capacity, 3), 0)
-        desc = {**workload.describe(), "rate_from": "the capacity of the target at its defaults (offline run)"}
+        workload = WorkloadSpec(DEFAULT_WORKLOAD, DEFAULT_REQUESTS, None, 0)
+    desc = {}
+    if isinstance(workload, WorkloadSpec):
+        if workload.rate is None and not workload.kind.endswith((".json", ".jsonl")):
+            capacity = run([dict(default_point)], workload)[0]["throughput"]
+            if capacity <= 0:
+                raise ConfigError("the target at its defaults finished no request offline; give a workload rate")
+            workload = replace(workload, rate=round(capacity, 3))
+            desc["rate_from"] = "the capacity of the target at its defaults (its offline throughput)"
+        desc = {**workload.describe(), **desc}
     else:
-        desc = workload.describe() if isinstance(workload, WorkloadSpec) else {}
-    if not isinstance(workload, WorkloadSpec):
         from ..bench.harness import as_requests
         workload = tuple(as_requests(workload))
         desc.update(_describe_requests(workload))
