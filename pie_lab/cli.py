@@ -344,6 +344,8 @@ def tune_workload(args):
     if sc is None and not given:
         return None
     base = sc.workload if sc is not None else WorkloadSpec(DEFAULT_WORKLOAD, DEFAULT_REQUESTS, None, 0)
+    if str(given.get("kind", "")).endswith((".json", ".jsonl")) and "num_requests" not in given:
+        given["num_requests"] = None                 # a file: all of its requests
     return replace(base, **given)
 
 

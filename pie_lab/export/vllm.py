@@ -121,7 +121,7 @@ def _policy(rc, s, n: Notes, flags: dict, host_memory_gb: float | None = None) -
         n.add("unsupported", "engine.policy", "", "flexgen",
               "vLLM's --cpu-offload-gb offloads weights, not a fixed share of the KV cache")
         return
-    setting = "engine.num_host_blocks" if e.policy == "vllm-swap" else "engine.swap_budget_blocks"
+    setting = "engine.policy" if e.policy == "vllm-swap" else "engine.swap_budget_blocks"
     if e.budgeted and e.swap_budget_blocks == 0:
         n.add("approximate", setting, "--kv-offloading-size", None, "budget 0: no host tier exported")
     else:

@@ -24,7 +24,7 @@ from ..errors import ConfigError, check_choice, check_float, check_int
 from .defaults import HOST_SHARE, TARGETS, host_memory_gib, target_defaults
 from .result import TuneResult, calibration_status
 from .space import SearchSpace, engine_options
-from .trials import OBJECTIVES, SLO, Runner, TrialJob
+from .trials import OBJECTIVES, SLO, Runner, TrialJob, _requests
 
 DEFAULT_TRIALS = 100
 DEFAULT_MARGIN = 0.05
@@ -42,6 +42,7 @@ def tune(config: Any, workload: Any = None, *, target: str = "vllm", engine_opti
     GPU KV pool). `workload`: a `WorkloadSpec`, requests, or None for ShareGPT at the capacity of
     the target at its defaults. `engine_options_`/`engine_kw` override the setup's settings."""
     import optuna
+    optuna.logging.set_verbosity(optuna.logging.WARNING)      # the progress bar says what the study does
     check_choice("target", target, TARGETS)
     check_choice("objective", objective, OBJECTIVES)
     check_int("trials", trials, 0, 100_000)
@@ -133,15 +134,16 @@ def _workload(workload, model, default_point, run, description):
     desc = {}
     if isinstance(workload, WorkloadSpec):
         if workload.rate is None and not workload.kind.endswith((".json", ".jsonl")):
-            capacity = run([dict(default_point)], workload)[0]["throughput"]
+            offline = run([dict(default_point)], workload)[0]
+            capacity = offline["throughput"]
             if capacity <= 0:
-                raise ConfigError("the target at its defaults finished no request offline; give a workload rate")
+                raise ConfigError(f"the target at its defaults finished no request of the workload offline "
+                                  f"({offline['error'] or 'no request finished'}); give a workload rate")
             workload = replace(workload, rate=round(capacity, 3))
             desc["rate_from"] = "the capacity of the target at its defaults (its offline throughput)"
-        desc = {**workload.describe(), **desc}
+        desc = {**workload.describe(), **desc, **_describe_requests(_requests(workload, model))}
     else:
-        from ..bench.harness import as_requests
-        workload = tuple(as_requests(workload))
+        workload = tuple(_requests(workload, model))
         desc.update(_describe_requests(workload))
     desc.update(dict(description or {}))
     return workload, desc
@@ -228,9 +230,13 @@ def _dists(space: SearchSpace) -> dict:
 
 
 def _importance(optuna, study) -> dict:
+    import warnings
     try:
-        return {k: float(v) for k, v in optuna.importance.get_param_importances(
-            study, evaluator=optuna.importance.PedAnovaImportanceEvaluator()).items()}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")      # "importances will be equal" when every trial scores alike
+            found = optuna.importance.get_param_importances(
+                study, evaluator=optuna.importance.PedAnovaImportanceEvaluator())
+        return {k: float(v) for k, v in found.items()}
     except (RuntimeError, ValueError, ZeroDivisionError):     # too few trials, or all scored the same
         return {}
 
