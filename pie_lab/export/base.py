@@ -177,8 +177,8 @@ def common_notes(rc: RunConfig, notes: Notes) -> None:
               "no target streams host-resident KV into the GPU layer by layer during the forward pass")
     if e.budgeted or e.controller.enabled:
         notes.add("unsupported", "engine.controller", "", e.controller.enabled,
-                  "no adaptive budget: the target's host-tier size is fixed at start; the current "
-                  f"budget ({e.swap_budget_blocks} blocks) is exported")
+                  "no adaptive budget: the target's host tier is fixed at start, sized from the run's host "
+                  f"pool (the current budget is {e.swap_budget_blocks} blocks)")
     if e.policy == "hybrid":
         notes.add("unsupported", "engine.policy", "", "hybrid",
                   "no target attends over host-resident KV on the host CPU and merges the partial results "

@@ -12,10 +12,34 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import check_float
+from functools import lru_cache
+
+import yaml
+
+from ..errors import ConfigError, check_float
+from ..sim.hardware import DATA_DIR, load_preset
 
 GiB = 2**30
-HOST_SHARE = 0.5             # of the host memory, offered to the KV tier (as pie_lab.tune does)
+HOST_SHARE = 0.5             # of the host memory, offered to the KV tier (pie_lab.tune sizes its trials so too)
+DEFAULTS_PATH = DATA_DIR / "target_defaults.yaml"
+
+
+@lru_cache(maxsize=None)
+def load_defaults_file() -> dict:
+    """data/target_defaults.yaml: the targets' defaults (pie_lab.tune.defaults) and each preset's host memory."""
+    if not DEFAULTS_PATH.is_file():
+        raise ConfigError(f"target defaults file {DEFAULTS_PATH} does not exist")
+    return yaml.safe_load(DEFAULTS_PATH.read_text())
+
+
+def host_memory_gib(hardware: str) -> tuple[float, str]:
+    """Host memory a deployment on this preset has (GiB), and its source."""
+    table = load_defaults_file()["host_memory_gib"]
+    name = load_preset(hardware).name
+    if name not in table:
+        raise ConfigError(f"no host memory figure for hardware {name!r}; pass host_memory_gb "
+                          f"(presets with one: {', '.join(table)})")
+    return float(table[name]["value"]), str(table[name]["source"])
 
 
 @dataclass(frozen=True)
@@ -33,9 +57,8 @@ def host_memory(hardware: str, host_memory_gb: float | None) -> tuple[float | No
     if host_memory_gb is not None:
         return check_float("host_memory_gb", host_memory_gb, 0.0, 1e6, lo_open=True), "as given (--host-memory-gb)"
     try:
-        from ..tune.defaults import host_memory_gib
         gib, source = host_memory_gib(hardware)
-    except Exception:                  # a preset file path, or no figure for this preset
+    except ConfigError:                # a preset file path, or no figure for this preset
         return None, "unknown for this hardware: pass --host-memory-gb"
     return gib, f"the {hardware} preset's host ({source})"
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .base import GiB, Notes, Translation, common_notes, model_notes, sig, sizes
+from .base import Notes, Translation, common_notes, model_notes, sig, sizes
 from .host_tier import size_tier
 from ..config_io import load_run_config
 

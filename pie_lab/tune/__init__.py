@@ -1,7 +1,8 @@
 """Tuning: `tune` searches the knobs deployments tune (Optuna, in the sim) against a target engine
 at its own defaults; `tune_budget` runs the adaptive controller headless and keeps its budget."""
 from .budget import STABLE_DECISIONS, BudgetResult, analyse, tune_budget
-from .defaults import TARGETS, TargetDefaults, host_memory_gib, target_defaults
+from ..export.host_tier import host_memory_gib
+from .defaults import TARGETS, TargetDefaults, target_defaults
 from .result import TuneResult
 from .search import tune
 from .trials import DEFAULT_SLO, SLO

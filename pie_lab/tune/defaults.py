@@ -3,19 +3,15 @@ the baseline every tune result and export is measured against."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any, Mapping
 
-import yaml
-
 from ..errors import ConfigError, check_choice
-from ..sim.hardware import DATA_DIR, load_preset
+from ..export.host_tier import load_defaults_file
+from ..sim.hardware import load_preset
 
-DEFAULTS_PATH = DATA_DIR / "target_defaults.yaml"
 TARGETS = ("vllm", "sglang", "transformers")
 KNOBS = ("max_num_seqs", "max_num_batched_tokens", "chunked_prefill", "block_size", "gpu_share", "policy",
          "host_tier_ratio")
-HOST_SHARE = 0.5          # of the host memory a deployment has, offered to the KV tier
 
 
 @dataclass(frozen=True)
@@ -34,18 +30,11 @@ class TargetDefaults:
                 "gpu_class_rule": self.gpu_class_rule, "values": dict(self.values)}
 
 
-@lru_cache(maxsize=None)
-def _data() -> dict:
-    if not DEFAULTS_PATH.is_file():
-        raise ConfigError(f"target defaults file {DEFAULTS_PATH} does not exist")
-    return yaml.safe_load(DEFAULTS_PATH.read_text())
-
-
 def gpu_class(target: str, hardware: str) -> str:
     """The target's GPU class for a hardware preset, by the rule the target's own code applies."""
     check_choice("target", target, TARGETS)
     hw = load_preset(hardware)
-    classes = _data()["targets"][target]["classes"]
+    classes = load_defaults_file()["targets"][target]["classes"]
     for name, rule in classes.items():
         if any(x.lower() in hw.name.lower() for x in rule.get("exclude", ())):
             continue
@@ -60,19 +49,9 @@ def gpu_class(target: str, hardware: str) -> str:
 def target_defaults(target: str, hardware: str) -> TargetDefaults:
     """`target`'s defaults on `hardware` (a preset name)."""
     cls = gpu_class(target, hardware)
-    d = _data()["targets"][target]
+    d = load_defaults_file()["targets"][target]
     values = {k: (v[cls] if isinstance(v, Mapping) else v) for k, v in d["values"].items()}
     missing = set(KNOBS) - set(values)
     if missing or set(d["sources"]) != set(values):
-        raise ConfigError(f"{DEFAULTS_PATH}: target {target} needs a value and a source for each of {', '.join(KNOBS)}")
+        raise ConfigError(f"data/target_defaults.yaml: target {target} needs a value and a source for each of {', '.join(KNOBS)}")
     return TargetDefaults(target, d["engine"], cls, d["classes"][cls]["when"], values, dict(d["sources"]))
-
-
-def host_memory_gib(hardware: str) -> tuple[float, str]:
-    """Host memory a deployment on this preset has (GiB), and its source."""
-    table = _data()["host_memory_gib"]
-    name = load_preset(hardware).name
-    if name not in table:
-        raise ConfigError(f"no host memory figure for hardware {name!r}; pass host_memory_gb "
-                          f"(presets with one: {', '.join(table)})")
-    return float(table[name]["value"]), str(table[name]["source"])

@@ -21,7 +21,8 @@ from typing import Any, Mapping
 from ..config import EngineConfig
 from ..config_io import Provenance, RunConfig, load_run_config
 from ..errors import ConfigError, check_choice, check_float, check_int
-from .defaults import HOST_SHARE, TARGETS, host_memory_gib, target_defaults
+from ..export.host_tier import HOST_SHARE, host_memory_gib
+from .defaults import TARGETS, target_defaults
 from .result import TuneResult, calibration_status
 from .space import SearchSpace, engine_options
 from .trials import OBJECTIVES, SLO, Runner, TrialJob, _requests
@@ -41,7 +42,10 @@ def tune(config: Any, workload: Any = None, *, target: str = "vllm", engine_opti
     """`config`: a model name, RunConfig, or config file/mapping (the user's setup: hardware, dtype,
     GPU KV pool). `workload`: a `WorkloadSpec`, requests, or None for ShareGPT at the capacity of
     the target at its defaults. `engine_options_`/`engine_kw` override the setup's settings."""
-    import optuna
+    try:
+        import optuna
+    except ImportError:
+        raise ConfigError("pie_lab.tune needs Optuna: pip install optuna (or pip install 'pie_lab[tune]')") from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)      # the progress bar says what the study does
     check_choice("target", target, TARGETS)
     check_choice("objective", objective, OBJECTIVES)
