@@ -120,3 +120,11 @@ def test_bad_arguments_name_the_value():
         tune("opt-13b", squeezed(), target="trt", trials=1, progress=False, **SETUP)
     with pytest.raises(ConfigError, match="policies"):
         tune("opt-13b", squeezed(), target="sglang", policies=("vllm-swap",), trials=1, progress=False, **SETUP)
+
+
+def test_tuning_provenance_is_plain_data(tuned):
+    from pie_lab.config_io import parse_run_config
+    d = tuned.run_config.to_dict()
+    d["provenance"]["tuning"]["export"]["earned"] = {"max_num_seqs": object()}
+    with pytest.raises(ConfigError, match=r"provenance\.tuning\.export\.earned\.max_num_seqs"):
+        parse_run_config(d)

@@ -68,9 +68,10 @@ def write_report(result, path: str | Path) -> Path:
     from ..export import export
     tr = export(result.run_config, result.tuning["target"])
     summary = (f"<h2>pie-lab tune: {html.escape(result.run_config.model)} on "
-               f"{html.escape(result.run_config.engine.hardware)}</h2><pre>{html.escape(result.summary())}</pre>"
-               f"<h3>export</h3><pre>{html.escape(tr.report())}</pre>")
-    page = page.replace("<body>", "<body>" + summary, 1)
+               f"{html.escape(result.run_config.engine.hardware)}</h2><pre style=\"white-space: pre-wrap; max-width: 70em\">{html.escape(result.summary())}</pre>"
+               f"<h3>export</h3><pre style=\"white-space: pre-wrap; max-width: 70em\">{html.escape(tr.report())}</pre>")
+    head, body, rest = page.rpartition("<body>")          # the last: the bundled Vega code holds the word too
+    page = head + body + summary + rest
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page)
     return path
