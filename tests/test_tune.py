@@ -43,6 +43,15 @@ def test_vllm_defaults_follow_its_gpu_rule():
         target_defaults("sglang", "H200").values["max_num_batched_tokens"]
 
 
+def test_the_baseline_config_is_the_target_at_its_defaults_on_the_setup():
+    from pie_lab import EngineConfig
+    from pie_lab.tune import baseline_config
+    c = baseline_config("opt-13b", "vllm", EngineConfig(**SETUP))
+    assert (c.max_num_seqs, c.max_num_batched_tokens, c.chunked_prefill, c.policy) == (1024, 8192, True, "recompute")
+    assert c.num_gpu_blocks == 60 and c.num_host_blocks == 0          # the setup's pool at the default share
+    assert baseline_config("opt-13b", "transformers", EngineConfig(**SETUP)).block_size == 256
+
+
 def test_slo_parsing_and_errors():
     slo = SLO.parse("ttft_p99=2s,tpot=100ms")
     assert slo.deadlines == {"ttft": 2.0, "tpot": pytest.approx(0.1)} and slo.percentiles["ttft"] == "p99"

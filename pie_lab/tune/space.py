@@ -115,3 +115,12 @@ def engine_options(point: Mapping[str, Any], base: EngineConfig, model: str, def
         opts["swap_budget_blocks"] = host // 2
         opts["host_compute_blocks"] = host - host // 2
     return opts
+
+
+def baseline_config(model: str, target: str, base: EngineConfig) -> EngineConfig:
+    """`target` at its own defaults on the user's setup `base` (hardware, dtype, GPU KV pool), as the sim
+    runs it: the baseline of every tune result and export."""
+    from .defaults import target_defaults
+    d = target_defaults(target, base.hardware)
+    point = dict(SearchSpace.for_target(d).defaults)
+    return EngineConfig.from_options(**engine_options(point, base, model, d.values, 0.0))
