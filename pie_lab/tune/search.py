@@ -70,12 +70,12 @@ def tune(config: Any, workload: Any = None, *, target: str = "vllm", engine_opti
 
     def run(points: list[dict], wl) -> list[dict]:
         keys = [_key(p) for p in points]
-        todo = {k: p for k, p in zip(keys, points) if (k, id(wl)) not in cache}
+        todo = {k: p for k, p in zip(keys, points) if (k, wl) not in cache}
         jobs = [TrialJob(rc.model, "sim", engine_options(p, base, rc.model, defaults.values, host_limit), wl)
                 for p in todo.values()]
         for k, r in zip(todo, runner.map(jobs, slo, objective)):
-            cache[(k, id(wl))] = r
-        return [cache[(k, id(wl))] for k in keys]
+            cache[(k, wl)] = r                # wl: a WorkloadSpec or a tuple of requests, both hashable
+        return [cache[(k, wl)] for k in keys]
 
     try:
         wl, wl_desc = _workload(workload, rc.model, space.defaults, run, workload_description)
@@ -192,8 +192,8 @@ def _earn(space: SearchSpace, rows: list[dict], base_res: dict, run, wl, margin:
         reason = f"no knob beats the target's default by {margin:.0%}: the defaults stay"
     else:
         reason = f"each exported knob beats its default by at least {margin:.0%}, and the export beats the defaults"
-    return {"point": _plain(exported), "earned": earned, "left_at_default": left, "goodput": got["goodput"],
-            "baseline_goodput": base_res["goodput"], "best_target_point": _plain(point),
+    return {"point": dict(exported), "earned": earned, "left_at_default": left, "goodput": got["goodput"],
+            "baseline_goodput": base_res["goodput"], "best_target_point": dict(point),
             "best_target_goodput": best["goodput"], "reason": reason}
 
 
@@ -248,10 +248,6 @@ def _importance(optuna, study) -> dict:
 def _metrics(r: Mapping[str, Any]) -> dict:
     return {k: r[k] for k in ("goodput", "throughput", "slo_met", "ttft_p99_s", "tpot_p99_s", "e2e_p99_s", "error")
             if k in r}
-
-
-def _plain(p: Mapping[str, Any]) -> dict:
-    return {k: v for k, v in p.items()}
 
 
 def _bar(total: int, progress: bool):

@@ -7,7 +7,6 @@ Trials run in this process, or on a spawn process pool where each worker builds 
 """
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -149,7 +148,3 @@ class Runner:
         if self._pool is not None:
             self._pool.shutdown()
             self._pool = None
-
-
-def finite(x: float) -> float:
-    return x if isinstance(x, (int, float)) and math.isfinite(x) else 0.0
