@@ -321,6 +321,8 @@ def cmd_tune(args) -> int:
         args.set = [f"{k}={v}" for k, v in sc.engine.items()] + list(args.set)
         print(f"pie-lab: tuning the default scenario's setup ({sc.describe().splitlines()[0]})", file=sys.stderr)
     rc = run_config(args)
+    if rc.executor != "sim":
+        print(f"pie-lab: tune searches in the sim (executor {rc.executor!r} is not used)", file=sys.stderr)
     res = tune(rc, tune_workload(args), target=args.target, slo=args.slo, objective=args.objective,
                trials=args.trials, seed=args.search_seed, workers=args.workers, margin=args.margin,
                host_memory_gb=args.host_memory_gb, progress=not args.no_progress)

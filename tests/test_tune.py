@@ -137,3 +137,10 @@ def test_tuning_provenance_is_plain_data(tuned):
     d["provenance"]["tuning"]["export"]["earned"] = {"max_num_seqs": object()}
     with pytest.raises(ConfigError, match=r"provenance\.tuning\.export\.earned\.max_num_seqs"):
         parse_run_config(d)
+
+
+def test_throughput_objective_scores_every_finished_request():
+    res = tune("opt-13b", squeezed(), objective="throughput", trials=2, progress=False, **SETUP)
+    df = res.table()
+    assert (df["goodput"] == df["throughput"]).all() and (df["slo_met"] < 1).any()
+    assert res.tuning["objective"] == "throughput"
