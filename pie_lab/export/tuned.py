@@ -55,6 +55,10 @@ def tuned_translation(rc: RunConfig, to: str, *, model_id: str | None = None,
             flags["--chunked-prefill-size"] = max(page, mnbt // page * page) if on else -1
         elif knob == "chunked_prefill":          # transformers always splits long prompts
             continue
+        elif to == "transformers" and knob == "gpu_share":
+            flags["max_memory_percent"] = value
+            why += ("; transformers takes this share of the free memory after the weights, the search took it of "
+                    "all GPU memory (vLLM's meaning): approximate")
         else:
             flags[FLAGS[to][knob]] = value
         flag = "--disable-chunked-prefill" if to == "vllm" and knob == "chunked_prefill" else FLAGS[to][knob]
@@ -66,6 +70,9 @@ def tuned_translation(rc: RunConfig, to: str, *, model_id: str | None = None,
                f"predicted goodput: {exp['goodput']:.4g} req/s with this command, {exp['baseline_goodput']:.4g} "
                f"with no flags ({_gain(exp)}); {exp['reason']}",
                f"sim calibration: {t['calibration']}")
+    if to == "transformers" and spec_from_model(rc.model).is_opt:
+        preface += ("warning: transformers 5.24's continuous batching does not run OPT models (its attention asks "
+                    "PagedAttentionCache for get_seq_length); the settings apply to Llama-family models",)
     return _build(to, s.model_id, flags, tuple(exact), tuple(approx), left, preface, rc)
 
 
