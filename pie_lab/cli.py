@@ -94,14 +94,26 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-chat", action="store_true", help="plain completion: skip the model's chat template")
     s.set_defaults(func=cmd_run)
 
-    s = sub.add_parser("tune", parents=[engine, work], help="find the swap budget with the adaptive controller",
-                       description="Run policy pie with the controller on, detect convergence, and write a tuned "
-                                   "config whose swap_budget_blocks is the converged budget, with provenance.")
+    s = sub.add_parser("tune", parents=[engine, work], help="search the knobs deployments tune, against the target's defaults",
+                       description="Optuna over max_num_seqs, max_num_batched_tokens, chunked prefill, block size, GPU "
+                                   "memory share, policy (pie, hybrid, recompute, the target's offload), host tier and "
+                                   "prefetch depth, in the sim, scored by goodput under an SLO against the target "
+                                   "engine at its own defaults. Default workload: ShareGPT at the capacity of those "
+                                   "defaults; default setup: the default scenario's.")
     s.add_argument("--out", metavar="FILE", required=True, help="where to write the tuned config (.yaml/.yml/.json)")
-    s.add_argument("--events", metavar="FILE", help="also write the controller's decisions (.csv)")
-    s.add_argument("--stable-decisions", type=int, default=3,
-                   help="converged once this many decisions in a row keep the budget (default: 3)")
-    s.add_argument("--require-converged", action="store_true", help="exit 1 (after writing) if it did not converge")
+    s.add_argument("--target", choices=("vllm", "sglang", "transformers"), default="vllm",
+                   help="the engine whose defaults are the baseline and whose export is checked (default: vllm)")
+    s.add_argument("--slo", default=None, help="deadlines per request, e.g. ttft_p99=2s,tpot_p99=0.1s (the default)")
+    s.add_argument("--objective", choices=("goodput", "throughput"), default="goodput",
+                   help="goodput: requests/s that meet the SLO (default); throughput: all finished requests/s")
+    s.add_argument("--trials", type=int, default=100, help="trials after the baseline (default: 100)")
+    s.add_argument("--search-seed", type=int, default=0, help="the search's seed (default: 0)")
+    s.add_argument("--workers", type=int, help="run trials on a process pool of this size (same result as serial)")
+    s.add_argument("--margin", type=float, default=0.05, help="a knob is exported only if it beats its default by "
+                                                              "this share of goodput (default: 0.05)")
+    s.add_argument("--host-memory-gb", type=float, help="host memory for the host tier (default: the preset's host)")
+    s.add_argument("--report", metavar="FILE", help="write an HTML report of the search (.html)")
+    s.add_argument("--trials-out", metavar="FILE", help="write every trial (.csv)")
     s.set_defaults(func=cmd_tune)
 
     s = sub.add_parser("export", help="translate a config into vLLM, SGLang or transformers settings",
@@ -112,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--gpu-memory-gib", type=float, help="GPU memory for memory fractions (default: the config's "
                                                         "hardware preset)")
     s.add_argument("--model-id", help="checkpoint name for the target (default: the published one for named shapes)")
+    s.add_argument("--host-memory-gb", type=float, help="host memory the host tier must fit in; the tier takes at most "
+                                                        "half (default: the hardware preset's host)")
     s.add_argument("--format", choices=("text", "json"), default="text", help="report as text or JSON (default: text)")
     s.add_argument("--out", metavar="FILE", help="write the report here instead of stdout")
     s.set_defaults(func=cmd_export)
@@ -306,24 +320,50 @@ def cmd_tune(args) -> int:
     from .config_io import config_format
     from .tune import tune
     config_format(args.out)                          # a bad suffix fails before the run, not after
-    check_out(args.events, "--events", (".csv",))
-    rc = run_config(args, entry="pie" if args.scenario else None)
-    res = tune(rc, workload(args, rc.model), stable_decisions=args.stable_decisions,
-               workload_description=spec_of(args).describe(), progress=not args.no_progress)
-    res.save(args.out, args.events)
-    t = res.run_config.provenance.trajectory
-    state = f"converged after {t.iterations_to_converge} iterations" if t.converged else "NOT converged"
-    print(f"swap_budget_blocks={res.budget} ({state}; {t.decisions} decisions, {t.changes} changes) -> {args.out}")
-    if not t.converged:
-        print(f"pie-lab: warning: the controller did not settle; {res.run_config.provenance.notes}", file=sys.stderr)
-        return 1 if args.require_converged else 0
+    check_out(args.trials_out, "--trials-out", (".csv",))
+    check_out(args.report, "--report", (".html",))
+    if not (args.scenario or args.config or args.model):
+        from .bench.scenarios import default_scenario, load_scenario
+        sc = load_scenario(default_scenario())
+        args.model = sc.model
+        args.set = [f"{k}={v}" for k, v in sc.engine.items()] + list(args.set)
+        print(f"pie-lab: tuning the default scenario's setup ({sc.describe().splitlines()[0]})", file=sys.stderr)
+    rc = run_config(args)
+    if rc.executor != "sim":
+        print(f"pie-lab: tune searches in the sim (executor {rc.executor!r} is not used)", file=sys.stderr)
+    res = tune(rc, tune_workload(args), target=args.target, slo=args.slo, objective=args.objective,
+               trials=args.trials, seed=args.search_seed, workers=args.workers, margin=args.margin,
+               host_memory_gb=args.host_memory_gb, progress=not args.no_progress)
+    res.save(args.out, args.trials_out)
+    if args.report:
+        from .tune.report import write_report
+        write_report(res, args.report)
+    print(res.summary())
+    print(f"-> {args.out}" + (f", {args.report}" if args.report else ""))
     return 0
+
+
+def tune_workload(args):
+    """The scenario's workload or the one given; None (ShareGPT at capacity) when neither."""
+    from dataclasses import replace
+    from .bench.sweep import WorkloadSpec
+    from .tune.search import DEFAULT_REQUESTS, DEFAULT_WORKLOAD
+    sc = scenario_of(args)
+    given = dict(kind=args.workload, num_requests=args.num_requests, rate=args.rate, seed=args.seed)
+    given = {k: v for k, v in given.items() if v is not None}
+    if sc is None and not given:
+        return None
+    base = sc.workload if sc is not None else WorkloadSpec(DEFAULT_WORKLOAD, DEFAULT_REQUESTS, None, 0)
+    if str(given.get("kind", "")).endswith((".json", ".jsonl")) and "num_requests" not in given:
+        given["num_requests"] = None                 # a file: all of its requests
+    return replace(base, **given)
 
 
 def cmd_export(args) -> int:
     import json
     from .export import export
-    tr = export(args.config, args.to, gpu_memory_gib=args.gpu_memory_gib, model_id=args.model_id)
+    tr = export(args.config, args.to, gpu_memory_gib=args.gpu_memory_gib, model_id=args.model_id,
+                host_memory_gb=args.host_memory_gb)
     text = json.dumps(tr.to_dict(), indent=2) if args.format == "json" else tr.report()
     if args.out:
         Path(args.out).write_text(text + "\n")

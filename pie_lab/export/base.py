@@ -55,6 +55,8 @@ class Translation:
     approximate: tuple[Note, ...] = ()
     unsupported: tuple[Note, ...] = ()
     argv: tuple[str, ...] = field(default=())
+    left_at_default: tuple[Note, ...] = ()     # a tuned export: the knobs that stay at the target's defaults
+    preface: tuple[str, ...] = ()              # a tuned export: how it was tuned and the predicted gain
 
     @property
     def engine(self) -> str:
@@ -65,12 +67,17 @@ class Translation:
                 "settings": _plain(self.settings),
                 "exact": [n.to_dict() for n in self.exact],
                 "approximate": [n.to_dict() for n in self.approximate],
-                "unsupported": [n.to_dict() for n in self.unsupported]}
+                "unsupported": [n.to_dict() for n in self.unsupported],
+                **({"left_at_default": [n.to_dict() for n in self.left_at_default], "preface": list(self.preface)}
+                   if self.preface else {})}
 
     def report(self) -> str:
-        lines = [self.command, "", f"for {self.engine}", ""]
-        for title, notes in (("exact", self.exact), ("approximate", self.approximate),
-                             ("no equivalent", self.unsupported)):
+        lines = [*self.preface, *([""] if self.preface else []), self.command, "", f"for {self.engine}", ""]
+        kinds = (("exact", self.exact), ("approximate", self.approximate), ("no equivalent", self.unsupported))
+        if self.preface:
+            kinds = (("tuned, earned", self.exact), ("tuned, host tier", self.approximate),
+                     ("left at the target's default", self.left_at_default))
+        for title, notes in kinds:
             lines.append(f"{title}:")
             for n in notes:
                 target = f" -> {n.target}" if n.target else ""
@@ -170,8 +177,8 @@ def common_notes(rc: RunConfig, notes: Notes) -> None:
               "no target streams host-resident KV into the GPU layer by layer during the forward pass")
     if e.budgeted or e.controller.enabled:
         notes.add("unsupported", "engine.controller", "", e.controller.enabled,
-                  "no adaptive budget: the target's host-tier size is fixed at start; the current "
-                  f"budget ({e.swap_budget_blocks} blocks) is exported")
+                  "no adaptive budget: the target's host tier is fixed at start, sized from the run's host "
+                  f"pool (the current budget is {e.swap_budget_blocks} blocks)")
     if e.policy == "hybrid":
         notes.add("unsupported", "engine.policy", "", "hybrid",
                   "no target attends over host-resident KV on the host CPU and merges the partial results "

@@ -6,9 +6,10 @@ import itertools
 from pathlib import Path
 
 from ..config import POLICIES, EngineConfig
-from ..config_io import RunConfig, load_run_config
+from ..config_io import Provenance, RunConfig, load_run_config
 from .base import Translation
 from .sglang import to_sglang
+from .tuned import tuned_translation
 from .vllm import to_vllm
 
 MODELS = ("opt-13b", "llama-3.1-8b")
@@ -30,11 +31,46 @@ def grid_configs() -> list[tuple[str, RunConfig]]:
     return out
 
 
+# A tuned export with every knob earned (pie_lab.tune's provenance, written out): the tuned
+# translation's flags, each at a value unlike the target's default.
+TUNED_EARNED = {
+    "vllm": {"max_num_seqs": 256, "max_num_batched_tokens": 2048, "chunked_prefill": False, "block_size": 32,
+             "gpu_share": 0.95, "host_tier": "vllm-swap x2"},
+    "sglang": {"max_num_seqs": 256, "max_num_batched_tokens": 4000, "block_size": 16, "gpu_share": 0.85},
+    "sglang-unchunked": {"chunked_prefill": False, "block_size": 32},
+}
+
+
+def tuned_configs() -> list[tuple[str, RunConfig]]:
+    from ..tune.defaults import target_defaults
+    out = []
+    for model, (name, earned) in itertools.product(MODELS, TUNED_EARNED.items()):
+        target = name.split("-")[0]
+        d = dict(target_defaults(target, "H100-SXM").values, prefetch_depth=2)
+        point = {**d, **{k: v for k, v in earned.items() if k != "host_tier"}}
+        if "host_tier" in earned:
+            policy, ratio = earned["host_tier"].split(" x")
+            point["policy"], point["host_tier_ratio"] = policy, int(ratio)
+        ev = {k: {"value": v, "default": d.get(k, "none"), "goodput_with": 2.0, "goodput_without": 1.0}
+              for k, v in earned.items()}
+        tuning = {"target": target, "engine": target, "gpu_class_rule": "grid", "trials": 0, "seed": 0, "slo": "",
+                  "calibration": "", "defaults": d,
+                  "export": {"point": point, "earned": ev, "left_at_default": {}, "goodput": 2.0,
+                             "baseline_goodput": 1.0, "reason": "grid", "gpu_blocks": 1500, "host_blocks": 3000,
+                             "block_size": point["block_size"]}}
+        prov = Provenance({}, "H100-SXM", "sim", {}, {}, None, "0", "2026-12-07", tuning=tuning)
+        engine = EngineConfig(hardware="H100-SXM", dtype="float16", num_gpu_blocks=1500)
+        out.append((f"tuned/{model}/{name}", RunConfig(model, "sim", engine, prov)))
+    return out
+
+
 def export_grid() -> list[tuple[str, RunConfig, Translation]]:
-    """(name, config, translation) for every grid point and target with a command line, plus the
-    golden configs (tests/golden/configs) when run from a checkout."""
+    """(name, config, translation) for every grid point and target with a command line, the golden
+    configs (tests/golden/configs) when run from a checkout, and tuned exports to their target."""
     configs = [(name, rc, GPU_MEMORY_GIB) for name, rc in grid_configs()]
     if GOLDEN_CONFIGS.is_dir():
         configs += [(f"golden/{p.stem}", load_run_config(p), None) for p in sorted(GOLDEN_CONFIGS.iterdir())]
-    return [(f"{name}/{t.target}", rc, t) for name, rc, mem in configs
-            for t in (to_vllm(rc, gpu_memory_gib=mem), to_sglang(rc, gpu_memory_gib=mem))]
+    plain = [(f"{name}/{t.target}", rc, t) for name, rc, mem in configs
+             for t in (to_vllm(rc, gpu_memory_gib=mem), to_sglang(rc, gpu_memory_gib=mem))]
+    tuned = [(name, rc, tuned_translation(rc, rc.provenance.tuning["target"])) for name, rc in tuned_configs()]
+    return plain + tuned

@@ -2,20 +2,22 @@
 
 The host tier maps to HiCache: its host pool mirrors the device pool (write-through) and holds
 evicted KV besides; SGLang sizes it as device pool tokens x `--hicache-ratio` and warns (adding no
-tier) when that is not above the device pool. So the ratio is set to (GPU blocks + budget) / GPU
-blocks; when the GPU pool size is unknown (SGLang sizes it at start-up), no size is exported and
-SGLang's default ratio (2: the device pool plus as much again) applies.
+tier) when that is not above the device pool. So the ratio is (GPU blocks + tier) / GPU blocks,
+the tier sized by `host_tier.size_tier` (at least the GPU pool, within the host memory); when the
+GPU pool's size is unknown (SGLang sizes it at start-up), `--hicache-size` gives the tier in GB.
 """
 from __future__ import annotations
 
 import math
 from typing import Any
 
-from .base import Notes, Translation, common_notes, memory_notes, model_notes, shell, sizes
+from .base import Notes, Translation, common_notes, memory_notes, model_notes, shell, sig, sizes
+from .host_tier import size_tier
 from ..config_io import load_run_config
 
 
-def to_sglang(config, *, gpu_memory_gib: float | None = None, model_id: str | None = None) -> Translation:
+def to_sglang(config, *, gpu_memory_gib: float | None = None, model_id: str | None = None,
+              host_memory_gb: float | None = None) -> Translation:
     rc = load_run_config(config)
     e = rc.engine
     s = sizes(rc, gpu_memory_gib, model_id)
@@ -58,7 +60,7 @@ def to_sglang(config, *, gpu_memory_gib: float | None = None, model_id: str | No
     if frac is not None:
         flags["--mem-fraction-static"] = frac
 
-    _policy(rc, s, n, flags)
+    _policy(rc, s, n, flags, host_memory_gb)
     common_notes(rc, n)
     argv = ["python", "-m", "sglang.launch_server", "--model-path", s.model_id]
     for flag, value in flags.items():
@@ -68,34 +70,48 @@ def to_sglang(config, *, gpu_memory_gib: float | None = None, model_id: str | No
                        tuple(n.unsupported), tuple(argv))
 
 
-def _policy(rc, s, n: Notes, flags: dict) -> None:
+TIER_DOES = ("HiCache's host pool mirrors the device pool (write-through) and keeps evicted prefix KV besides, "
+             "loading it back before reuse; running requests' KV stays on the GPU")
+
+
+def _policy(rc, s, n: Notes, flags: dict, host_memory_gb: float | None = None) -> None:
     e = rc.engine
     if e.policy in ("none", "recompute"):
         n.add("exact", "engine.policy", "", e.policy, "SGLang retracts requests and recomputes them later")
-    elif e.policy == "vllm-swap":
+        return
+    if e.policy == "vllm-swap":
         n.add("unsupported", "engine.policy", "", "vllm-swap",
               "SGLang does not swap preempted requests out; it retracts and recomputes them")
-    elif e.policy == "pie":
-        if e.swap_budget_blocks > 0:
-            flags["--enable-hierarchical-cache"] = True
-            if s.gpu_blocks is not None:
-                ratio = math.ceil(100 * (s.gpu_blocks + e.swap_budget_blocks) / s.gpu_blocks) / 100
-                flags["--hicache-ratio"] = ratio
-                n.add("approximate", "engine.swap_budget_blocks", "--hicache-ratio", ratio,
-                      f"(GPU blocks {s.gpu_blocks} + budget {e.swap_budget_blocks}) / GPU blocks: the host "
-                      "pool mirrors the device pool, the rest holds evicted KV")
-            else:
-                n.add("approximate", "engine.swap_budget_blocks", "--hicache-ratio", None,
-                      "left at SGLang's default (host pool = 2 x device pool, lowered if host memory is short): "
-                      "the GPU pool size is unknown, "
-                      f"and a host pool sized from the budget alone ({e.swap_budget_blocks} blocks) would not "
-                      "exceed the device pool it mirrors, so SGLang would add no tier")
-            n.add("approximate", "engine.policy", "--enable-hierarchical-cache", True,
-                  "HiCache keeps evicted prefix KV in host memory and loads it back before reuse")
+        return
+    if e.policy == "flexgen":
+        n.add("unsupported", "engine.policy", "", "flexgen", "no static share of the KV cache on the host")
+        return
+    if e.swap_budget_blocks == 0:
+        n.add("approximate", "engine.swap_budget_blocks", "--enable-hierarchical-cache", None,
+              "budget 0: no host tier exported")
+    else:
+        flags["--enable-hierarchical-cache"] = True
+        run = e.host_blocks(s.gpu_blocks, s.block_bytes)
+        if s.gpu_blocks is not None:
+            tier = size_tier(run, s.gpu_blocks, s.block_bytes, e.hardware, host_memory_gb)
+            ratio = math.floor(100 * (s.gpu_blocks + tier.blocks) / s.gpu_blocks) / 100
+            flags["--hicache-ratio"] = ratio
+            n.add("approximate", "engine.swap_budget_blocks", "--hicache-ratio", ratio,
+                  f"(GPU blocks {s.gpu_blocks} + host tier {tier.blocks}) / GPU blocks, since the host pool mirrors "
+                  f"the device pool (SGLang adds no tier unless the ratio is above 1, and advises 2 or more); "
+                  f"the tier: {tier.why}. What it does: {TIER_DOES}")
+        elif run:
+            tier = size_tier(run, None, s.block_bytes, e.hardware, host_memory_gb)
+            flags["--hicache-size"] = sig(tier.gib)
+            n.add("approximate", "engine.swap_budget_blocks", "--hicache-size", flags["--hicache-size"],
+                  f"GB of host pool (it overrides --hicache-ratio): the GPU pool's size is unknown, so the tier "
+                  f"is {tier.why}. What it does: {TIER_DOES}")
         else:
-            n.add("approximate", "engine.swap_budget_blocks", "--enable-hierarchical-cache", None,
-                  "budget 0: no host tier exported")
+            n.add("approximate", "engine.swap_budget_blocks", "--hicache-ratio", None,
+                  "left at SGLang's default (host pool = 2 x device pool, lowered if host memory is short): "
+                  "neither the GPU pool nor the host pool has a size here. What it does: " + TIER_DOES)
+        n.add("approximate", "engine.policy", "--enable-hierarchical-cache", True,
+              "HiCache keeps evicted prefix KV in host memory and loads it back before reuse")
+    if e.policy == "pie":
         n.add("unsupported", "engine.policy", "", "pie",
               "host-resident KV of running requests: SGLang's running batch keeps its KV on the GPU")
-    elif e.policy == "flexgen":
-        n.add("unsupported", "engine.policy", "", "flexgen", "no static share of the KV cache on the host")

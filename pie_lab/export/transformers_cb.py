@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .base import GiB, Notes, Translation, common_notes, model_notes, sig, sizes
+from .base import Notes, Translation, common_notes, model_notes, sig, sizes
+from .host_tier import size_tier
 from ..config_io import load_run_config
 
 MIN_PAGE_SIZE = 4
@@ -21,7 +22,8 @@ MAX_NEW_TOKENS = 256
 EXAMPLE_PROMPTS = ("The capital of France is", "Continuous batching keeps the GPU busy by")
 
 
-def to_transformers(config, *, gpu_memory_gib: float | None = None, model_id: str | None = None) -> Translation:
+def to_transformers(config, *, gpu_memory_gib: float | None = None, model_id: str | None = None,
+                    host_memory_gb: float | None = None) -> Translation:
     rc = load_run_config(config)
     e = rc.engine
     s = sizes(rc, gpu_memory_gib, model_id)
@@ -70,7 +72,7 @@ def to_transformers(config, *, gpu_memory_gib: float | None = None, model_id: st
         n.add("approximate", "engine.max_model_len", "max_new_tokens", e.max_model_len,
               "no context cap in the batching config: the snippet caps max_new_tokens so that the longest "
               "prompt stays within it")
-    _policy(rc, s, n, cb)
+    _policy(rc, s, n, cb, host_memory_gb)
     common_notes(rc, n)
 
     model_kwargs = {"dtype": e.dtype, "attn_implementation": ATTN_IMPLEMENTATION}
@@ -81,28 +83,32 @@ def to_transformers(config, *, gpu_memory_gib: float | None = None, model_id: st
                        tuple(n.approximate), tuple(n.unsupported))
 
 
-def _policy(rc, s, n: Notes, cb: dict) -> None:
+TIER_DOES = ("a pinned host buffer: when the GPU cache is full, evicted requests' KV is copied there instead of "
+             "being dropped, and copied back when they resume")
+
+
+def _policy(rc, s, n: Notes, cb: dict, host_memory_gb: float | None = None) -> None:
     e = rc.engine
     if e.policy in ("none", "recompute"):
         cb["cpu_offload_space"] = 0.0
         n.add("exact", "engine.policy", "cpu_offload_space", 0.0,
               "0 makes an evicted request drop its KV and prefill again later (recompute)")
-    elif e.policy == "vllm-swap":
-        host = e.host_blocks(s.gpu_blocks, s.block_bytes)
-        if host is not None:
-            cb["cpu_offload_space"] = sig(host * s.block_bytes / GiB)
-        n.add("approximate", "engine.policy", "cpu_offload_space", cb.get("cpu_offload_space"),
-              "evicted requests' KV goes to a pinned host pool and comes back when they resume, as with "
-              "vllm-swap" + ("" if host is not None else "; size unknown: set num_host_blocks"))
-    elif e.policy == "pie":
-        cb["cpu_offload_space"] = sig(e.swap_budget_blocks * s.block_bytes / GiB)
-        n.add("approximate", "engine.swap_budget_blocks", "cpu_offload_space", cb["cpu_offload_space"],
-              "the closest knob: host memory for evicted requests only; running requests' KV stays on the GPU")
+        return
+    if e.policy == "flexgen":
+        n.add("unsupported", "engine.policy", "", "flexgen", "no static share of the KV cache on the host")
+        return
+    setting = "engine.policy" if e.policy == "vllm-swap" else "engine.swap_budget_blocks"
+    run = e.host_blocks(s.gpu_blocks, s.block_bytes) if not (e.budgeted and e.swap_budget_blocks == 0) else 0
+    tier = size_tier(run, s.gpu_blocks, s.block_bytes, e.hardware, host_memory_gb) if run else None
+    if tier is not None:
+        cb["cpu_offload_space"] = sig(tier.gib)
+    why = (f"GiB: {tier.why}. What it does: {TIER_DOES}" if tier is not None else
+           "size unknown: set num_host_blocks or num_gpu_blocks" if run is None else "budget 0: no host tier")
+    n.add("approximate", setting, "cpu_offload_space", cb.get("cpu_offload_space"), why)
+    if e.policy == "pie":
         n.add("unsupported", "engine.policy", "", "pie",
               "host-resident KV of running requests (transformers' offloaded DynamicCache moves whole layers "
               "each step and does not work with continuous batching)")
-    elif e.policy == "flexgen":
-        n.add("unsupported", "engine.policy", "", "flexgen", "no static share of the KV cache on the host")
 
 
 def _snippet(model_id: str, model_kwargs: dict, cb: dict, max_model_len: int | None) -> str:

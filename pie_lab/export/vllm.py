@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from .base import Notes, Translation, common_notes, memory_notes, model_notes, shell, sig, sizes
+from .host_tier import size_tier
 from ..config_io import load_run_config
 
 # vLLM's config takes any positive block size, but its CUDA attention backends (FLASH_ATTN,
@@ -17,7 +18,8 @@ KERNEL_BLOCK_MULTIPLE = 16
 FLASHINFER_BLOCK_SIZES = (16, 32, 64)
 
 
-def to_vllm(config, *, gpu_memory_gib: float | None = None, model_id: str | None = None) -> Translation:
+def to_vllm(config, *, gpu_memory_gib: float | None = None, model_id: str | None = None,
+            host_memory_gb: float | None = None) -> Translation:
     rc = load_run_config(config)
     e = rc.engine
     s = sizes(rc, gpu_memory_gib, model_id)
@@ -53,7 +55,7 @@ def to_vllm(config, *, gpu_memory_gib: float | None = None, model_id: str | None
     if frac is not None:
         flags["--gpu-memory-utilization"] = frac
 
-    _policy(rc, s, n, flags)
+    _policy(rc, s, n, flags, host_memory_gb)
     common_notes(rc, n)
     argv = ["vllm", "serve", s.model_id]
     for flag, value in flags.items():
@@ -105,38 +107,36 @@ def _context(rc, s, n: Notes, flags: dict) -> None:
           f"them at {e.max_num_batched_tokens}")
 
 
-def _policy(rc, s, n: Notes, flags: dict) -> None:
+TIER_DOES = ("vLLM's CPU offloading connector (--kv-offloading-backend native) keeps copies of computed KV blocks "
+             "in host memory and loads them back on a prefix hit or when a preempted request resumes, instead of "
+             "prefilling again; running requests' KV stays on the GPU")
+
+
+def _policy(rc, s, n: Notes, flags: dict, host_memory_gb: float | None = None) -> None:
     e = rc.engine
     if e.policy in ("none", "recompute"):
         n.add("exact", "engine.policy", "", e.policy, "vLLM V1 preempts by recompute, as pie_lab does here")
-    elif e.policy == "vllm-swap":
-        host = e.host_blocks(s.gpu_blocks, s.block_bytes)
-        if host is None:
-            n.add("unsupported", "engine.num_host_blocks", "--kv-offloading-size", None,
-                  "the host pool's size is unknown: set num_host_blocks or num_gpu_blocks")
-        else:
-            flags["--kv-offloading-size"] = sig(s.gib(host))
-            flags["--kv-offloading-backend"] = "native"
-            n.add("approximate", "engine.policy", "--kv-offloading-size", flags["--kv-offloading-size"],
-                  f"{host} host blocks in GiB (vLLM has no --swap-space any more): vLLM preempts by "
-                  "recompute, and its CPU offloading connector keeps preempted requests' KV in host memory "
-                  "and loads it back when they resume instead of prefilling again")
-    elif e.policy == "pie":
-        if e.swap_budget_blocks > 0:
-            flags["--kv-offloading-size"] = sig(s.gib(e.swap_budget_blocks))
-            flags["--kv-offloading-backend"] = "native"
-            n.add("approximate", "engine.swap_budget_blocks", "--kv-offloading-size",
-                  flags["--kv-offloading-size"],
-                  f"{e.swap_budget_blocks} blocks in GiB; vLLM's CPU tier keeps copies of KV blocks and "
-                  "loads them back on a prefix hit, while running requests' KV stays on the GPU")
-            n.add("approximate", "engine.policy", "--kv-offloading-backend", "native",
-                  "vLLM's built-in CPU offloading connector (the other choice is lmcache)")
-        else:
-            n.add("approximate", "engine.swap_budget_blocks", "--kv-offloading-size", None,
-                  "budget 0: no host tier exported")
-        n.add("unsupported", "engine.policy", "", "pie",
-              "host-resident KV of running requests: vLLM can hold only the GPU pool's worth of running "
-              "context and preempts beyond it")
-    elif e.policy == "flexgen":
+        return
+    if e.policy == "flexgen":
         n.add("unsupported", "engine.policy", "", "flexgen",
               "vLLM's --cpu-offload-gb offloads weights, not a fixed share of the KV cache")
+        return
+    setting = "engine.policy" if e.policy == "vllm-swap" else "engine.swap_budget_blocks"
+    if e.budgeted and e.swap_budget_blocks == 0:
+        n.add("approximate", setting, "--kv-offloading-size", None, "budget 0: no host tier exported")
+    else:
+        tier = size_tier(e.host_blocks(s.gpu_blocks, s.block_bytes), s.gpu_blocks, s.block_bytes, e.hardware,
+                         host_memory_gb)
+        if tier is None:
+            n.add("unsupported", setting, "--kv-offloading-size", None,
+                  "the host pool's size is unknown: set num_host_blocks or num_gpu_blocks")
+        else:
+            flags["--kv-offloading-size"] = sig(tier.gib)
+            flags["--kv-offloading-backend"] = "native"
+            n.add("approximate", setting, "--kv-offloading-size", flags["--kv-offloading-size"],
+                  f"{tier.blocks} blocks in GiB: {tier.why}. What it does: {TIER_DOES} (vLLM has no --swap-space "
+                  "any more)")
+    if e.policy == "pie":
+        n.add("unsupported", "engine.policy", "", e.policy,
+              "host-resident KV of running requests: vLLM can hold only the GPU pool's worth of running "
+              "context and preempts beyond it")

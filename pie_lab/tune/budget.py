@@ -13,14 +13,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Mapping
 
-from .config_io import Provenance, RunConfig, Trajectory, load_run_config, save_run_config
-from .errors import ConfigError, check_int
+from ..config_io import Provenance, RunConfig, Trajectory, load_run_config, save_run_config
+from ..errors import ConfigError, check_int
 
 STABLE_DECISIONS = 3
 
 
 @dataclass(frozen=True, eq=False)
-class TuneResult:
+class BudgetResult:
     run_config: RunConfig          # the tuned config
     events: Any                    # DataFrame of the controller's decisions (kind == "controller")
     summary: Mapping[str, Any]     # the run's benchmark row (throughput, latency percentiles, ...)
@@ -40,12 +40,12 @@ class TuneResult:
         return out
 
 
-def tune(config: Any, workload: Any, *, executor: str | None = None, engine_options: Mapping[str, Any] | None = None,
+def tune_budget(config: Any, workload: Any, *, executor: str | None = None, engine_options: Mapping[str, Any] | None = None,
          stable_decisions: int = STABLE_DECISIONS, workload_description: Mapping[str, Any] | None = None,
-         progress: bool = True, notes: str = "") -> TuneResult:
+         progress: bool = True, notes: str = "") -> BudgetResult:
     """`config`: a model name, a RunConfig, or a config file/mapping. The run always uses policy
     "pie" with the controller on; `engine_options` override the config's engine settings."""
-    from .bench.harness import as_requests, run_one, summarize, _bar
+    from ..bench.harness import as_requests, run_one, summarize, _bar
     check_int("stable_decisions", stable_decisions, 1, 10_000)
     rc = RunConfig(config, executor or "cpu") if isinstance(config, str) else load_run_config(config)
     if executor is not None:
@@ -83,7 +83,7 @@ def tune(config: Any, workload: Any, *, executor: str | None = None, engine_opti
                         f"not converged: the controller never held a budget for {stable_decisions} decisions in a "
                         "row; the budget the run ended at is kept"))
     tuned = RunConfig(rc.model, rc.executor, engine_cfg.replace(swap_budget_blocks=budget), prov)
-    return TuneResult(tuned, events, row)
+    return BudgetResult(tuned, events, row)
 
 
 def analyse(events, start_budget: int, iterations: int, stable_decisions: int = STABLE_DECISIONS) -> Trajectory:
@@ -116,5 +116,5 @@ def _hardware(engine) -> str:
 
 
 def _version() -> str:
-    from . import __version__
+    from .. import __version__
     return __version__
