@@ -1,3 +1,4 @@
+import pandas as pd
 import pytest
 
 from pie_lab.bench.squeeze import cost_model_step, offered_rate, running_context, squeeze
@@ -70,7 +71,7 @@ def test_every_benchmark_row_carries_the_loads_squeeze():
 
 
 def test_squeeze_chart_places_the_figures_on_the_curve():
-    from pie_lab.bench.squeeze_chart import FIGURES, PAPER, figure_marks, squeeze_chart, squeeze_curve
+    from pie_lab.bench.squeeze_chart import FIGURES, NOW, PAPER, THEN, current_marks, figure_marks, squeeze_chart, squeeze_curve
     curve = squeeze_curve(points=((1400, 5.0), (150, 20.0)), num_requests=12)
     assert set(curve["preset"]) == {"GH200", "H200"} and len(curve) == 4
     assert (curve.groupby("preset")["squeeze"].apply(lambda s: s.iloc[1] > s.iloc[0])).all()   # less GPU: more squeeze
@@ -78,5 +79,19 @@ def test_squeeze_chart_places_the_figures_on_the_curve():
     marks = figure_marks().set_index("label")
     assert marks.loc[PAPER.label, "squeeze"] == marks.loc[FIGURES[0].label, "squeeze"]   # the paper's set-up
     assert marks.loc["scenarios: 1.50x", "squeeze"] > 2 * marks.loc[PAPER.label, "squeeze"]
-    spec = squeeze_chart(curve, marks.reset_index()).to_dict()
-    assert len(spec["layer"]) == 6 and "squeeze" in spec["layer"][1]["encoding"]["x"]["title"]
+    assert (marks["kind"] != NOW).all() and (marks["kind"] == THEN).sum() == len(FIGURES)
+    now = current_marks(num_requests=12)
+    assert (now["kind"] == NOW).all() and len(now) == 4 and (now["squeeze"] > 0).all()
+    assert all(label.endswith(f"now: {r:.2f}x") for label, r in zip(now["label"], now["ratio"]))
+    both = pd.concat([marks.reset_index(), now], ignore_index=True)
+    spec = squeeze_chart(curve, both).to_dict()
+    assert len(spec["layer"]) == 8 and "squeeze" in spec["layer"][1]["encoding"]["x"]["title"]
+
+
+def test_labels_close_together_are_moved_apart():
+    from pie_lab.bench.squeeze_chart import label_rows
+    marks = pd.DataFrame({"label": ["a long label", "another long one", "far away"], "ratio": [1.50, 1.49, 1.50],
+                          "squeeze": [2.0, 2.05, 20.0]})
+    placed = label_rows(marks, (1.0, 30.0), (0.9, 2.0), 600, 300).set_index("label")["label_y"]
+    assert abs(placed["a long label"] - placed["another long one"]) >= 12 / 300 * 1.1 - 1e-9
+    assert placed["far away"] == pytest.approx(1.50)

@@ -87,13 +87,13 @@ def squeeze(prompt_lens: Sequence[int], output_lens: Sequence[int], rate: float 
     return Squeeze(n * ctx / capacity, n, ctx, capacity, rate)
 
 
-def cost_model_step(model, hardware: str, dtype: str = "float16", block_size: int = 16) -> StepTime:
+def cost_model_step(model, hardware, dtype: str = "float16", block_size: int = 16) -> StepTime:
     """The sim's decode step time (all layers, embedding and lm_head, step overhead) for a model
-    (name or spec) on a hardware preset."""
+    (name or spec) on a hardware preset (name, YAML path or `sim.hardware.Hardware`)."""
     from ..model_spec import spec_from_model
     from ..sim.cost_model import CostModel, StepShape
-    from ..sim.hardware import load_preset
-    hw = load_preset(hardware)
+    from ..sim.hardware import Hardware, load_preset
+    hw = hardware if isinstance(hardware, Hardware) else load_preset(hardware)
     cm = CostModel(spec_from_model(model), hw, dtype, block_size)
     layers, overhead = cm.spec.num_layers, hw.step_overhead_us * 1e-6
 
