@@ -111,7 +111,7 @@ def test_the_tuned_yaml_records_how_it_was_found(tuned, tmp_path):
     t = rc.provenance.tuning
     assert t["slo"] == "ttft_p99=2s,tpot_p99=0.1s" and t["trials"] == 6 and t["seed"] == 3
     assert set(t["search_space"]) >= {"max_num_seqs", "policy", "host_tier_ratio", "prefetch_depth", "gpu_share"}
-    assert "measured" in t["calibration"] and rc.provenance.workload["num_requests"] == 48
+    assert t["calibration"].startswith("calibrated") and "held-out MAE" in t["calibration"] and rc.provenance.workload["num_requests"] == 48
     assert rc.engine.policy == t["best"]["point"]["policy"] and len(pd.read_csv(tmp_path / "trials.csv")) == 7
     assert export(rc, "vllm").to_dict() == export(tuned.run_config, "vllm").to_dict()
     assert export(rc, "sglang").preface == ()         # tuned against vLLM: SGLang gets a plain translation

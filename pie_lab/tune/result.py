@@ -56,16 +56,3 @@ class TuneResult:
                          f"{v['goodput_without']:.4g} req/s with the default")
         lines.append("  left at default: " + ", ".join(f"{k}={v['value']}" for k, v in e["left_at_default"].items()))
         return "\n".join(lines)
-
-
-def calibration_status(hardware: str) -> str:
-    """How far the preset's figures are measured rather than estimated (issue 21: anchored to measurements)."""
-    from ..sim.hardware import load_preset
-    hw = load_preset(hardware)
-    own = getattr(hw, "calibration", None)
-    if own:
-        return str(own)
-    sources = [str(s).lower() for s in hw.sources.values()]
-    measured = sum(s.startswith("measured") for s in sources)
-    return (f"preset {hw.name}: {measured} of {len(sources)} figures measured, the rest datasheet or estimates; "
-            "the sim is not calibrated against a measured run of this model")

@@ -23,14 +23,16 @@ from ..config_io import Provenance, RunConfig, load_run_config
 from ..errors import ConfigError, check_choice, check_float, check_int
 from ..export.host_tier import HOST_SHARE, host_memory_gib
 from .defaults import TARGETS, target_defaults
-from .result import TuneResult, calibration_status
+from ..sim.calibration import calibration_status
+from ..sim.hardware import load_preset
+from .result import TuneResult
 from .space import SearchSpace, engine_options
 from .trials import OBJECTIVES, SLO, Runner, TrialJob, _requests
 
 DEFAULT_TRIALS = 100
 DEFAULT_MARGIN = 0.05
 DEFAULT_REQUESTS = 200
-DEFAULT_WORKLOAD = "sharegpt"     # the ShareGPT-like generator; real ShareGPT once the loader lands
+DEFAULT_WORKLOAD = "sharegpt-v3"   # real ShareGPT V3 requests (the shipped length table without a tokenizer)
 EXPORT_KNOBS = ("max_num_seqs", "max_num_batched_tokens", "chunked_prefill", "block_size", "gpu_share", "host_tier")
 
 
@@ -114,7 +116,7 @@ def tune(config: Any, workload: Any = None, *, target: str = "vllm", engine_opti
         "target": target, "engine": defaults.engine, "gpu_class": defaults.gpu_class,
         "gpu_class_rule": defaults.gpu_class_rule, "objective": objective, "slo": slo.text(), "margin": margin,
         "trials": trials, "seed": seed, "batch": batch, "search_space": space.describe(),
-        "calibration": calibration_status(base.hardware), "defaults": dict(space.defaults),
+        "calibration": calibration_status(load_preset(base.hardware), base.dtype), "defaults": dict(space.defaults),
         "default_sources": dict(defaults.sources), "host_memory_gib": host_gib, "host_memory_source": host_src,
         "setup": {k: v for k, v in base.to_dict().items() if k in ("hardware", "dtype", "num_gpu_blocks",
                                                                      "gpu_kv_limit_gb", "max_model_len")},
