@@ -19,6 +19,7 @@ from ..errors import ConfigError
 
 GGUF_ARCHITECTURES = ("llama", "qwen2", "mistral")      # llama.cpp also writes Mistral as "llama"
 CACHE_ENV = "PIE_LAB_CACHE"
+FOLDER_FORMAT = 2       # bumped when a converted folder's contents change (2: config.json names its architecture)
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ def checkpoint_folder(path: str) -> str:
     key = (os.path.realpath(path), st.st_size, st.st_mtime_ns)
     if key in _FOLDERS:
         return _FOLDERS[key]
-    digest = hashlib.sha1(repr(key).encode()).hexdigest()[:16]
+    digest = hashlib.sha1(repr((FOLDER_FORMAT, *key)).encode()).hexdigest()[:16]
     stem = os.path.splitext(os.path.basename(path))[0]
     folder = os.path.join(cache_dir(), "gguf", f"{stem}-{digest}")
     if not os.path.isfile(os.path.join(folder, "config.json")):
@@ -97,6 +98,7 @@ def _save(hf, folder: str) -> None:
     from safetensors.torch import save_file
     cfg = hf.config.to_dict()
     cfg.pop("quantization_config", None)
+    cfg["architectures"] = [type(hf).__name__]     # transformers leaves it null for a GGUF; vLLM needs it
     with open(os.path.join(folder, "config.json"), "w") as f:
         json.dump(cfg, f, indent=2)
     state = {k: v.contiguous() for k, v in hf.state_dict().items()
