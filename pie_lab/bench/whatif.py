@@ -15,8 +15,8 @@ Requests that could never fit the KV pools are left out and counted (`meta["unfi
 """
 from __future__ import annotations
 
-import functools
 import tempfile
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping
@@ -116,14 +116,33 @@ class WhatIfPoint:
 
 
 def run_point(point: WhatIfPoint, policies: Mapping[str, Mapping[str, Any]] | None = None) -> BenchResult:
-    """The point's workload through each policy in the sim; `df` gains `<metric>_ratio` columns
-    against the reference policy (throughput: higher is better; latencies: lower is better)."""
-    pols = dict(policies or POLICIES)
-    return _run_cached(point, tuple((k, _freeze(v)) for k, v in pols.items()))
+    """The point's workload through each policy in the sim; `df` gains the steady-state columns
+    (`bench/steady.py`), `<metric>_ratio` columns against the reference policy (throughput: higher
+    is better; latencies: lower is better) and the throughput ratio's band (`throughput_ratio_lo`,
+    `_hi`: the window's halves). Results are cached per point and policies."""
+    key = _key(point, policies)
+    if key not in _CACHE:
+        _CACHE[key] = _run(point, key[1])
+        while len(_CACHE) > CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    _CACHE.move_to_end(key)
+    return _CACHE[key]
 
 
-@functools.lru_cache(maxsize=32)
-def _run_cached(point: WhatIfPoint, frozen: tuple) -> BenchResult:
+def is_cached(point: WhatIfPoint, policies: Mapping[str, Mapping[str, Any]] | None = None) -> bool:
+    """Whether `run_point` answers this at once."""
+    return _key(point, policies) in _CACHE
+
+
+def _key(point: WhatIfPoint, policies) -> tuple:
+    return point, tuple((k, _freeze(v)) for k, v in dict(policies or POLICIES).items())
+
+
+CACHE_SIZE = 32
+_CACHE: OrderedDict = OrderedDict()
+
+
+def _run(point: WhatIfPoint, frozen: tuple) -> BenchResult:
     import pandas as pd
     from ..workloads import alpaca_like, sharegpt_like
     entries = [dict(_thaw(opts), label=label) for label, opts in frozen]
