@@ -25,12 +25,19 @@ def test_window_leaves_out_warm_up_and_drain():
     its = iterations([(10, 5, 40, 4), (50, 5, 98, 20), (40, 0, 60, 3)])      # filling, queued and full, drain
     t0, t1, steady = steady_window(its)
     assert steady and t0 == pytest.approx(1.0) and t1 == pytest.approx(6.0)
-    reqs = pd.DataFrame({"first_token": [0.5, 2.0, 3.0, 7.0], "ttft": [1, 2, 4, 8], "tpot": [1] * 4, "e2e": [1] * 4})
+    reqs = pd.DataFrame({"arrival": [0.0, 0.5, 1.0, 2.0], "first_token": [0.5, 2.0, 3.0, 7.0], "ttft": [1, 2, 4, 8],
+                         "tpot": [1] * 4, "e2e": [1] * 4})
     row = steady_row(reqs, its)
     assert row["steady_tokens_per_s"] == pytest.approx(200.0) and row["window_requests"] == 2
     assert row["first_half_tokens_per_s"] == pytest.approx(200.0) and row["steady_ttft_p50_s"] == 3.0
+    assert row["drain_share"] == pytest.approx(0.8)
     idle = iterations([(30, 0, 50, 5)])                       # never queued: the whole run, arrival-bound
     assert steady_window(idle) == (0.0, pytest.approx(3.0), False)
+
+
+def test_a_run_too_short_for_a_steady_state_is_flagged():
+    short = run_point(WhatIfPoint(num_requests=16, rate=50.0, kv_gib=4.0))      # ends before memory fills
+    assert not short.meta["settled"] and not short.df["steady"].all()
 
 
 def test_requests_that_cannot_fit_are_counted_and_the_rest_run():
@@ -58,6 +65,8 @@ def test_explorer_shows_a_quick_estimate_then_the_full_run_and_unfit_requests():
     assert ex.stages == [12]
     ex.set(kv_gib=0.7, num_requests=24)
     assert "cannot fit and are left out" in ex.status.value and "engine holds" in ex.status.value
+    ex.set(kv_gib=4.0, num_requests=16)
+    assert "not a steady state" in ex.status.value
 
 
 H200 = load_preset("H200")
@@ -72,7 +81,9 @@ POINTS = {"memory-bound GH200": WhatIfPoint(),
 def test_ratio_barely_moves_from_the_default_request_count_to_four_times_it(name):
     p = POINTS[name]
     assert p.num_requests == DEFAULT_REQUESTS
-    base = run_point(p).df.set_index("policy")["throughput_ratio"]
+    res = run_point(p)
+    assert res.meta["settled"] and res.meta["unfit"]["count"] == 0
+    base = res.df.set_index("policy")["throughput_ratio"]
     longer = run_point(replace(p, num_requests=4 * DEFAULT_REQUESTS)).df.set_index("policy")["throughput_ratio"]
     # pie over vllm-swap, the explorer's headline (hybrid's moved 6.5% at the PCIe point when this was written)
     assert abs(longer["pie"] / base["pie"] - 1) <= 0.05, pd.DataFrame({"default": base, "4x": longer})

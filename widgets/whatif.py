@@ -189,7 +189,12 @@ class WhatIfExplorer:
         skipped = (f"<span class='pie-whatif-unfit' style='color:#b00'>{unfit['count']} of {unfit['of']} requests "
                    f"cannot fit and are left out (charted: the other {unfit['of'] - unfit['count']}): "
                    f"{html.escape(unfit['reason'])}</span><br>") if unfit.get("count") else ""
-        return (f"<div style='font-size:12px'>{stage}{skipped}{html.escape(p.model)} on {html.escape(p.base_hardware)} with link "
+        short = [r["policy"] for r in df.to_dict("records") if not r["steady"]]
+        unsettled = "" if res.meta.get("settled", True) else (
+            f"<b class='pie-whatif-unsettled' style='color:#b00'>not a steady state: with {n} requests "
+            f"{html.escape(', '.join(short))} never ran with requests queued and memory full (the run ends "
+            "first), so this ratio is not what a longer run settles to; raise the request count.</b><br>")
+        return (f"<div style='font-size:12px'>{stage}{unsettled}{skipped}{html.escape(p.model)} on {html.escape(p.base_hardware)} with link "
                 f"{p.link_gbps:.1f} GB/s, HBM {p.hbm_gbps:,.0f} GB/s, host attention {p.host_gbps:.0f} GB/s, "
                 f"{p.kv_gib:.1f} GiB KV "
                 f"({p.num_gpu_blocks} blocks); <span class='pie-whatif-requests'>{n}</span> {p.workload} requests "

@@ -8,7 +8,8 @@ length. A run with no such stretch of at least `MIN_WINDOW` of its iterations ne
 throughput follows the arrivals, and the whole run is measured (`steady` False).
 Throughput in the window is decode tokens per second (each iteration's decode rows); the two
 halves of the window give a band. Latencies are those of the requests whose first token came in
-the window.
+the window. `drain_share`: the part of the run after the last arrival; a run with no window that is
+mostly drain was too short to reach its steady state (`settled`).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import numpy as np
 
 FULL = 0.9                # GPU pool (with the staging ring) at least this full: memory binds
 MIN_WINDOW = 0.1          # share of the run's iterations a window needs to count as steady
+MAX_DRAIN = 0.5           # a run with no window, more than this after its last arrival: too short
 
 
 def steady_window(its) -> tuple[float, float, bool]:
@@ -28,6 +30,13 @@ def steady_window(its) -> tuple[float, float, bool]:
         if last - first[0] + 1 >= MIN_WINDOW * len(its):
             return float(its["start"].iloc[first[0]]), float(its["end"].iloc[last]), True
     return float(its["start"].min()), float(its["end"].max()), False
+
+
+def settled(rows) -> bool:
+    """Whether rows of policies run on one workload compare steady states: all found a window, or
+    none did and arrivals spanned most of each run (no pressure: throughput follows the arrivals)."""
+    steady = [r["steady"] for r in rows]
+    return all(steady) or (not any(steady) and max(r["drain_share"] for r in rows) <= MAX_DRAIN)
 
 
 def _rate(its, t0: float, t1: float) -> float:
@@ -47,6 +56,8 @@ def steady_row(reqs, its) -> dict:
     first = reqs["first_token"].to_numpy(float)
     inside = reqs[(first >= t0) & (first <= t1)]
     row["window_requests"] = int(len(inside))
+    end, start = float(its["end"].max()), float(its["start"].min())
+    row["drain_share"] = (end - float(reqs["arrival"].max())) / (end - start) if end > start else 0.0
     for m in ("ttft", "tpot", "e2e"):
         vals = inside[m].dropna().to_numpy(float)
         row[f"steady_{m}_p50_s"] = float(np.percentile(vals, 50)) if len(vals) else float("nan")

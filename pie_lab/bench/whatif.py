@@ -25,7 +25,7 @@ from ..errors import check_choice, check_float, check_int
 from ..model_spec import NAMED_SHAPES, named_spec
 from ..sim.hardware import load_preset
 from .harness import BenchResult, policy_cases, run_benchmark
-from .steady import steady_row
+from .steady import settled, steady_row
 from .sweep import GENERATORS
 
 # label -> engine options; add a policy here (or pass `policies=`) and the explorer charts it
@@ -166,7 +166,7 @@ def _run(point: WhatIfPoint, frozen: tuple) -> BenchResult:
         df["throughput_ratio_lo"] = pd.concat(halves + [df["throughput_ratio"]], axis=1).min(axis=1)
         df["throughput_ratio_hi"] = pd.concat(halves + [df["throughput_ratio"]], axis=1).max(axis=1)
     return BenchResult(df, res.requests, res.iterations[ITERATION_COLUMNS],
-                       {**res.meta, "point": point, "unfit": unfit})
+                       {**res.meta, "point": point, "unfit": unfit, "settled": settled(rows)})
 
 
 def fitting(model: str, entries: list, reqs: list, options: Mapping[str, Any]) -> tuple[list, dict]:
