@@ -60,8 +60,7 @@ def test_explorer_shows_a_quick_estimate_then_the_full_run_and_unfit_requests():
     ex = WhatIfExplorer(WhatIfPoint(num_requests=12, rate=50.0, kv_gib=2.0), quick_requests=6)
     assert ex.stages == [6, 12] and "pie-whatif-requests'>12<" in ex.status.value and "measured window" in ex.status.value
     assert len(ex.explored) == len(ex.policies) - 1          # the estimate is not kept in the history
-    ex.set(link_gbps=100.0)
-    ex.set(link_gbps=ex.point.link_gbps)                      # cached: no estimate first
+    ex.set(num_requests=12)                                   # cached: no estimate first
     assert ex.stages == [12]
     ex.set(kv_gib=0.7, num_requests=24)
     assert "cannot fit and are left out" in ex.status.value and "engine holds" in ex.status.value
