@@ -260,9 +260,9 @@ def run_controller(state: dict, quick: bool) -> None:
     it = eng.metrics.iterations_df()
     tail = it.iloc[len(it) // 2:]
     tail = tail[tail["decode_tokens"] == tail["batch_size"]]
-    decisions = eng.metrics.events_df()
+    decisions = eng.metrics.events_df().query("kind == 'controller'")
     predicted = decisions["predicted"].dropna().iloc[-1] if "predicted" in decisions else float("nan")
-    row("controller: iterations run / decisions", f"{len(it)} / {len(decisions)}")
+    row("controller: iterations run / decisions", f"{len(it)} / {int(decisions['count'].sum())}")
     row("controller: chosen budget vs predicted link limit", f"{eng.config.swap_budget_blocks} / {predicted:.0f}",
         "target within 10%")
     row("controller: stall share, second half (decode steps)",

@@ -34,7 +34,8 @@ class Snapshot:
     iterations: Any            # DataFrame, the last `steps` iterations
     layers: Any                # DataFrame, per-layer timings of the last few iterations
     requests: Any              # DataFrame, recently finished requests
-    events: Any                # DataFrame, knob changes and controller decisions
+    events: Any                # DataFrame by time: the last `steps` knob changes, faults, stalls, rejections and, kept
+                               # apart so they never push those out, the last `steps` controller decisions (holds folded)
     totals: dict = field(default_factory=dict)
     error: str | None = None
     faults: list = field(default_factory=list)     # contained faults not yet reported, each reported once

@@ -86,7 +86,9 @@ class LLM:
              use_tqdm: bool = False) -> list[RequestOutput]:
         """One conversation (a list of {"role", "content"} messages) or a list of them -> one answer each.
 
-        Applies the chat template with the assistant's turn opened, and stops at its end-of-turn token.
+        Applies the chat template with the assistant's turn opened, and stops at its end-of-turn token
+        as at EOS: not with `ignore_eos` (as vLLM, whose end of turn is one of the model's EOS ids).
+        Otherwise the params are generate's: `max_tokens`, `stop_token_ids`, sampling.
         """
         self._need_tokenizer("chat conversations")
         conversations = list(conversations)
@@ -96,7 +98,7 @@ class LLM:
         stops = self.end_of_turn_ids()
         if sampling_params is None or isinstance(sampling_params, SamplingParams):
             sampling_params = [sampling_params or SamplingParams()] * len(prompts)
-        params = [replace(sp, stop_token_ids=tuple(dict.fromkeys((*sp.stop_token_ids, *stops))))
+        params = [sp if sp.ignore_eos else replace(sp, stop_token_ids=tuple(dict.fromkeys((*sp.stop_token_ids, *stops))))
                   for sp in sampling_params]
         return self.generate(prompts, params, use_tqdm=use_tqdm)
 

@@ -103,8 +103,8 @@ def test_export(tmp_path, capsys):
 def settled_budget(events: pd.DataFrame, stable: int = 3):
     """Independent reading of the controller's events: the budget of the last stretch it held."""
     budget, run = None, 0
-    for old, new in zip(events["old_budget"], events["new_budget"]):
-        run = run + 1 if old == new else 0
+    for old, new, count in zip(events["old_budget"], events["new_budget"], events["count"]):
+        run = run + count if old == new else 0
         if run >= stable:
             budget = int(new)
     return budget
@@ -135,6 +135,9 @@ def test_tune_budget_api_and_trajectory_analysis():
     t = analyse(ev, 0, 20)
     assert (t.settled_budget, t.iterations_to_converge, t.final_budget, t.changes) == (4, 4, 9, 2)
     assert not analyse(ev.iloc[:3], 0, 20).converged and analyse(ev.iloc[:0], 5, 0).final_budget == 5
+    runs = pd.DataFrame({"step": [3, 5, 11], "old_budget": [0, 4, 4], "new_budget": [4, 4, 9], "count": [1, 3, 1]})
+    t = analyse(runs, 0, 20)                               # three holds folded into one event
+    assert (t.settled_budget, t.iterations_to_converge, t.decisions, t.changes) == (4, 4, 5, 2)
 
 
 def test_bench_harness_and_sweep(tmp_path, jsonl):

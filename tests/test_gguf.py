@@ -83,6 +83,11 @@ def test_self_written_gguf_equals_transformers(cache):
             g = ref_model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=NEW_TOKENS, do_sample=False)
             assert o.token_ids == g[0, len(p):].tolist()
     assert llm.tokenizer is None                      # the file carries no tokenizer: token ids only
+    folder = pie_gguf.checkpoint_folder(str(path))
+    plain = AutoModelForCausalLM.from_pretrained(folder)     # as another engine would: no hints
+    assert plain.config.architectures == ["LlamaForCausalLM"] and type(plain).__name__ == "LlamaForCausalLM"
+    for a, b in zip(ref_model.state_dict().values(), plain.state_dict().values()):
+        assert torch.equal(a, b.float())
     assert LLM(str(path), "cpu", num_gpu_blocks=8).engine.spec.num_layers == 4      # second load: cached folder
 
 

@@ -242,3 +242,42 @@ def test_metrics_buffers_are_bounded_by_bytes_not_rows():
     assert 0 < n_large < n_small < 20_000 and m.nbytes["requests"] <= cap
     assert n_large * m.requests.row_bytes > 0.9 * cap           # full, by bytes
     assert m.totals["requests"] == 40_000
+
+
+def test_a_knob_change_outlives_ten_seconds_of_controller_holds():
+    """The sim's virtual clock: 10 s of a controller that holds (on demand, the GPU has room) after
+    set(); its holds fold into a few events, and the knob change stays in the snapshot."""
+    engine = create_engine("opt-13b", "sim", num_gpu_blocks=1500, num_host_blocks=400, max_num_seqs=8, policy="pie",
+                           offload="on-demand", controller=dict(enabled=True, window=1, warmup_iterations=1))
+    source = RateSource(lambda rng, i, t: Request(i, tuple(range(3, 3 + rng.randint(20, 200))), 64, t), rate=8.0)
+    runner = LiveRunner(engine, source).start()
+    runner.set(prefetch_depth=3, max_num_seqs=16)
+    start, deadline = engine.clock.now(), time.monotonic() + 60
+    while engine.clock.now() < start + 10.0:
+        assert time.monotonic() < deadline, "10 s of virtual time took over a minute"
+        time.sleep(0.01)
+    snap = runner.snapshot()
+    runner.stop()
+    knobs = snap.events.query("kind == 'knob'")
+    assert (knobs["prefetch_depth"] == 3).any() and (knobs["max_num_seqs"] == 16).any()
+    ctl = snap.events.query("kind == 'controller'")
+    assert ctl["count"].sum() > 300 > 10 * len(ctl)        # more decisions than the snapshot's 200 rows, in a few events
+    holds = ctl[ctl["rule"] == "hold: on-demand offload leaves the budget unused"]
+    assert holds["count"].sum() > 0.9 * ctl["count"].sum() and (holds["until"] > holds["time"]).all()
+
+
+def test_decisions_never_push_out_knob_changes():
+    from pie_lab.core.metrics import Metrics
+    m = Metrics(max_events=50)
+    m.add_event(0.0, "knob", step=0, prefetch_depth=3)
+    for i in range(1, 500):                  # every decision distinct: nothing folds
+        m.add_event(float(i), "controller", run=("controller", None), step=i, old_budget=i, new_budget=i + 1,
+                    rule="grow")
+    ev = m.events_df(last=200)
+    assert ev.iloc[0]["kind"] == "knob" and (ev["kind"] == "controller").sum() == 50
+    assert list(ev["time"]) == sorted(ev["time"])
+    for i in range(3):                       # identical holds fold into one event with a count and a span
+        m.add_event(600.0 + i, "controller", run=("controller", ("hold", 500)), step=600 + i, old_budget=500,
+                    new_budget=500, rule="hold")
+    last = m.events_df().iloc[-1]
+    assert (last["count"], last["time"], last["until"], last["step"], last["last_step"]) == (3, 600.0, 602.0, 600, 602)

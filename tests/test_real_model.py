@@ -98,6 +98,31 @@ def test_chat_stops_at_the_end_of_turn(smol):
     llm.close()
 
 
+def test_chat_honours_sampling_params_as_generate():
+    """chat = generate on the templated prompt with the same params (end of turn added as a stop
+    only where EOS counts): ignore_eos runs to max_tokens, stop_token_ids stop it, max_tokens caps it."""
+    from pie_lab.chat import chat_prompt_ids
+    llm = LLM("smollm2-135m", "cpu", num_gpu_blocks=64, max_num_seqs=4)
+    convs = chat_conversations()
+    prompts = [chat_prompt_ids(llm.tokenizer, c) for c in convs]
+    end = llm.end_of_turn_ids()
+    free = SamplingParams(max_tokens=48, ignore_eos=True)
+    chat, gen = llm.chat(convs, free), llm.generate(prompts, free)
+    assert [o.token_ids for o in chat] == [o.token_ids for o in gen]
+    assert all(len(o.token_ids) == 48 and o.finish_reason == "length" for o in chat)
+    assert any(t in end for o in chat for t in o.token_ids)          # ran past an end of turn
+    stop = chat[0].token_ids[5]
+    for sp in (SamplingParams(max_tokens=48, ignore_eos=True, stop_token_ids=(stop,)),
+               SamplingParams(max_tokens=7), SamplingParams(max_tokens=48, stop_token_ids=(stop,))):
+        want = llm.generate(prompts, sp if sp.ignore_eos else
+                            SamplingParams(max_tokens=sp.max_tokens, stop_token_ids=(*sp.stop_token_ids, *end)))
+        got = llm.chat(convs, sp)
+        assert [o.token_ids for o in got] == [o.token_ids for o in want]
+        assert all(len(o.token_ids) <= sp.max_tokens for o in got)
+    assert got[0].token_ids[-1] == stop and got[0].finish_reason == "stop"
+    llm.close()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("policy, options", [
     ("none", dict()),

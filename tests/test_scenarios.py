@@ -58,7 +58,8 @@ def test_whatif_point_ratios_and_bound():
     df = run_point(p).df.set_index("policy")
     assert df.loc["vllm-swap", "throughput_ratio"] == 1.0
     assert math.isclose(df.loc["pie", "throughput_ratio"],
-                        df.loc["pie", "tokens_per_s"] / df.loc["vllm-swap", "tokens_per_s"])
+                        df.loc["pie", "steady_tokens_per_s"] / df.loc["vllm-swap", "steady_tokens_per_s"])
+    assert (df["throughput_ratio_lo"] <= df["throughput_ratio"]).all() and (df["throughput_ratio"] <= df["throughput_ratio_hi"]).all()
     curve = bound_curve(p, batch=16, context=512, bandwidths=[50.0, 100.0])
     assert math.isclose(curve["hidden_blocks"][1], 2 * curve["hidden_blocks"][0])    # linear in the link
     faster = bound_curve(WhatIfPoint(hbm_gbps=2 * p.hbm_gbps), 16, 512, [50.0])["hidden_blocks"][0]

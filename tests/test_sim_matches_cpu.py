@@ -80,7 +80,7 @@ def controller_decisions(engine: Engine) -> list[dict]:
     if not len(ev) or "rule" not in ev.columns:
         return []
     ev = ev[ev["kind"] == "controller"]
-    return ev[["step", "old_budget", "new_budget", "rule"]].to_dict("records")
+    return ev[["step", "last_step", "count", "old_budget", "new_budget", "rule"]].to_dict("records")
 
 
 def summary(plan: StepPlan) -> dict:

@@ -341,3 +341,18 @@ def test_stop_and_start_again():
         assert wait_for(lambda: d.engine.metrics.totals["iterations"] > step + 5, 10), "no arrivals after a restart"
     finally:
         d.close()
+
+
+def test_decision_markers_show_changes_rule_switches_and_folded_holds():
+    from pie_lab.core.metrics import Metrics
+    from widgets.charts import event_rows
+    m = Metrics()
+    m.add_event(1.0, "controller", run=("c", None), step=1, old_budget=0, new_budget=8, rule="grow: headroom")
+    for i in range(5):
+        m.add_event(2.0 + i, "controller", run=("c", ("hold", 8)), step=2 + i, old_budget=8, new_budget=8, rule="hold: x")
+    m.add_event(3.5, "knob", step=3, prefetch_depth=3)
+    rows = event_rows(m.events_df(), origin=0.0)
+    assert [r["kind"] for r in rows] == ["controller", "controller", "knob"]
+    assert rows[0]["label"] == "controller grow: headroom: budget 0 -> 8"
+    assert rows[1]["label"] == "controller hold: x at budget 8 (x5 over 4.0 s)"
+    assert rows[2]["label"] == "knob prefetch_depth=3"

@@ -217,7 +217,8 @@ def request_rows(requests: pd.DataFrame | None, origin: float, after: float) -> 
 
 
 def event_rows(events: pd.DataFrame | None, origin: float, t_min: float | None = None, max_rows: int = 40) -> list[dict]:
-    """Knob changes and budget-changing controller decisions as markers: t, kind, label, step."""
+    """Knob changes and controller decisions (those that change a budget or switch rule; a run of
+    identical holds is one marker with its count and span) as markers: t, kind, label, step."""
     if events is None or len(events) == 0:
         return []
     rows = []
@@ -226,14 +227,26 @@ def event_rows(events: pd.DataFrame | None, origin: float, t_min: float | None =
         if t_min is not None and t < t_min:
             continue
         if rec["kind"] == "controller":
-            if rec.get("new_budget") == rec.get("old_budget"):
-                continue                                   # a "hold": in the trace, not drawn
-            label = f"controller {rec.get('rule', '')}: budget {rec.get('old_budget')} -> {rec.get('new_budget')}"
+            label = f"controller {decision_text(rec)}"
         else:
             label = "knob " + ", ".join(f"{k}={_short(v)}" for k, v in rec.items()
                                         if k not in ("time", "kind", "step") and not _missing(v))
         rows.append(dict(t=float(t), kind=str(rec["kind"]), label=label, step=int(clean(rec.get("step", -1)) or -1)))
     return rows[-max_rows:]
+
+
+def decision_text(rec: dict) -> str:
+    """A controller event in words: its rule, the budget it set, and a run's count and span."""
+    old, new = _int(rec.get("old_budget")), _int(rec.get("new_budget"))
+    text = f"{rec.get('rule', '')}: budget {old} -> {new}" if old != new else f"{rec.get('rule', '')} at budget {old}"
+    count = _int(rec.get("count")) or 1
+    if count > 1:
+        text += f" (x{count} over {float(rec['until']) - float(rec['time']):.1f} s)"
+    return text
+
+
+def _int(v):
+    return None if _missing(v) else int(v)
 
 
 def _short(v):

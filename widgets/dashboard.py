@@ -19,6 +19,7 @@ import ipywidgets as W
 from pie_lab import load_tokenizer, ControllerConfig, create_engine, EngineConfig, spec_from_model
 from pie_lab.live import LiveRunner
 
+from .charts import decision_text
 from .controls import ControlPanel, ErrorArea
 from .panels import History, LatencyPanel, MemoryPanel, OverlapTimeline
 from .answers import AnswersPanel
@@ -327,8 +328,7 @@ class Dashboard:
                 over = rec.get("overhead")
                 over_s = f", measured overhead {over * 100:.1f}%" if isinstance(over, float) and over == over else ""
                 self.controller_label.value = (f"controller (step {int(rec.get('step', -1))}): "
-                                               f"{html.escape(str(rec.get('rule')))} "
-                                               f"{rec.get('old_budget')} &rarr; {rec.get('new_budget')}{over_s}")
+                                               f"{html.escape(decision_text(rec))}{over_s}")
 
     def snapshot(self):
         return self.runner.snapshot(steps=self.steps, layer_steps=self.layer_steps)

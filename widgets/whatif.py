@@ -24,8 +24,8 @@ import ipywidgets as W
 import pandas as pd
 
 from pie_lab import NAMED_SHAPES, PieLabError
-from pie_lab.bench import (LINK_MARKS, POLICIES, RATIOS, REFERENCE, WhatIfPoint, bound_curve, hybrid_limits,
-                           run_point)
+from pie_lab.bench import (LINK_MARKS, POLICIES, QUICK_REQUESTS, RATIOS, REFERENCE, WhatIfPoint, bound_curve,
+                           hybrid_limits, is_cached, run_point)
 from pie_lab.sim.hardware import list_presets, load_preset
 
 from .panels import enable_offline
@@ -48,6 +48,9 @@ def _log_slider(label: str, lo: float, hi: float, fmt: str = ".1f") -> Callable[
 
 
 KNOBS = (
+    Knob("num_requests", lambda v: W.IntSlider(value=v, min=16, max=2000, step=8, description="requests",
+                                               continuous_update=False, style={"description_width": "150px"},
+                                               layout=W.Layout(width="520px"))),
     Knob("link_gbps", _log_slider("link GB/s (H2D)", 5, 2000)),
     Knob("hbm_gbps", _log_slider("HBM GB/s", 500, 10000, ".0f")),
     Knob("host_gbps", _log_slider("host attention GB/s", 5, 1000)),
@@ -62,10 +65,12 @@ KNOBS = (
 
 class WhatIfExplorer:
     def __init__(self, point: WhatIfPoint | None = None, policies: Mapping[str, Mapping[str, Any]] | None = None,
-                 knobs: tuple[Knob, ...] = KNOBS):
+                 knobs: tuple[Knob, ...] = KNOBS, quick_requests: int = QUICK_REQUESTS):
         enable_offline()
         self.point = point or WhatIfPoint()
         self.policies = dict(policies or POLICIES)
+        self.quick_requests = quick_requests   # the instant estimate's request count, refined after
+        self.stages: list[int] = []            # request counts the last update answered with, in order
         self.knobs = {k.field: k.make(getattr(self.point, k.field)) for k in knobs}
         presets = list_presets()
         self.preset = W.Dropdown(options=presets, value=self.point.base_hardware, description="hardware preset",
@@ -83,8 +88,9 @@ class WhatIfExplorer:
             w.observe(lambda ch, name=name: self.syncing or self.set(**{name: ch["new"]}), names="value")
         self.preset.observe(lambda ch: self.use_preset(ch["new"]), names="value")
         self.box = W.VBox([
-            W.HTML("<b>What if:</b> move a slider; the sim runs each policy on a small workload "
-                   f"({self.point.num_requests} requests) and the charts follow."),
+            W.HTML("<b>What if:</b> move a slider; the sim runs each policy and measures its steady state "
+                   "(while requests queue and memory is full; warm-up and drain left out). A quick estimate "
+                   f"({quick_requests} requests) shows at once, then the full run refines it."),
             W.HBox([W.VBox([self.preset] + list(self.knobs.values()), layout=W.Layout(min_width="540px")),
                     self.status]),
             W.HBox([self.ratio_chart, self.bound_chart]),
@@ -116,23 +122,36 @@ class WhatIfExplorer:
         self.set(link_gbps=hw.h2d_gbps, hbm_gbps=hw.hbm_gbps, host_gbps=hw.host_attention_gbps)
 
     def update(self) -> None:
+        """A quick estimate first (unless the full run is cached), drawn at once, then the full run."""
+        self.stages = []
+        full = self.point
+        if full.num_requests > self.quick_requests and not is_cached(full, self.policies):
+            if not self._answer(replace(full, num_requests=self.quick_requests), final=False):
+                return
+        self._answer(full, final=True)
+
+    def _answer(self, point: WhatIfPoint, final: bool) -> bool:
         t0, c0 = time.perf_counter(), time.process_time()
         try:
-            res = run_point(self.point, self.policies)
+            res = run_point(point, self.policies)
         except PieLabError as exc:
             self.status.value = f"<span style='color:#b00'>{html.escape(str(exc))}</span>"
-            return
+            return False
         self.seconds, self.cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
+        self.stages.append(point.num_requests)
         self.result = res
         df = res.df
-        for row in df.to_dict("records"):
-            if row["policy"] != REFERENCE:
-                self.explored.append({"link_gbps": self.point.link_gbps, "policy": row["policy"],
-                                      "model": self.point.model, "throughput_ratio": row["throughput_ratio"]})
+        if final:
+            for row in df.to_dict("records"):
+                if row["policy"] != REFERENCE:
+                    self.explored.append({"link_gbps": point.link_gbps, "policy": row["policy"], "model": point.model,
+                                          "throughput_ratio": row["throughput_ratio"],
+                                          "ratio_lo": row["throughput_ratio_lo"], "ratio_hi": row["throughput_ratio_hi"]})
         batch, context = self.decode_shape()
-        self.ratio_chart.chart = ratio_chart(df, self.explored, self.point)
-        self.bound_chart.chart = bound_chart(self.point, batch, context, self.host_demand())
-        self.status.value = self.summary(df, batch, context)
+        self.ratio_chart.chart = ratio_chart(df, self.explored, point)
+        self.bound_chart.chart = bound_chart(point, batch, context, self.host_demand())
+        self.status.value = self.summary(df, batch, context, final)
+        return True
 
     # -- what the charts read ------------------------------------------------------------------
     def streaming_policy(self) -> str:
@@ -155,21 +174,38 @@ class WhatIfExplorer:
         """Host blocks the streaming policy streamed per decode step (mean): what the link had to carry."""
         return int(round(self._decode_steps()["streamed_blocks"].mean()))
 
-    def summary(self, df: pd.DataFrame, batch: int, context: int) -> str:
+    def summary(self, df: pd.DataFrame, batch: int, context: int, final: bool = True) -> str:
         p = self.point
-        rows = "".join(f"<tr><td>{html.escape(r['policy'])}</td><td>{r['tokens_per_s']:,.0f}</td>"
-                       f"<td>{r['throughput_ratio']:.2f}x</td><td>{r['e2e_p50_ratio']:.2f}x</td>"
-                       f"<td>{r['preemptions']}</td><td>{r['final_swap_budget']}</td></tr>"
+        res = self.result
+        n = res.meta.get("num_requests", p.num_requests)
+        rows = "".join(f"<tr><td>{html.escape(r['policy'])}</td><td>{r['steady_tokens_per_s']:,.0f}</td>"
+                       f"<td>{r['throughput_ratio']:.2f}x ({r['throughput_ratio_lo']:.2f}-{r['throughput_ratio_hi']:.2f})</td>"
+                       f"<td>{r['e2e_p50_ratio']:.2f}x</td>"
+                       f"<td>{_window(r)}</td><td>{r['preemptions']}</td><td>{r['final_swap_budget']}</td></tr>"
                        for r in df.to_dict("records"))
-        return (f"<div style='font-size:12px'>{html.escape(p.model)} on {html.escape(p.base_hardware)} with link "
+        stage = ("" if final else
+                 f"<b class='pie-whatif-estimate'>quick estimate from {n} requests; refining with {p.num_requests}...</b><br>")
+        unfit = res.meta.get("unfit") or {}
+        skipped = (f"<span class='pie-whatif-unfit' style='color:#b00'>{unfit['count']} of {unfit['of']} requests "
+                   f"cannot fit and are left out (charted: the other {unfit['of'] - unfit['count']}): "
+                   f"{html.escape(unfit['reason'])}</span><br>") if unfit.get("count") else ""
+        short = [r["policy"] for r in df.to_dict("records") if not r["steady"]]
+        unsettled = "" if res.meta.get("settled", True) else (
+            f"<b class='pie-whatif-unsettled' style='color:#b00'>not a steady state: with {n} requests "
+            f"{html.escape(', '.join(short))} never ran with requests queued and memory full (the run ends "
+            "first), so this ratio is not what a longer run settles to; raise the request count.</b><br>")
+        return (f"<div style='font-size:12px'>{stage}{unsettled}{skipped}{html.escape(p.model)} on {html.escape(p.base_hardware)} with link "
                 f"{p.link_gbps:.1f} GB/s, HBM {p.hbm_gbps:,.0f} GB/s, host attention {p.host_gbps:.0f} GB/s, "
                 f"{p.kv_gib:.1f} GiB KV "
-                f"({p.num_gpu_blocks} blocks); {p.num_requests} {p.workload} requests at {p.rate:.1f} req/s"
+                f"({p.num_gpu_blocks} blocks); <span class='pie-whatif-requests'>{n}</span> {p.workload} requests "
+                f"at {p.rate:.1f} req/s"
                 + (f"; <span class='pie-whatif-squeeze'>squeeze {df['squeeze'].iloc[0]:.2f}</span> (the KV the "
                    "load wants / the GPU's KV)" if "squeeze" in df.columns else "") + ".<br>"
                 f"<span class='pie-whatif-calibration'>kernels: {html.escape(p.calibration)}</span><br>"
-                f"<table><tr><th>policy</th><th>tok/s</th><th>vs {REFERENCE}</th><th>e2e p50 ratio</th>"
-                f"<th>preemptions</th><th>final budget</th></tr>{rows}</table>"
+                f"<table><tr><th>policy</th><th>steady tok/s</th><th>vs {REFERENCE} (band)</th><th>e2e p50 ratio</th>"
+                f"<th>measured window</th><th>preemptions</th><th>final budget</th></tr>{rows}</table>"
+                "steady tok/s: decode tokens per second while requests queue and memory is full; band: the ratio in "
+                "the window's two halves; latencies of the requests whose first token came in the window.<br>"
                 f"decode step: batch {batch}, context {context} tokens; {self.hybrid_line(batch, context)} answered in "
                 f"<span class='pie-whatif-seconds'>{self.seconds:.2f}</span> s wall, {self.cpu_seconds:.2f} s CPU "
                 f"(the sim's times are virtual)</div>")
@@ -186,6 +222,11 @@ class WhatIfExplorer:
         display(self.box)
 
 
+def _window(r: dict) -> str:
+    span = f"{r['window_start_s']:.1f}-{r['window_end_s']:.1f} s, {r['window_requests']} requests"
+    return span if r["steady"] else f"whole run ({span}): never queued with memory full, so arrival-bound"
+
+
 def ratio_chart(df: pd.DataFrame, explored: list[dict], point: WhatIfPoint) -> alt.Chart:
     """Left: this point's ratios per policy (1.0 = as good as the reference). Right: every explored
     point's throughput ratio against the link bandwidth, with the preset links marked."""
@@ -198,7 +239,12 @@ def ratio_chart(df: pd.DataFrame, explored: list[dict], point: WhatIfPoint) -> a
         y=alt.Y("metric:N", title=None, sort=list(names.values())), x=alt.X("ratio:Q", title=f"x {REFERENCE}"),
         yOffset="policy:N", color=alt.Color("policy:N"), tooltip=["policy", "metric", alt.Tooltip("ratio:Q", format=".3f")])
     one = alt.Chart(pd.DataFrame({"ratio": [1.0]})).mark_rule(strokeDash=[4, 3], color="black").encode(x="ratio:Q")
-    now = (bars + one).properties(width=260, height=160, title=f"this point vs {REFERENCE}")
+    band = rows.assign(metric=names["throughput_ratio"])
+    whiskers = alt.Chart(band).mark_rule(color="black").encode(
+        y=alt.Y("metric:N", sort=list(names.values())), yOffset="policy:N", x="throughput_ratio_lo:Q",
+        x2="throughput_ratio_hi:Q", tooltip=["policy", alt.Tooltip("throughput_ratio_lo:Q", format=".3f"),
+                                              alt.Tooltip("throughput_ratio_hi:Q", format=".3f")])
+    now = (bars + whiskers + one).properties(width=260, height=160, title=f"this point vs {REFERENCE} (band: window halves)")
     hist = pd.DataFrame(explored)
     marks = pd.DataFrame([{"link_gbps": m.gbps, "preset": m.label} for m in LINK_MARKS])
     x = alt.X("link_gbps:Q", scale=alt.Scale(type="log", domain=[5, 2000], nice=False), title="link GB/s (log)")

@@ -142,8 +142,11 @@ def as_requests(workload: Iterable[Any]) -> list[Any]:
 
 
 def run_benchmark(model: Any, executor: str, policies: Sequence[str | Mapping[str, Any]], workload: Iterable[Any],
-                  engine_options: Mapping[str, Any] | None = None, progress: bool = True) -> BenchResult:
-    """The same workload through each policy; see BenchResult for what comes back."""
+                  engine_options: Mapping[str, Any] | None = None, progress: bool = True,
+                  metrics_bytes: int | None = None) -> BenchResult:
+    """The same workload through each policy; see BenchResult for what comes back. `metrics_bytes`:
+    the iteration records' memory bound per run (default: the engine's, which keeps the last few
+    thousand iterations; a long sim run needs more to be summarised whole)."""
     import pandas as pd
     reqs = as_requests(workload)
     asked = policy_cases(policies, engine_options)
@@ -154,7 +157,7 @@ def run_benchmark(model: Any, executor: str, policies: Sequence[str | Mapping[st
         for case, asked_case in zip(cases, asked):
             if bar is not None:
                 bar.set_description(case.label)
-            engine, t0, t_end = run_one(model, executor, case.config, reqs, bar)
+            engine, t0, t_end = run_one(model, executor, case.config, reqs, bar, metrics_bytes=metrics_bytes)
             row, rdf, idf = summarize(case.label, engine, t0, t_end, len(reqs))
             # the load's squeeze: flexgen's own batch cap is its choice, not the load's
             row["squeeze"] = run_squeeze(model, engine, reqs, idf, asked_case.config.max_num_seqs).value
@@ -169,7 +172,8 @@ def run_benchmark(model: Any, executor: str, policies: Sequence[str | Mapping[st
                        {"model": str(model), "executor": executor, "num_requests": len(reqs)})
 
 
-def run_one(model: Any, executor: str, config: EngineConfig, reqs: list[Any], bar=None, decode_runs: bool = True):
+def run_one(model: Any, executor: str, config: EngineConfig, reqs: list[Any], bar=None, decode_runs: bool = True,
+            metrics_bytes: int | None = None):
     """Feed `reqs` by arrival time until all finish; returns (engine, start time, end time).
 
     The engine is closed afterwards; its metrics stay readable. `decode_runs`: let the engine
@@ -177,6 +181,9 @@ def run_one(model: Any, executor: str, config: EngineConfig, reqs: list[Any], ba
     """
     from ..engine_factory import create_engine
     engine = create_engine(model, executor, config)
+    if metrics_bytes is not None:           # iterations kept whole, few layer rows (nothing has run yet)
+        from ..core.metrics import BUFFER_SHARES, Metrics
+        engine.metrics = Metrics(int(metrics_bytes / BUFFER_SHARES["iterations"]), max_layer_rows=256)
     clock = engine.clock
     pending = deque(reqs)
     t0 = clock.now()

@@ -1,7 +1,13 @@
 """What-if points for the explorer: a hardware preset with its link and HBM bandwidth changed, a KV
-space, a model and a workload, run through the sim for a few policies (small request counts), plus
-the analytic transparency bound: the host KV blocks a link hides behind one step's layer compute,
-link bandwidth x layer compute time / bytes per block and layer.
+space, a model and a workload, run through the sim for a few policies, plus the analytic
+transparency bound: the host KV blocks a link hides behind one step's layer compute, link
+bandwidth x layer compute time / bytes per block and layer.
+
+Each policy is measured in its steady state (`bench/steady.py`: while requests queue and memory
+binds; warm-up and drain left out), with a band from the window's two halves. The default
+request count (`DEFAULT_REQUESTS`) keeps the throughput ratio within a few percent of a run four
+times longer (tests/test_whatif.py); `QUICK_REQUESTS` gives the explorer's instant estimate.
+Requests that could never fit the KV pools are left out and counted (`meta["unfit"]`).
 
     p = WhatIfPoint(model="opt-30b", link_gbps=55.5)
     run_point(p).df                  # one row per policy, ratios to the reference policy
@@ -9,8 +15,8 @@ link bandwidth x layer compute time / bytes per block and layer.
 """
 from __future__ import annotations
 
-import functools
 import tempfile
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping
@@ -18,7 +24,8 @@ from typing import Any, Mapping
 from ..errors import check_choice, check_float, check_int
 from ..model_spec import NAMED_SHAPES, named_spec
 from ..sim.hardware import load_preset
-from .harness import BenchResult, run_benchmark
+from .harness import BenchResult, policy_cases, run_benchmark
+from .steady import settled, steady_row
 from .sweep import GENERATORS
 
 # label -> engine options; add a policy here (or pass `policies=`) and the explorer charts it
@@ -28,8 +35,14 @@ POLICIES: dict[str, dict[str, Any]] = {
     "hybrid": {"policy": "hybrid", "controller": {"enabled": True}},
 }
 REFERENCE = "vllm-swap"            # ratios are taken against this policy
-RATIOS = {"throughput_ratio": "tokens_per_s", "e2e_p50_ratio": "e2e_p50_s", "ttft_p50_ratio": "ttft_p50_s",
-          "tpot_p50_ratio": "tpot_p50_s"}
+RATIOS = {"throughput_ratio": "steady_tokens_per_s", "e2e_p50_ratio": "steady_e2e_p50_s",
+          "ttft_p50_ratio": "steady_ttft_p50_s", "tpot_p50_ratio": "steady_tpot_p50_s"}
+DEFAULT_REQUESTS = 200
+QUICK_REQUESTS = 48
+METRICS_BYTES = 256 * 2**20        # a run's iteration records, all kept: the window needs the whole run
+ITERATION_COLUMNS = ["policy", "step", "start", "end", "batch_size", "prefill_tokens", "decode_tokens", "waiting",
+                     "context_tokens", "streamed_blocks", "gpu_blocks_used", "staging_blocks", "gpu_blocks_limit",
+                     "host_blocks_used", "swap_budget"]
 
 
 @dataclass(frozen=True)
@@ -62,7 +75,7 @@ class WhatIfPoint:
     kv_gib: float = 8.2
     workload: str = "sharegpt-v3"
     rate: float = 20.0
-    num_requests: int = 32           # small: a slider change should answer within ~2 s
+    num_requests: int = DEFAULT_REQUESTS
     dtype: str = "float16"
     max_num_seqs: int = 128
     seed: int = 0
@@ -113,26 +126,82 @@ class WhatIfPoint:
 
 
 def run_point(point: WhatIfPoint, policies: Mapping[str, Mapping[str, Any]] | None = None) -> BenchResult:
-    """The point's workload through each policy in the sim; `df` gains `<metric>_ratio` columns
-    against the reference policy (throughput: higher is better; latencies: lower is better)."""
-    pols = dict(policies or POLICIES)
-    return _run_cached(point, tuple((k, _freeze(v)) for k, v in pols.items()))
+    """The point's workload through each policy in the sim; `df` gains the steady-state columns
+    (`bench/steady.py`), `<metric>_ratio` columns against the reference policy (throughput: higher
+    is better; latencies: lower is better) and the throughput ratio's band (`throughput_ratio_lo`,
+    `_hi`: the window's halves). Results are cached per point and policies."""
+    key = _key(point, policies)
+    if key not in _CACHE:
+        _CACHE[key] = _run(point, key[1])
+        while len(_CACHE) > CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    _CACHE.move_to_end(key)
+    return _CACHE[key]
 
 
-@functools.lru_cache(maxsize=64)
-def _run_cached(point: WhatIfPoint, frozen: tuple) -> BenchResult:
+def is_cached(point: WhatIfPoint, policies: Mapping[str, Mapping[str, Any]] | None = None) -> bool:
+    """Whether `run_point` answers this at once."""
+    return _key(point, policies) in _CACHE
+
+
+def _key(point: WhatIfPoint, policies) -> tuple:
+    return point, tuple((k, _freeze(v)) for k, v in dict(policies or POLICIES).items())
+
+
+CACHE_SIZE = 32
+_CACHE: OrderedDict = OrderedDict()
+
+
+def _run(point: WhatIfPoint, frozen: tuple) -> BenchResult:
+    import pandas as pd
     from .sweep import WorkloadSpec
     entries = [dict(_thaw(opts), label=label) for label, opts in frozen]
     reqs = WorkloadSpec(point.workload, point.num_requests, point.rate, point.seed).build(named_spec(point.model))
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "whatif.yaml"
         point.hardware().to_yaml(path)
-        res = run_benchmark(point.model, "sim", entries, reqs, point.engine_options(str(path)), progress=False)
-    df = res.df
+        options = point.engine_options(str(path))
+        reqs, unfit = fitting(point.model, entries, reqs, options)
+        res = run_benchmark(point.model, "sim", entries, reqs, options, progress=False, metrics_bytes=METRICS_BYTES)
+    rows = [steady_row(res.requests[res.requests["policy"] == p], res.iterations[res.iterations["policy"] == p])
+            for p in res.df["policy"]]
+    df = pd.concat([res.df, pd.DataFrame(rows, index=res.df.index)], axis=1)
     ref = df[df["policy"] == REFERENCE]
     for name, col in RATIOS.items():
         df[name] = df[col] / ref[col].iloc[0] if len(ref) else float("nan")
-    return BenchResult(df, res.requests, res.iterations, {**res.meta, "point": point, "calibration": point.calibration})
+    if len(ref):
+        halves = [df[f"{h}_tokens_per_s"] / ref[f"{h}_tokens_per_s"].iloc[0] for h in ("first_half", "second_half")]
+        df["throughput_ratio_lo"] = pd.concat(halves + [df["throughput_ratio"]], axis=1).min(axis=1)
+        df["throughput_ratio_hi"] = pd.concat(halves + [df["throughput_ratio"]], axis=1).max(axis=1)
+    return BenchResult(df, res.requests, res.iterations[ITERATION_COLUMNS],
+                       {**res.meta, "point": point, "calibration": point.calibration, "unfit": unfit, "settled": settled(rows)})
+
+
+def fitting(model: str, entries: list, reqs: list, options: Mapping[str, Any]) -> tuple[list, dict]:
+    """The requests every policy's engine can hold, and {"count", "reason"} for those none can (a
+    request alone larger than a KV pool). Raises ConfigError if none fits."""
+    from ..engine_factory import create_engine
+    from ..errors import ConfigError
+    from ..sampling import SamplingParams
+    reasons: dict[int, str | None] = {}
+    for case in policy_cases(entries, options):
+        engine = create_engine(model, "sim", case.config)
+        try:
+            for total in sorted({len(r.prompt_token_ids) + r.max_tokens for r in reqs}):
+                if reasons.get(total) is None:
+                    try:             # one probe per total length: the block count is what binds
+                        engine.check_request([0], SamplingParams(max_tokens=total - 1))
+                        reasons[total] = None
+                    except ConfigError as exc:
+                        reasons[total] = f"{case.label}: {exc}"
+        finally:
+            engine.close()
+    keep = [r for r in reqs if reasons[len(r.prompt_token_ids) + r.max_tokens] is None]
+    bad = [reasons[t] for t in sorted(reasons) if reasons[t] is not None]
+    unfit = {"count": len(reqs) - len(keep), "of": len(reqs), "reason": bad[-1] if bad else ""}
+    if not keep:
+        raise ConfigError(f"none of the {len(reqs)} requests fits the KV pools: {unfit['reason']}")
+    return keep, unfit
 
 
 def _freeze(v):

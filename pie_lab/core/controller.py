@@ -28,7 +28,9 @@ The share is fitted to the window the executor reports (device time from handing
 to the merge): the device's attention, plus D's post-attention linears when the layer runs split
 (`core/host_split.py`); the split's second pass is device time, in the iteration's duration, not a
 wait. The streamed share keeps the link rule above.
-Every decision is an event with its inputs, the share it sized and the rule that fired. Imports no torch.
+Every decision that changes a budget or switches rule is an event with its inputs, the share it sized
+and the rule that fired; a run of identical holds is one event (`count`, from `time` to `until`, the
+first hold's inputs). Imports no torch.
 """
 from __future__ import annotations
 
@@ -113,6 +115,7 @@ class AdaptiveController:
         self.host_state = ControllerState() if host_share else None     # policy hybrid
         self._window: list[IterationRecord] = []
         self._skip = config.warmup_iterations
+        self._epoch = 0             # a knob change or offload switch ends any run of holds
 
     @property
     def max_budget(self) -> int:
@@ -131,6 +134,7 @@ class AdaptiveController:
             if self.host_state is not None:
                 self.host_state = ControllerState()
         self._window, self._skip = [], SETTLE_ITERATIONS
+        self._epoch += 1
 
     def on_offload(self) -> None:
         """The offload mode changed: what the budgets measured under the old mode no longer judges a
@@ -139,6 +143,7 @@ class AdaptiveController:
             if state is not None:
                 state.level = state.grown_from = None
         self._window, self._skip = [], SETTLE_ITERATIONS
+        self._epoch += 1
 
     @property
     def decides_next(self) -> bool:
@@ -166,8 +171,9 @@ class AdaptiveController:
             state.decisions += 1
             self._remember_level(state, window, old, new)
             event = dict(share=share.name) if self.host_state is not None else {}
-            engine.metrics.add_event(rec.end, "controller", step=rec.step, old_budget=old, new_budget=new,
-                                     rule=rule, **event, **inputs)
+            run = (("controller", share.name), (rule, old, self._epoch) if new == old else None)
+            engine.metrics.add_event(rec.end, "controller", run=run, step=rec.step, old_budget=old,
+                                     new_budget=new, rule=rule, **event, **inputs)
             if new != old:
                 engine.set_budget(new, share.knob)
                 changed = True

@@ -154,7 +154,10 @@ class StepLayers(ByteBoundedBuffer):
 
 
 # Shares of Metrics(max_bytes) per buffer: layer rows are the most numerous (one per layer per step).
-BUFFER_SHARES = dict(iterations=0.25, layers=0.5, requests=0.2, events=0.05)
+# Controller decisions have their own buffer, so their chatter never pushes a knob change, fault,
+# stall or restart out of `events`.
+BUFFER_SHARES = dict(iterations=0.25, layers=0.5, requests=0.2, events=0.03, decisions=0.02)
+DECISION_KINDS = frozenset({"controller"})
 DEFAULT_METRICS_BYTES = 32 * 2**20
 
 
@@ -171,6 +174,8 @@ class Metrics:
         self.layers = StepLayers(b["layers"], max_layer_rows)
         self.requests: deque[dict] = ByteBoundedBuffer(b["requests"], max_requests)
         self.events: deque[dict] = ByteBoundedBuffer(b["events"], max_events)
+        self.decisions: deque[dict] = ByteBoundedBuffer(b["decisions"], max_events)
+        self._runs: dict[Any, tuple[Any, dict]] = {}      # run group -> (key, its event)
         self.totals = dict(iterations=0, requests=0, generated_tokens=0, stream_bytes=0, stall=0.0)
 
     @property
@@ -193,9 +198,23 @@ class Metrics:
             self.requests.append(row)
             self.totals["requests"] += 1
 
-    def add_event(self, time: float, kind: str, **fields: Any) -> None:
+    def add_event(self, time: float, kind: str, run: tuple[Any, Any] | None = None, **fields: Any) -> None:
+        """One event. `run=(group, key)`: an event whose key repeats its group's last one is folded
+        into it (`count` + 1, `until` and `last_step` moved on); a key of None starts no run.
+        Kinds in DECISION_KINDS go to their own buffer (`decisions`), every other kind to `events`."""
         with self._lock:
-            self.events.append(dict(time=time, kind=kind, **fields))
+            if run is not None:
+                group, key = run
+                last = self._runs.get(group)
+                if key is not None and last is not None and last[0] == key:
+                    ev = last[1]
+                    ev.update(count=ev["count"] + 1, until=time, last_step=fields.get("step"))
+                    return
+                fields.update(count=1, until=time, last_step=fields.get("step"))
+            ev = dict(time=time, kind=kind, **fields)
+            (self.decisions if kind in DECISION_KINDS else self.events).append(ev)
+            if run is not None:
+                self._runs[run[0]] = (run[1], ev)
 
     # -- views (copy the rows under the lock, build frames outside it) -----------------------
     def _tail(self, buf: deque, last: int | None) -> list:
@@ -243,6 +262,13 @@ class Metrics:
         import pandas as pd
         return pd.DataFrame(self._tail(self.requests, last))
 
+    def event_rows(self, last: int | None = None) -> list[dict]:
+        """The last `last` events and the last `last` decisions (each kept apart), merged by time."""
+        rows = self._tail(self.events, last) + self._tail(self.decisions, last)
+        with self._lock:
+            rows = [dict(r) for r in rows]          # a run's event may grow while it is read
+        return sorted(rows, key=lambda r: r["time"])
+
     def events_df(self, last: int | None = None):
         import pandas as pd
-        return pd.DataFrame(self._tail(self.events, last))
+        return pd.DataFrame(self.event_rows(last))

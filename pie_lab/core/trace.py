@@ -21,7 +21,7 @@ def chrome_trace(metrics: Metrics) -> dict:
     layers = metrics.layer_rows()
     with metrics._lock:
         iterations = list(metrics.iterations)
-        events = list(metrics.events)
+    events = metrics.event_rows()
     starts = [r.start for r in iterations] + [e["time"] for e in events]
     t0 = min(starts) if starts else 0.0
     us = lambda t: round((t - t0) * 1e6, 3)  # noqa: E731

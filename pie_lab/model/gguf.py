@@ -20,6 +20,7 @@ from .file_checks import check_folder, check_gguf
 
 GGUF_ARCHITECTURES = ("llama", "qwen2", "mistral")      # llama.cpp also writes Mistral as "llama"
 CACHE_ENV = "PIE_LAB_CACHE"
+FOLDER_FORMAT = 2       # bumped when a converted folder's contents change (2: config.json names its architecture)
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ def checkpoint_folder(path: str) -> str:
     if key in _FOLDERS:
         return _FOLDERS[key]
     check_gguf(path)
-    digest = hashlib.sha1(repr(key).encode()).hexdigest()[:16]
+    digest = hashlib.sha1(repr((FOLDER_FORMAT, *key)).encode()).hexdigest()[:16]
     stem = os.path.splitext(os.path.basename(path))[0]
     folder = os.path.join(cache_dir(), "gguf", f"{stem}-{digest}")
     if not _complete(folder):
@@ -111,6 +112,7 @@ def _save(hf, folder: str) -> None:
     from safetensors.torch import save_file
     cfg = hf.config.to_dict()
     cfg.pop("quantization_config", None)
+    cfg["architectures"] = [type(hf).__name__]     # transformers leaves it null for a GGUF; vLLM needs it
     with open(os.path.join(folder, "config.json"), "w") as f:
         json.dump(cfg, f, indent=2)
     state = {k: v.contiguous() for k, v in hf.state_dict().items()

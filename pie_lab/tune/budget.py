@@ -87,22 +87,24 @@ def tune_budget(config: Any, workload: Any, *, executor: str | None = None, engi
 
 
 def analyse(events, start_budget: int, iterations: int, stable_decisions: int = STABLE_DECISIONS) -> Trajectory:
-    """The controller's trajectory from its decision events (columns step, old_budget, new_budget)."""
+    """The controller's trajectory from its decision events (columns step, old_budget, new_budget, and
+    count where one event stands for a run of identical holds)."""
     if events is None or len(events) == 0:
         return Trajectory(start_budget, start_budget, 0, 0, False, None, None, iterations)
     old = events["old_budget"].astype(int).tolist()
     new = events["new_budget"].astype(int).tolist()
     steps = events["step"].astype(int).tolist()
+    counts = events["count"].astype(int).tolist() if "count" in events else [1] * len(old)
     moved = [i for i, (a, b) in enumerate(zip(old, new)) if a != b]
     settled, run = None, 0
     for i, (a, b) in enumerate(zip(old, new)):
-        run = run + 1 if a == b else 0
+        run = run + counts[i] if a == b else 0
         if run >= stable_decisions:
             set_at = max([m for m in moved if m < i], default=None)
             settled = (b, steps[set_at] + 1 if set_at is not None else 0)
     if settled is None:
-        return Trajectory(start_budget, new[-1], len(new), len(moved), False, None, None, iterations)
-    return Trajectory(start_budget, new[-1], len(new), len(moved), True, settled[0], settled[1], iterations)
+        return Trajectory(start_budget, new[-1], sum(counts), len(moved), False, None, None, iterations)
+    return Trajectory(start_budget, new[-1], sum(counts), len(moved), True, settled[0], settled[1], iterations)
 
 
 def _hardware(engine) -> str:
