@@ -45,13 +45,17 @@ def test_requests_that_cannot_fit_are_counted_and_the_rest_run():
     res = run_point(p)
     unfit = res.meta["unfit"]
     room = int(unfit["reason"].split("engine holds ")[1].split(";")[0]) * 16
-    from pie_lab.workloads import sharegpt_like
-    spec_len = [len(r.prompt_token_ids) + r.max_tokens
-                for r in sharegpt_like(24, seed=0, rate=50.0, vocab_size=50272, max_model_len=2048)]
-    assert 0 < unfit["count"] == sum(n > room for n in spec_len) < 24 and unfit["of"] == 24
+    from pie_lab.bench.sweep import WorkloadSpec
+    from pie_lab.model_spec import named_spec
+    def lengths(point):                                   # the point's own workload, built as run_point builds it
+        reqs = WorkloadSpec(point.workload, point.num_requests, point.rate, point.seed).build(named_spec(point.model))
+        return [len(r.prompt_token_ids) + r.max_tokens for r in reqs]
+    assert 0 < unfit["count"] == sum(n > room for n in lengths(p)) < 24 and unfit["of"] == 24
     assert (res.df["requests"] == 24 - unfit["count"]).all()
+    tiny = replace(p, kv_gib=0.03, seed=1)                # one 16-token block; seed 1's shortest request is longer
+    assert tiny.num_gpu_blocks == 1 and min(lengths(tiny)) > 16
     with pytest.raises(Exception, match="none of the 24 requests fits"):
-        run_point(replace(p, kv_gib=0.05))
+        run_point(tiny)
 
 
 def test_explorer_shows_a_quick_estimate_then_the_full_run_and_unfit_requests():
