@@ -76,7 +76,8 @@ def main(argv=None) -> int:
     for name, sec in sorted(sums.items(), key=lambda kv: -kv[1]):
         print(f"{name:<30}{sec:>9.3f}{sec / wall:>8.1%}{1000 * sec / steps:>9.2f}")
     if link_cpu:
-        print(f"{'link copies (CPU, threads)':<30}{link_cpu:>9.3f}{link_cpu / wall:>8.1%}{1000 * link_cpu / steps:>9.2f}")
+        print(f"{'link copies (CPU, threads)':<30}{link_cpu:>9.3f}{link_cpu / wall:>8.1%}"
+              f"{1000 * link_cpu / steps:>9.2f}")
     print("top ops:")
     for ev in sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)[:12]:
         print(f"  {ev.key:<44}{ev.self_cpu_time_total / 1e6:>8.3f} s {ev.count:>8} calls")

@@ -59,8 +59,9 @@ class VllmWorker:
     def __init__(self, python: str, job: dict, threads: int, log_path: Path):
         job_file = log_path.with_suffix(".job.json")
         job_file.write_text(json.dumps(job))
-        env = dict(os.environ, VLLM_CPU_OMP_THREADS_BIND="nobind", OMP_NUM_THREADS=str(threads), VLLM_CPU_KVCACHE_SPACE="1",
-                   VLLM_ENABLE_V1_MULTIPROCESSING="0", VLLM_LOG_STATS_INTERVAL="0.01", PYTHONPATH="")
+        env = dict(os.environ, VLLM_CPU_OMP_THREADS_BIND="nobind", OMP_NUM_THREADS=str(threads),
+                   VLLM_CPU_KVCACHE_SPACE="1", VLLM_ENABLE_V1_MULTIPROCESSING="0",
+                   VLLM_LOG_STATS_INTERVAL="0.01", PYTHONPATH="")
         self.log_path, self.log = log_path, open(log_path, "w")
         self.proc = subprocess.Popen([python, str(WORKER), str(job_file)], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
