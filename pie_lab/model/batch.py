@@ -32,6 +32,7 @@ class ForwardBatch:
     decode_only: bool
     host_share: object | None = None   # hybrid: the step's HostShare (executors/host_attention.py)
     table_splits: dict = field(default_factory=dict, repr=False)   # attention's per-step TableSplit cache
+    rope: tuple | None = field(default=None, repr=False)          # the step's RoPE cos/sin, set by the first layer
 
     @property
     def num_tokens(self) -> int:

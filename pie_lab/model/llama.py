@@ -52,9 +52,10 @@ def rope_inv_freq(params: Mapping[str, Any], head_dim: int, device=None) -> Tens
 
 
 def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """x: [T, h, hd]; cos, sin: [T, hd/2]. Same arithmetic as transformers' rotate_half form."""
+    """x: [T, h, hd]; cos, sin: [T, hd/2] (or [T, 1, hd/2] in x's dtype). Same arithmetic as
+    transformers' rotate_half form."""
     x1, x2 = x.chunk(2, dim=-1)
-    c, s = cos[:, None].to(x.dtype), sin[:, None].to(x.dtype)
+    c, s = (cos, sin) if cos.dim() == 3 else (cos[:, None].to(x.dtype), sin[:, None].to(x.dtype))
     return torch.cat((x1 * c - x2 * s, x2 * c + x1 * s), dim=-1)
 
 
@@ -151,8 +152,10 @@ class LlamaForPagedLM(PagedDecoder):
         q = attn.q_proj(x).view(T, nh, hd)
         k = attn.k_proj(x).view(T, kvh, hd)
         v = attn.v_proj(x).view(T, kvh, hd)
-        cos, sin = self._cos[batch.positions], self._sin[batch.positions]    # [T, hd/2]
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if batch.rope is None:                    # once per step: every layer rotates the same positions
+            pos = batch.positions
+            batch.rope = (self._cos[pos][:, None].to(q.dtype), self._sin[pos][:, None].to(q.dtype))
+        q, k = apply_rope(q, *batch.rope), apply_rope(k, *batch.rope)
         write_kv(kv_layer, k, v, batch.slot_mapping)
         return q
 
