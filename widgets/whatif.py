@@ -204,8 +204,9 @@ class WhatIfExplorer:
                 f"<span class='pie-whatif-calibration'>kernels: {html.escape(p.calibration)}</span><br>"
                 f"<table><tr><th>policy</th><th>steady tok/s</th><th>vs {REFERENCE} (band)</th><th>e2e p50 ratio</th>"
                 f"<th>measured window</th><th>preemptions</th><th>final budget</th></tr>{rows}</table>"
-                "steady tok/s: decode tokens per second while requests queue and memory is full; band: the ratio in "
-                "the window's two halves; latencies of the requests whose first token came in the window.<br>"
+                "steady tok/s: decode tokens per second while requests queue and memory is full, every policy timed over "
+                "the same tokens (from where all are full to 90% of the workload's); band: the ratio in the two halves "
+                "of those tokens; latencies of the requests whose first token came in the window.<br>"
                 f"decode step: batch {batch}, context {context} tokens; {self.hybrid_line(batch, context)} answered in "
                 f"<span class='pie-whatif-seconds'>{self.seconds:.2f}</span> s wall, {self.cpu_seconds:.2f} s CPU "
                 f"(the sim's times are virtual)</div>")

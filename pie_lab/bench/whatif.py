@@ -4,7 +4,8 @@ transparency bound: the host KV blocks a link hides behind one step's layer comp
 bandwidth x layer compute time / bytes per block and layer.
 
 Each policy is measured in its steady state (`bench/steady.py`: while requests queue and memory
-binds; warm-up and drain left out), with a band from the window's two halves. The default
+binds; warm-up and drain left out), every policy timed over the same decode tokens of the
+workload, with a band from the two halves of those tokens. The default
 request count (`DEFAULT_REQUESTS`) keeps the throughput ratio within a few percent of a run four
 times longer (tests/test_whatif.py); `QUICK_REQUESTS` gives the explorer's instant estimate.
 Requests that could never fit the KV pools are left out and counted (`meta["unfit"]`).
@@ -25,7 +26,7 @@ from ..errors import check_choice, check_float, check_int
 from ..model_spec import NAMED_SHAPES, named_spec
 from ..sim.hardware import load_preset
 from .harness import BenchResult, policy_cases, run_benchmark
-from .steady import settled, steady_row
+from .steady import common_tokens, settled, steady_row
 from .sweep import GENERATORS
 
 # label -> engine options; add a policy here (or pass `policies=`) and the explorer charts it
@@ -163,8 +164,10 @@ def _run(point: WhatIfPoint, frozen: tuple) -> BenchResult:
         options = point.engine_options(str(path))
         reqs, unfit = fitting(point.model, entries, reqs, options)
         res = run_benchmark(point.model, "sim", entries, reqs, options, progress=False, metrics_bytes=METRICS_BYTES)
-    rows = [steady_row(res.requests[res.requests["policy"] == p], res.iterations[res.iterations["policy"] == p])
+    runs = [(res.requests[res.requests["policy"] == p], res.iterations[res.iterations["policy"] == p])
             for p in res.df["policy"]]
+    tokens = common_tokens([its for _, its in runs])
+    rows = [steady_row(reqs_p, its, tokens) for reqs_p, its in runs]
     df = pd.concat([res.df, pd.DataFrame(rows, index=res.df.index)], axis=1)
     ref = df[df["policy"] == REFERENCE]
     for name, col in RATIOS.items():
