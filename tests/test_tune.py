@@ -87,6 +87,8 @@ def test_each_exported_knob_beats_its_default_by_the_margin(tuned):
                                                             "block_size", "gpu_share", "host_tier"}
     if e["earned"]:
         assert e["goodput"] >= (1 + margin) * e["baseline_goodput"]
+    else:                                   # the export's point (and its blocks) is the defaults' when nothing is earned
+        assert e["point"] == tuned.tuning["defaults"] and e["goodput"] == e["baseline_goodput"]
     tr = export(tuned.run_config, "vllm")
     assert tr.argv[:3] == ("vllm", "serve", "facebook/opt-13b")
     assert not check_export(tr, load_snapshot(), named_spec("opt-13b").max_position_embeddings)
@@ -101,6 +103,7 @@ def test_nothing_beats_the_defaults_so_only_the_model_is_exported():
     light = [Request(i, tuple(range(3, 35)), 32, 0.5 * i) for i in range(6)]      # no pressure, all meet the SLO
     res = tune("opt-13b", light, trials=4, progress=False, hardware="H200", dtype="float16", num_gpu_blocks=400)
     assert res.export["earned"] == {} and "the defaults stay" in res.export["reason"]
+    assert res.export["point"] == res.tuning["defaults"]
     tr = export(res.run_config, "vllm")
     assert tr.argv == ("vllm", "serve", "facebook/opt-13b") and "1.00x" in tr.report()
 
