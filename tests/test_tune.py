@@ -147,3 +147,11 @@ def test_throughput_objective_scores_every_finished_request():
     df = res.table()
     assert (df["goodput"] == df["throughput"]).all() and (df["slo_met"] < 1).any()
     assert res.tuning["objective"] == "throughput"
+
+
+def test_a_knob_left_because_the_whole_export_fell_short_says_it_won_alone():
+    from pie_lab.export.tuned import _left_why
+    alone = {"value": 0.9, "tuned": 0.95, "goodput_with": 1.936, "goodput_without": 1.795}     # 1.08x alone
+    assert "by the margin alone" in _left_why(alone, 0.05)
+    assert _left_why(alone, 0.10).endswith("not by the margin")
+    assert _left_why({"value": 16}, 0.05) == "the search's best point uses the default"
