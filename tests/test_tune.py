@@ -87,6 +87,8 @@ def test_each_exported_knob_beats_its_default_by_the_margin(tuned):
                                                             "block_size", "gpu_share", "host_tier"}
     if e["earned"]:
         assert e["goodput"] >= (1 + margin) * e["baseline_goodput"]
+    else:                                   # the export's point (and its blocks) is the defaults' when nothing is earned
+        assert e["point"] == tuned.tuning["defaults"] and e["goodput"] == e["baseline_goodput"]
     tr = export(tuned.run_config, "vllm")
     assert tr.argv[:3] == ("vllm", "serve", "facebook/opt-13b")
     assert not check_export(tr, load_snapshot(), named_spec("opt-13b").max_position_embeddings)
@@ -101,6 +103,7 @@ def test_nothing_beats_the_defaults_so_only_the_model_is_exported():
     light = [Request(i, tuple(range(3, 35)), 32, 0.5 * i) for i in range(6)]      # no pressure, all meet the SLO
     res = tune("opt-13b", light, trials=4, progress=False, hardware="H200", dtype="float16", num_gpu_blocks=400)
     assert res.export["earned"] == {} and "the defaults stay" in res.export["reason"]
+    assert res.export["point"] == res.tuning["defaults"]
     tr = export(res.run_config, "vllm")
     assert tr.argv == ("vllm", "serve", "facebook/opt-13b") and "1.00x" in tr.report()
 
@@ -144,3 +147,11 @@ def test_throughput_objective_scores_every_finished_request():
     df = res.table()
     assert (df["goodput"] == df["throughput"]).all() and (df["slo_met"] < 1).any()
     assert res.tuning["objective"] == "throughput"
+
+
+def test_a_knob_left_because_the_whole_export_fell_short_says_it_won_alone():
+    from pie_lab.export.tuned import _left_why
+    alone = {"value": 0.9, "tuned": 0.95, "goodput_with": 1.936, "goodput_without": 1.795}     # 1.08x alone
+    assert "by the margin alone" in _left_why(alone, 0.05)
+    assert _left_why(alone, 0.10).endswith("not by the margin")
+    assert _left_why({"value": 16}, 0.05) == "the search's best point uses the default"

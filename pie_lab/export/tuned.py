@@ -63,7 +63,7 @@ def tuned_translation(rc: RunConfig, to: str, *, model_id: str | None = None,
             flags[FLAGS[to][knob]] = value
         flag = "--disable-chunked-prefill" if to == "vllm" and knob == "chunked_prefill" else FLAGS[to][knob]
         exact.append(Note(f"tuned.{knob}", flag, value, why))
-    left = tuple(Note(f"tuned.{k}", FLAGS[to].get(k, ""), v["value"], _left_why(v))
+    left = tuple(Note(f"tuned.{k}", FLAGS[to].get(k, ""), v["value"], _left_why(v, t["margin"]))
                  for k, v in exp["left_at_default"].items())
     preface = (f"tuned for {t['engine']} on {rc.engine.hardware} ({t['gpu_class_rule']}), {t['trials']} trials, "
                f"seed {t['seed']}, SLO {t['slo']}",
@@ -92,11 +92,13 @@ def _host_tier(rc, to, exp, flags, why, host_memory_gb) -> Note:
                 f"{why}; GiB: {tier.why}. What it does: {TIER_DOES}")
 
 
-def _left_why(v: Mapping[str, Any]) -> str:
+def _left_why(v: Mapping[str, Any], margin: float) -> str:
     if "tuned" not in v:
         return "the search's best point uses the default"
+    alone = v["goodput_with"] > 0 and v["goodput_with"] >= (1 + margin) * v["goodput_without"]
     return (f"tuned {v['tuned']} predicted {v['goodput_with']:.4g} req/s against {v['goodput_without']:.4g} with "
-            "the default: not by the margin")
+            "the default: " + ("by the margin alone, but defaults plus the earned knobs did not beat the defaults by it"
+                               if alone else "not by the margin"))
 
 
 def _gain(exp) -> str:

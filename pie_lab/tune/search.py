@@ -189,7 +189,7 @@ def _earn(space: SearchSpace, rows: list[dict], base_res: dict, run, wl, margin:
                   f"defaults' {base_res['goodput']:.4g}/s: nothing is exported")
         left.update({k: {"value": v["default"], "tuned": v["value"], "goodput_with": v["goodput_with"],
                          "goodput_without": v["goodput_without"]} for k, v in earned.items()})
-        earned, got = {}, base_res
+        earned, got, exported = {}, base_res, dict(d)
     elif not earned:
         reason = f"no knob beats the target's default by {margin:.0%}: the defaults stay"
     else:
