@@ -10,8 +10,8 @@ Refresher; chart builders for static use in `widgets.charts`; a live-switchable 
 in `widgets.workload`. Charts are Altair JupyterCharts in offline mode (no CDN needed).
 Uses only pie_lab's public API; pie_lab never imports this package.
 """
-from .charts import (iteration_frame, latency_chart, memory_chart, timeline_chart, timeline_frame,
-                     transparency_chart, transparency_frame)
+from .chart_data import iteration_frame, timeline_frame, transparency_frame
+from .charts import latency_chart, memory_chart, timeline_chart, transparency_chart
 from .controls import ControlPanel, ErrorArea, parse_assignments
 from .dashboard import CPU_DEFAULTS, SIM_DEFAULTS, Dashboard, Refresher
 from .panels import LatencyPanel, MemoryPanel, OverlapTimeline, enable_offline

@@ -19,7 +19,7 @@ import ipywidgets as W
 from pie_lab import load_tokenizer, ControllerConfig, create_engine, EngineConfig, spec_from_model
 from pie_lab.live import LiveRunner
 
-from .charts import decision_text
+from .chart_data import decision_text
 from .controls import ControlPanel, ErrorArea
 from .panels import History, LatencyPanel, MemoryPanel, OverlapTimeline
 from .answers import AnswersPanel
