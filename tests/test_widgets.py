@@ -268,7 +268,7 @@ def test_duration_stops_the_run():
                          num_gpu_blocks=32, num_host_blocks=64)
     try:
         assert wait_for(lambda: d.runner.state == "stopped", 10)
-        assert "duration_s" in d.errors.text
+        assert wait_for(lambda: "duration_s" in d.errors.text, 5), d.errors.text   # shown at the next refresh
     finally:
         d.close()
 
