@@ -41,3 +41,27 @@ def test_leading_dims_and_unpackable_dtype():
         torch.testing.assert_close(packed(x), lin(x), rtol=1e-5, atol=1e-5)
     half = nn.Sequential(nn.Linear(8, 4).half())
     assert pack_linears(half) == 0 and type(half[0]) is nn.Linear
+
+
+class Pair(nn.Module):
+    FUSE = {"both": ("a", "b")}
+
+    def __init__(self, bias_a: bool, bias_b: bool):
+        super().__init__()
+        self.a, self.b = nn.Linear(16, 8, bias=bias_a), nn.Linear(16, 24, bias=bias_b)
+
+
+@pytest.mark.parametrize("bias_a,bias_b", [(False, False), (True, False), (True, True)])
+def test_fused_group_matches_its_linears_and_keeps_state_dict(bias_a, bias_b):
+    torch.manual_seed(1)
+    net = Pair(bias_a, bias_b)
+    keys = set(net.state_dict())
+    x = torch.randn(5, 16)
+    with torch.inference_mode():
+        ref = (net.a(x), net.b(x))
+        assert pack_linears(net) == 2
+        got = net.both(x)
+    assert [g.shape for g in got] == [(5, 8), (5, 24)]
+    for g, r in zip(got, ref):
+        torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-5)
+    assert set(net.state_dict()) == keys                     # the group adds no parameters

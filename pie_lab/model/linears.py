@@ -10,6 +10,11 @@ unchanged) and holds the packed copy beside them: weights cost twice their memor
 from `F.linear` in the last bits (another summation order), as any BLAS change does; greedy tokens
 still equal transformers' (tests/test_generate_equivalence.py, test_real_model.py).
 Call it after the weights are final: a packed copy does not follow later writes to `weight`.
+
+A module may name groups of its linears that read the same input in a class attribute
+`FUSE = {"qkv": ("q_proj", "k_proj", "v_proj")}`; `pack_linears` then also sets `module.qkv`, a
+`PackedGroup` that runs them as one GEMM over their concatenated weights (fewer calls per layer) and
+returns each one's output. The module's forward uses the group where it is set.
 """
 from __future__ import annotations
 
@@ -42,6 +47,24 @@ class PackedLinear(nn.Module):
         return y.view(*shape[:-1], self.out_features)
 
 
+class PackedGroup:
+    """Linears reading the same input as one packed GEMM: `group(x)` -> each linear's output (views).
+    Not a module: it holds no parameters, so state_dict is unchanged."""
+
+    def __init__(self, linears: list[nn.Module]):
+        self.sizes = [lin.out_features for lin in linears]
+        with torch.no_grad():
+            weight = torch.cat([lin.weight.detach() for lin in linears])
+            self._packed = torch.ops.mkldnn._reorder_linear_weight(weight, BATCH_HINT)
+            biases = [lin.bias for lin in linears]
+            self.bias = None if all(b is None for b in biases) else torch.cat(
+                [torch.zeros(n, dtype=weight.dtype) if b is None else b.detach() for b, n in zip(biases, self.sizes)])
+
+    def __call__(self, x: Tensor) -> tuple[Tensor, ...]:
+        y = torch.ops.mkldnn._linear_pointwise(x, self._packed, self.bias, "none", [], "")
+        return y.split(self.sizes, dim=-1)
+
+
 def pack_linears(model: nn.Module) -> int:
     """Pack every CPU `nn.Linear` of a packable dtype in place; returns how many were packed (0 where
     oneDNN is missing: the model is left as it was)."""
@@ -51,4 +74,9 @@ def pack_linears(model: nn.Module) -> int:
              if type(child) is nn.Linear and child.weight.device.type == "cpu" and child.weight.dtype in PACKABLE]
     for parent, name, child in found:
         setattr(parent, name, PackedLinear(child))
+    for module in model.modules():
+        for group, names in getattr(type(module), "FUSE", {}).items():
+            linears = [getattr(module, n) for n in names]
+            if all(isinstance(lin, PackedLinear) for lin in linears):
+                setattr(module, group, PackedGroup(linears))
     return len(found)

@@ -72,6 +72,9 @@ class RMSNorm(nn.Module):
 
 
 class LlamaAttention(nn.Module):
+    FUSE = {"qkv": ("q_proj", "k_proj", "v_proj")}             # one packed GEMM (model/linears.py)
+    qkv = None
+
     def __init__(self, spec: ModelSpec, qkv_bias: bool, o_bias: bool):
         super().__init__()
         h, nh, kvh, hd = spec.hidden_size, spec.num_heads, spec.num_kv_heads, spec.head_dim
@@ -82,6 +85,9 @@ class LlamaAttention(nn.Module):
 
 
 class LlamaMLP(nn.Module):
+    FUSE = {"gate_up": ("gate_proj", "up_proj")}
+    gate_up = None
+
     def __init__(self, spec: ModelSpec, bias: bool):
         super().__init__()
         self.gate_proj = nn.Linear(spec.hidden_size, spec.intermediate_size, bias=bias)
@@ -89,7 +95,8 @@ class LlamaMLP(nn.Module):
         self.down_proj = nn.Linear(spec.intermediate_size, spec.hidden_size, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        gate, up = (self.gate_proj(x), self.up_proj(x)) if self.gate_up is None else self.gate_up(x)
+        return self.down_proj(F.silu(gate) * up)
 
 
 class LlamaLayer(nn.Module):
@@ -149,9 +156,8 @@ class LlamaForPagedLM(PagedDecoder):
         T = hidden.shape[0]
         nh, kvh, hd = self.spec.num_heads, self.spec.num_kv_heads, self.spec.head_dim
         x = self.model.layers[l].input_layernorm(hidden)
-        q = attn.q_proj(x).view(T, nh, hd)
-        k = attn.k_proj(x).view(T, kvh, hd)
-        v = attn.v_proj(x).view(T, kvh, hd)
+        q, k, v = (attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)) if attn.qkv is None else attn.qkv(x)
+        q, k, v = q.view(T, nh, hd), k.view(T, kvh, hd), v.view(T, kvh, hd)
         if batch.rope is None:                    # once per step: every layer rotates the same positions
             pos = batch.positions
             batch.rope = (self._cos[pos][:, None].to(q.dtype), self._sin[pos][:, None].to(q.dtype))
