@@ -18,9 +18,11 @@ def cmd_tune(args) -> int:
         sc = load_scenario(default_scenario())
         args.model = sc.model
         args.set = [f"{k}={v}" for k, v in sc.engine.items()] + list(args.set)
-        print(f"pie-lab: tuning the default scenario's setup ({sc.describe().splitlines()[0]})", file=sys.stderr)
+        setting = ", ".join(f"{k}={v}" for k, v in sc.engine.items())
+        print(f"pie-lab: tuning on the default scenario's setup ({sc.name}: {sc.model}, {setting}); workload: "
+              "--workload/--rate, or else real ShareGPT V3 at the capacity of the target's defaults", file=sys.stderr)
     rc = run_config(args)
-    if rc.executor != "sim":
+    if args.executor is not None and rc.executor != "sim":
         print(f"pie-lab: tune searches in the sim (executor {rc.executor!r} is not used)", file=sys.stderr)
     res = tune(rc, tune_workload(args), target=args.target, slo=args.slo, objective=args.objective,
                trials=args.trials, seed=args.search_seed, workers=args.workers, margin=args.margin,
