@@ -168,7 +168,7 @@ def main(argv=None) -> int:
 def report(rows, args, n, new, logs) -> None:
     print(f"{args.model}, {n} prompts x {new} tokens, greedy, float32, block {BLOCK}, {args.threads} threads, "
           f"best of {args.repeats} interleaved; load average {os.getloadavg()[0]:.1f}; vLLM logs in {logs}")
-    print(f"| setting | engine | KV blocks | tokens/s | x vLLM | start-up s | tokens equal | preemptions | batch |")
+    print("| setting | engine | KV blocks | tokens/s | x vLLM | start-up s | tokens equal | preemptions | batch |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         pre = r["preemptions"] if r["logged"] is None else f"{r['preemptions']} (log {r['logged']})"

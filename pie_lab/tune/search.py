@@ -22,9 +22,9 @@ from ..config import EngineConfig
 from ..config_io import Provenance, RunConfig, load_run_config
 from ..errors import ConfigError, check_choice, check_float, check_int
 from ..export.host_tier import HOST_SHARE, host_memory_gib
-from .defaults import TARGETS, target_defaults
 from ..sim.calibration import calibration_status
 from ..sim.hardware import load_preset
+from .defaults import TARGETS, target_defaults
 from .result import TuneResult
 from .space import SearchSpace, engine_options
 from .trials import OBJECTIVES, SLO, Runner, TrialJob, _requests
