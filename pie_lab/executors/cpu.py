@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from ..config import EngineConfig
+from ..model import cpu_kernels
 from ..model.linears import pack_linears
 from .base import HOST_SHARE, MemoryAvailable, WallClock, mem_available_bytes
 from .kv_store import KVStore
@@ -49,6 +50,7 @@ class CPUExecutor(TorchRunner):
         torch.set_num_threads(threads or (cores if config.host_blocks(None) == 0 else max(1, cores - 1)))
         decoder, tokenizer = load_model(model, dtype=config.dtype, device="cpu", seed=config.seed)
         pack_linears(decoder)
+        cpu_kernels.load()
         return cls(decoder, tokenizer, config, threads)
 
     def default_num_gpu_blocks(self, config: EngineConfig) -> int:

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import triton_attention
+from . import cpu_kernels, triton_attention
 from .batch import ForwardBatch
 
 
@@ -184,7 +184,10 @@ class DecodeRows:
 
 def _decode_rows(q: Tensor, kv_layer: Tensor, staged: Tensor | None, tables: Tensor, context_lens: Tensor,
                  max_context: int, scale: float, window: int | None, memo: tuple[dict, object] | None = None) -> Tensor:
-    """Decode attention of one query per sequence, the Triton kernel on CUDA where it applies."""
+    """Decode attention of one query per sequence: pie_lab's CPU kernel or the Triton kernel on CUDA where
+    they apply, else gather + SDPA."""
+    if cpu_kernels.active(q) and q.dtype == kv_layer.dtype:
+        return cpu_kernels.paged_decode_attention(q, kv_layer, staged, tables, context_lens, scale, window)
     if q.is_cuda and triton_attention.available() and (window is None or max_context <= window):
         return triton_attention.decode_attention(q, kv_layer, staged, tables, context_lens, scale)
     return _decode_attention(q, kv_layer, staged, tables, context_lens, max_context, scale, window, memo)

@@ -60,9 +60,12 @@ class PackedGroup:
             self.bias = None if all(b is None for b in biases) else torch.cat(
                 [torch.zeros(n, dtype=weight.dtype) if b is None else b.detach() for b, n in zip(biases, self.sizes)])
 
+    def joint(self, x: Tensor) -> Tensor:
+        """x [T, in] -> every linear's output side by side [T, sum(sizes)]."""
+        return torch.ops.mkldnn._linear_pointwise(x, self._packed, self.bias, "none", [], "")
+
     def __call__(self, x: Tensor) -> tuple[Tensor, ...]:
-        y = torch.ops.mkldnn._linear_pointwise(x, self._packed, self.bias, "none", [], "")
-        return y.split(self.sizes, dim=-1)
+        return self.joint(x).split(self.sizes, dim=-1)
 
 
 def pack_linears(model: nn.Module) -> int:

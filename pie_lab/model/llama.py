@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..model_spec import ModelSpec
+from . import cpu_kernels
 from .attention import write_kv
 from .base import PagedDecoder
 from .batch import ForwardBatch
@@ -66,6 +67,8 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: Tensor) -> Tensor:
+        if cpu_kernels.active(x):
+            return cpu_kernels.rms_norm(x, self.weight.detach(), self.eps)
         h = x.float()
         h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * h.to(x.dtype)
@@ -95,6 +98,8 @@ class LlamaMLP(nn.Module):
         self.down_proj = nn.Linear(spec.intermediate_size, spec.hidden_size, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.gate_up is not None and cpu_kernels.active(x):
+            return self.down_proj(cpu_kernels.silu_mul(self.gate_up.joint(x)))
         gate, up = (self.gate_proj(x), self.up_proj(x)) if self.gate_up is None else self.gate_up(x)
         return self.down_proj(F.silu(gate) * up)
 
@@ -156,11 +161,13 @@ class LlamaForPagedLM(PagedDecoder):
         T = hidden.shape[0]
         nh, kvh, hd = self.spec.num_heads, self.spec.num_kv_heads, self.spec.head_dim
         x = self.model.layers[l].input_layernorm(hidden)
-        q, k, v = (attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)) if attn.qkv is None else attn.qkv(x)
-        q, k, v = q.view(T, nh, hd), k.view(T, kvh, hd), v.view(T, kvh, hd)
         if batch.rope is None:                    # once per step: every layer rotates the same positions
             pos = batch.positions
-            batch.rope = (self._cos[pos][:, None].to(q.dtype), self._sin[pos][:, None].to(q.dtype))
+            batch.rope = (self._cos[pos][:, None].to(x.dtype), self._sin[pos][:, None].to(x.dtype))
+        if attn.qkv is not None and cpu_kernels.active(x) and kv_layer.dtype == x.dtype:
+            return cpu_kernels.rope_write_kv(attn.qkv.joint(x), nh, kvh, *batch.rope, kv_layer, batch.slot_mapping)
+        q, k, v = (attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)) if attn.qkv is None else attn.qkv(x)
+        q, k, v = q.view(T, nh, hd), k.view(T, kvh, hd), v.view(T, kvh, hd)
         q, k = apply_rope(q, *batch.rope), apply_rope(k, *batch.rope)
         write_kv(kv_layer, k, v, batch.slot_mapping)
         return q

@@ -1,0 +1,127 @@
+"""pie_lab's own CPU kernels (issue 22): decode attention that reads paged K/V in place, RoPE fused with
+the K/V write, RMSNorm and silu(gate) * up, each one op where torch needs several
+(`csrc/cpu_kernels.cpp`).
+
+Built once per machine with torch's C++ extension JIT (gcc and ninja; about 30 s) and cached under
+torch's extensions folder, keyed by the source and the CPU's instruction set (the build uses
+-march=native). `load()` builds or loads them; the cpu executor calls it at load time. Until then, where
+they cannot be built, or with PIE_LAB_CPU_KERNELS=0, the model runs its plain torch code, which stays the
+reference: the kernels' tests compare against it (tests/test_cpu_kernels.py).
+
+Results: RoPE and the K/V write are bit-identical to the torch code; RMSNorm, silu and attention sum in
+another order, so they differ in the last bits, as a BLAS change does (the parity tests' float64
+settling of near ties covers it).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import platform
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+log = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_name("csrc") / "cpu_kernels.cpp"
+DTYPES = (torch.float32, torch.bfloat16)
+FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fopenmp"]
+ENV_SWITCH = "PIE_LAB_CPU_KERNELS"
+
+_state = {"loaded": False, "error": None, "on": True}
+
+
+def _cpu_key() -> str:
+    """A short hash of this CPU's model and flags: a build for another CPU is never loaded here."""
+    text = platform.machine()
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        text += "".join(sorted({l for l in lines if l.startswith(("model name", "flags"))}))
+    except OSError:
+        text += platform.processor()
+    return hashlib.sha1(text.encode()).hexdigest()[:10]
+
+
+def why_unavailable() -> str | None:
+    """None when the kernels can be built here, else the reason."""
+    if os.environ.get(ENV_SWITCH, "1") == "0":
+        return f"{ENV_SWITCH}=0"
+    missing = [tool for tool in ("c++", "ninja") if shutil.which(tool) is None]
+    if missing:
+        return f"no {' or '.join(missing)} on PATH (pip install ninja; a C++ compiler such as g++)"
+    return None
+
+
+def load(verbose: bool = False) -> bool:
+    """Build (first time on this machine) or load the kernels; True when they are in use. A failed
+    build is logged once and leaves the torch code in use."""
+    if _state["loaded"] or _state["error"]:
+        return _state["loaded"]
+    reason = why_unavailable()
+    if reason:
+        _state["error"] = reason
+        log.info("pie_lab CPU kernels off: %s", reason)
+        return False
+    from torch.utils import cpp_extension
+    name = f"pie_lab_cpu_{_cpu_key()}"
+    try:
+        folder = Path(cpp_extension._get_build_directory(name, verbose))     # private in torch: may move
+    except Exception:
+        folder = None
+    if folder is None or not (folder / f"{name}.so").exists():
+        log.warning("building pie_lab's CPU kernels once for this machine (10-30 s) in %s", folder or "torch's cache")
+    try:
+        cpp_extension.load(name, [str(SOURCE)], extra_cflags=FLAGS, extra_ldflags=["-fopenmp"],
+                           is_python_module=False, verbose=verbose)
+    except Exception as exc:                                  # a compiler error: keep running on torch
+        _state["error"] = f"build failed: {exc}"
+        log.warning("pie_lab CPU kernels not built, running plain torch: %s", exc)
+        return False
+    _state["loaded"] = True
+    return True
+
+
+def active(x: Tensor) -> bool:
+    """Whether the kernels run for tensors like x (on the CPU, float32 or bfloat16)."""
+    return _state["loaded"] and _state["on"] and x.device.type == "cpu" and x.dtype in DTYPES
+
+
+@contextmanager
+def disabled():
+    """Run the plain torch code inside (A/B measurements and the kernels' own tests)."""
+    before, _state["on"] = _state["on"], False
+    try:
+        yield
+    finally:
+        _state["on"] = before
+
+
+def status() -> str:
+    if _state["loaded"]:
+        return "on" if _state["on"] else "loaded, switched off"
+    return f"off ({_state['error'] or 'not loaded'})"
+
+
+def paged_decode_attention(q: Tensor, pool: Tensor, staged: Tensor | None, tables: Tensor, context_lens: Tensor,
+                           scale: float, window: int | None) -> Tensor:
+    """q [B, nh, hd] over pool [G, 2, bs, kvh, hd] (+ staged [S, ...]) through tables [B, nb] -> [B, nh, hd]."""
+    staged = pool.new_empty((0,)) if staged is None else staged
+    return torch.ops.pie_lab.paged_decode_attention(q, pool, staged, tables, context_lens, scale, window or 0)
+
+
+def rope_write_kv(qkv: Tensor, nh: int, kvh: int, cos: Tensor, sin: Tensor, pool: Tensor, slots: Tensor) -> Tensor:
+    """qkv [T, (nh + 2 kvh) hd] -> q [T, nh, hd] rotated; rotated k and v written to pool at slots [T]."""
+    return torch.ops.pie_lab.rope_write_kv(qkv, nh, kvh, cos, sin, pool, slots)
+
+
+def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
+    return torch.ops.pie_lab.rms_norm(x, weight, eps)
+
+
+def silu_mul(gate_up: Tensor) -> Tensor:
+    """[..., 2 I] (gate then up) -> silu(gate) * up [..., I]."""
+    return torch.ops.pie_lab.silu_mul(gate_up)

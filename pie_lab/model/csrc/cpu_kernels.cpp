@@ -1,0 +1,304 @@
+// pie_lab's CPU kernels (issue 22), built once per machine by pie_lab/model/cpu_kernels.py.
+// Compiled with -ffp-contract=off: RoPE and the K/V write round exactly as torch's separate ops do.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <type_traits>
+#include <limits>
+#include <vector>
+
+namespace {
+
+constexpr int64_t LANES = 16;   // partial sums kept apart so the compiler vectorises the reductions
+
+template <typename T> inline float f32(T x) { return static_cast<float>(x); }
+
+// e^x for x <= 88: 2^(x log2 e) as 2^round * 2^frac, frac in [-0.5, 0.5] by a degree-7 Taylor series
+// (relative error below 1e-8). Plain arithmetic, so loops over it vectorise (libm's expf does not).
+inline float fast_exp(float x) {
+  x = std::min(std::max(x, -87.0f), 88.0f);
+  const float t = x * 1.44269504088896341f;
+  const float r = (t + 12582912.0f) - 12582912.0f;           // round to nearest (1.5 * 2^23)
+  const float f = (t - r) * 0.693147180559945309f;
+  float p = 1.0f / 5040;
+  p = p * f + 1.0f / 720;
+  p = p * f + 1.0f / 120;
+  p = p * f + 1.0f / 24;
+  p = p * f + 1.0f / 6;
+  p = p * f + 0.5f;
+  p = p * f + 1.0f;
+  p = p * f + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(r) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return p * scale;
+}
+
+#if defined(__AVX512F__)
+inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
+inline __m512 load16(const c10::BFloat16* p) {
+  const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
+}
+inline __m512 load16(const double*) { return _mm512_setzero_ps(); }   // never called: double takes the loop
+#endif
+
+// s[j] = scale * <q_j, k> for the g query rows q (hd apart) sharing one key row k.
+template <typename T>
+inline void dots(const float* q, const T* k, int64_t g, int64_t hd, float scale, float* s, int64_t stride) {
+#if defined(__AVX512F__)
+  if (!std::is_same<T, double>::value && hd % 16 == 0 && g <= 8) {
+    __m512 acc[8];
+    for (int64_t j = 0; j < g; ++j) acc[j] = _mm512_setzero_ps();
+    for (int64_t d = 0; d < hd; d += 16) {
+      const __m512 kv = load16(k + d);
+      for (int64_t j = 0; j < g; ++j) acc[j] = _mm512_fmadd_ps(_mm512_loadu_ps(q + j * hd + d), kv, acc[j]);
+    }
+    for (int64_t j = 0; j < g; ++j) s[j * stride] = _mm512_reduce_add_ps(acc[j]) * scale;
+    return;
+  }
+#endif
+  for (int64_t j = 0; j < g; ++j) {
+    float acc[LANES] = {0};
+    int64_t d = 0;
+    for (; d + LANES <= hd; d += LANES)
+      for (int64_t i = 0; i < LANES; ++i) acc[i] += q[j * hd + d + i] * f32(k[d + i]);
+    for (int64_t w = LANES / 2; w > 0; w /= 2)
+      for (int64_t i = 0; i < w; ++i) acc[i] += acc[i + w];
+    float sum = acc[0];
+    for (; d < hd; ++d) sum += q[j * hd + d] * f32(k[d]);
+    s[j * stride] = sum * scale;
+  }
+}
+
+// a[d] += w * v[d], d < hd.
+template <typename T>
+inline void axpy(float w, const T* v, float* a, int64_t hd) {
+#if defined(__AVX512F__)
+  if (!std::is_same<T, double>::value && hd % 16 == 0) {
+    const __m512 wv = _mm512_set1_ps(w);
+    for (int64_t d = 0; d < hd; d += 16) _mm512_storeu_ps(a + d, _mm512_fmadd_ps(wv, load16(v + d), _mm512_loadu_ps(a + d)));
+    return;
+  }
+#endif
+  for (int64_t d = 0; d < hd; ++d) a[d] += w * f32(v[d]);
+}
+
+void check_pool(const at::Tensor& pool, const char* what) {
+  TORCH_CHECK(pool.dim() == 5 && pool.size(1) == 2, what, " must be [blocks, 2, block_size, kv_heads, head_dim], got ",
+              pool.sizes());
+  TORCH_CHECK(pool.is_contiguous(), what, " must be contiguous");
+}
+
+// -- decode attention over paged K/V, read in place ------------------------------------------------
+// q [B, nh, hd]; pool [G, 2, bs, kvh, hd]; staged [S, 2, bs, kvh, hd] (S may be 0); tables [B, nb]:
+// entry v >= 0 reads pool block v, v < 0 staged block ~v; context_lens [B]. Query b sits at position
+// context_lens[b] - 1 and attends keys [max(0, ctx - window), ctx) (window <= 0: all).
+template <typename T>
+void decode_kernel(const float* q, const T* pool, const T* staged, const int64_t* tables, const int64_t* ctx,
+                   float* out, int64_t B, int64_t nh, int64_t kvh, int64_t hd, int64_t bs, int64_t nb,
+                   int64_t window, float scale) {
+  // One task per sequence, all its kv heads together: each block's K (then V) half is read front to back.
+  const int64_t g = nh / kvh, tok = kvh * hd, half = bs * tok, block = 2 * half;
+  at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> s, acc(nh * hd);
+    for (int64_t b = begin; b < end; ++b) {
+      const int64_t n = ctx[b];
+      const int64_t first = window > 0 ? std::max<int64_t>(0, n - window) : 0, len = n - first;
+      const float* qb = q + b * nh * hd;
+      float* ob = out + b * nh * hd;
+      if (len <= 0) { std::fill(ob, ob + nh * hd, 0.f); continue; }
+      s.assign(nh * len, 0.f);                               // scores of query head i at s[i * len + p - first]
+      auto row = [&](int64_t p, int64_t which) {
+        const int64_t v = tables[b * nb + p / bs];
+        const T* base = v >= 0 ? pool + v * block : staged + (~v) * block;
+        return base + which * half + (p % bs) * tok;
+      };
+      for (int64_t p = first; p < n; ++p) {
+        const T* k = row(p, 0);
+        for (int64_t h = 0; h < kvh; ++h) dots(qb + h * g * hd, k + h * hd, g, hd, scale, s.data() + h * g * len + p - first, len);
+      }
+      std::vector<float> inv(nh);
+      for (int64_t i = 0; i < nh; ++i) {
+        float* si = s.data() + i * len;
+        const float m = *std::max_element(si, si + len);
+        float sum = 0;
+        for (int64_t t = 0; t < len; ++t) si[t] = fast_exp(si[t] - m);
+        for (int64_t t = 0; t < len; ++t) sum += si[t];
+        inv[i] = 1.f / sum;
+      }
+      std::fill(acc.begin(), acc.end(), 0.f);
+      for (int64_t p = first; p < n; ++p) {
+        const T* v = row(p, 1);
+        for (int64_t i = 0; i < nh; ++i) axpy(s[i * len + p - first], v + (i / g) * hd, acc.data() + i * hd, hd);
+      }
+      for (int64_t i = 0; i < nh; ++i)
+        for (int64_t d = 0; d < hd; ++d) ob[i * hd + d] = acc[i * hd + d] * inv[i];
+    }
+  });
+}
+
+at::Tensor paged_decode_attention(const at::Tensor& q, const at::Tensor& pool, const at::Tensor& staged,
+                                  const at::Tensor& tables, const at::Tensor& context_lens, double scale,
+                                  int64_t window) {
+  check_pool(pool, "pool");
+  TORCH_CHECK(q.dim() == 3 && q.size(2) == pool.size(4), "q must be [B, heads, head_dim=", pool.size(4), "], got ",
+              q.sizes());
+  const int64_t B = q.size(0), nh = q.size(1), kvh = pool.size(3), bs = pool.size(2);
+  TORCH_CHECK(nh % kvh == 0, "query heads (", nh, ") must be a multiple of kv heads (", kvh, ")");
+  TORCH_CHECK(tables.dim() == 2 && tables.size(0) == B && tables.scalar_type() == at::kLong,
+              "tables must be int64 [B=", B, ", blocks], got ", tables.sizes());
+  TORCH_CHECK(context_lens.numel() == B && context_lens.scalar_type() == at::kLong, "context_lens must be int64 [B=", B, "]");
+  const bool has_staged = staged.numel() > 0;
+  if (has_staged) {
+    check_pool(staged, "staged");
+    TORCH_CHECK(staged.scalar_type() == pool.scalar_type() && staged.sizes().slice(1) == pool.sizes().slice(1),
+                "staged must match the pool's block shape and dtype");
+  }
+  auto tab = tables.contiguous(), ctx = context_lens.contiguous();
+  const int64_t nb = tab.size(1), G = pool.size(0), S = has_staged ? staged.size(0) : 0;
+  const int64_t* tp = tab.data_ptr<int64_t>();
+  const int64_t* cp = ctx.data_ptr<int64_t>();
+  for (int64_t b = 0; b < B; ++b) {          // every entry the kernel will read, checked before it runs
+    TORCH_CHECK(cp[b] >= 0 && cp[b] <= nb * bs, "context_lens[", b, "]=", cp[b], " is outside [0, ", nb * bs, "]");
+    const int64_t first = window > 0 ? std::max<int64_t>(0, cp[b] - window) : 0;
+    for (int64_t i = first / bs; i * bs < cp[b]; ++i) {
+      const int64_t v = tp[b * nb + i];
+      TORCH_CHECK(v >= 0 ? v < G : ~v < S, "tables[", b, ", ", i, "]=", v, " reads outside pool [0, ", G,
+                  ") and staged [0, ", S, ")");
+    }
+  }
+  auto qf = q.to(at::kFloat).contiguous();
+  auto out = at::empty({B, nh, q.size(2)}, q.options().dtype(at::kFloat));
+  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, pool.scalar_type(), "paged_decode_attention", [&] {
+    decode_kernel<scalar_t>(qf.data_ptr<float>(), pool.data_ptr<scalar_t>(),
+                            has_staged ? staged.data_ptr<scalar_t>() : nullptr, tp, cp, out.data_ptr<float>(),
+                            B, nh, kvh, q.size(2), bs, nb, window, static_cast<float>(scale));
+  });
+  return out.to(q.scalar_type());
+}
+
+// -- RoPE of q and k, and the K/V write, from one fused q|k|v projection ---------------------------
+// qkv [T, (nh + 2 kvh) hd]; cos, sin [T, hd/2] in qkv's dtype; slots [T] pool slots (block * bs + offset).
+// Returns q [T, nh, hd] rotated; rotated k and v go to the pool. Rounds as x1*c - x2*s and x2*c + x1*s
+// in separate ops of qkv's dtype (apply_rope in model/llama.py).
+template <typename T>
+inline void rotate(const T* x, const T* c, const T* s, T* out, int64_t half) {
+  for (int64_t i = 0; i < half; ++i) {
+    const T a = T(f32(x[i]) * f32(c[i])), b = T(f32(x[i + half]) * f32(s[i]));
+    const T e = T(f32(x[i + half]) * f32(c[i])), f = T(f32(x[i]) * f32(s[i]));
+    out[i] = T(f32(a) - f32(b));
+    out[i + half] = T(f32(e) + f32(f));
+  }
+}
+
+at::Tensor rope_write_kv(const at::Tensor& qkv, int64_t nh, int64_t kvh, const at::Tensor& cos, const at::Tensor& sin,
+                         at::Tensor pool, const at::Tensor& slots) {
+  check_pool(pool, "pool");
+  const int64_t T = qkv.size(0), hd = pool.size(4), half = hd / 2, bs = pool.size(2), G = pool.size(0);
+  TORCH_CHECK(qkv.dim() == 2 && qkv.size(1) == (nh + 2 * kvh) * hd && qkv.stride(1) == 1,
+              "qkv must be [T, (heads + 2 kv_heads) * head_dim = ", (nh + 2 * kvh) * hd, "] with unit column stride, got ",
+              qkv.sizes());
+  TORCH_CHECK(kvh == pool.size(3) && hd % 2 == 0, "kv_heads=", kvh, " must equal the pool's ", pool.size(3));
+  TORCH_CHECK(pool.scalar_type() == qkv.scalar_type() && cos.scalar_type() == qkv.scalar_type() &&
+              sin.scalar_type() == qkv.scalar_type(), "qkv, cos, sin and the pool must share a dtype");
+  TORCH_CHECK(cos.numel() == T * half && sin.numel() == T * half && cos.is_contiguous() && sin.is_contiguous(),
+              "cos and sin must be contiguous [T=", T, ", head_dim/2=", half, "]");
+  auto sl = slots.contiguous();
+  TORCH_CHECK(sl.numel() == T && sl.scalar_type() == at::kLong, "slots must be int64 [T=", T, "]");
+  const int64_t* sp = sl.data_ptr<int64_t>();
+  for (int64_t t = 0; t < T; ++t)
+    TORCH_CHECK(sp[t] >= 0 && sp[t] < G * bs, "slot ", sp[t], " of token ", t, " is outside [0, ", G * bs, ")");
+  auto q = at::empty({T, nh, hd}, qkv.options());
+  const int64_t row = qkv.stride(0), tok = kvh * hd, blk = 2 * bs * tok;
+  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, qkv.scalar_type(), "rope_write_kv", [&] {
+    const scalar_t *x = qkv.data_ptr<scalar_t>(), *c = cos.data_ptr<scalar_t>(), *s = sin.data_ptr<scalar_t>();
+    scalar_t *qo = q.data_ptr<scalar_t>(), *kv = pool.data_ptr<scalar_t>();
+    at::parallel_for(0, T, std::max<int64_t>(1, 4096 / ((nh + 2 * kvh) * hd)), [&](int64_t begin, int64_t end) {
+      for (int64_t t = begin; t < end; ++t) {
+        const scalar_t *xt = x + t * row, *ct = c + t * half, *st = s + t * half;
+        scalar_t* kdst = kv + (sp[t] / bs) * blk + (sp[t] % bs) * tok;
+        scalar_t* vdst = kdst + bs * tok;
+        for (int64_t h = 0; h < nh; ++h) rotate(xt + h * hd, ct, st, qo + (t * nh + h) * hd, half);
+        for (int64_t h = 0; h < kvh; ++h) rotate(xt + (nh + h) * hd, ct, st, kdst + h * hd, half);
+        std::copy(xt + (nh + kvh) * hd, xt + (nh + 2 * kvh) * hd, vdst);
+      }
+    });
+  });
+  return q;
+}
+
+// -- row ops ----------------------------------------------------------------------------------------
+// RMSNorm as transformers computes it: h = x * rsqrt(mean(x^2) + eps) in float32, then weight * h.to(x.dtype).
+at::Tensor rms_norm(const at::Tensor& x_in, const at::Tensor& weight, double eps) {
+  auto x = x_in.contiguous();
+  const int64_t H = x.size(-1), R = x.numel() / H;
+  TORCH_CHECK(weight.numel() == H && weight.scalar_type() == x.scalar_type(), "weight must be [", H, "] of x's dtype");
+  auto w = weight.contiguous();
+  auto y = at::empty_like(x);
+  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x.scalar_type(), "rms_norm", [&] {
+    const scalar_t *xp = x.data_ptr<scalar_t>(), *wp = w.data_ptr<scalar_t>();
+    scalar_t* yp = y.data_ptr<scalar_t>();
+    at::parallel_for(0, R, std::max<int64_t>(1, 16384 / H), [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) {
+        const scalar_t* xr = xp + r * H;
+        float acc[LANES] = {0};
+        int64_t i = 0;
+        for (; i + LANES <= H; i += LANES)
+          for (int64_t j = 0; j < LANES; ++j) acc[j] += f32(xr[i + j]) * f32(xr[i + j]);
+        float ss = 0;
+        for (int64_t j = 0; j < LANES; ++j) ss += acc[j];
+        for (; i < H; ++i) ss += f32(xr[i]) * f32(xr[i]);
+        const float inv = 1.f / std::sqrt(ss / H + static_cast<float>(eps));
+        for (int64_t k = 0; k < H; ++k) yp[r * H + k] = scalar_t(f32(wp[k]) * f32(scalar_t(f32(xr[k]) * inv)));
+      }
+    });
+  });
+  return y;
+}
+
+// silu(gate) * up from one fused gate|up projection gu [T, 2 I] -> [T, I].
+at::Tensor silu_mul(const at::Tensor& gu_in) {
+  auto gu = gu_in.contiguous();
+  const int64_t I = gu.size(-1) / 2, R = gu.numel() / (2 * I);
+  auto sizes = gu.sizes().vec();
+  sizes.back() = I;
+  auto y = at::empty(sizes, gu.options());
+  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, gu.scalar_type(), "silu_mul", [&] {
+    const scalar_t* gp = gu.data_ptr<scalar_t>();
+    scalar_t* yp = y.data_ptr<scalar_t>();
+    at::parallel_for(0, R, std::max<int64_t>(1, 16384 / I), [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r)
+        for (int64_t i = 0; i < I; ++i) {
+          const float g = f32(gp[r * 2 * I + i]);
+          const scalar_t silu = scalar_t(g / (1.f + fast_exp(-g)));
+          yp[r * I + i] = scalar_t(f32(silu) * f32(gp[r * 2 * I + I + i]));
+        }
+    });
+  });
+  return y;
+}
+
+}  // namespace
+
+TORCH_LIBRARY(pie_lab, m) {
+  m.def("paged_decode_attention(Tensor q, Tensor pool, Tensor staged, Tensor tables, Tensor context_lens, float scale, "
+        "int window) -> Tensor");
+  m.def("rope_write_kv(Tensor qkv, int nh, int kvh, Tensor cos, Tensor sin, Tensor(a!) pool, Tensor slots) -> Tensor");
+  m.def("rms_norm(Tensor x, Tensor weight, float eps) -> Tensor");
+  m.def("silu_mul(Tensor gu) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(pie_lab, CPU, m) {
+  m.impl("paged_decode_attention", &paged_decode_attention);
+  m.impl("rope_write_kv", &rope_write_kv);
+  m.impl("rms_norm", &rms_norm);
+  m.impl("silu_mul", &silu_mul);
+}
