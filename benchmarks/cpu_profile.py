@@ -26,6 +26,8 @@ BUCKETS = (                       # first match wins, on the op's name
     ("linears", ("addmm", "aten::mm", "aten::matmul", "aten::linear", "mkldnn", "onednn", "aten::bmm")),
     ("attention gather", ("aten::index", "index_select", "index_copy", "aten::clamp", "aten::nonzero")),
     ("sdpa", ("scaled_dot_product", "_flash_attention", "sdpa", "_efficient_attention")),
+    ("paged decode attention (kernel)", ("pie_lab::paged_decode_attention",)),
+    ("rope + kv write (kernel)", ("pie_lab::rope_write_kv",)),
     ("sampling", ("argmax", "aten::item", "_local_scalar_dense")),
     ("kv write", ("index_put",)),
 )

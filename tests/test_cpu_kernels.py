@@ -95,10 +95,16 @@ def test_bad_tables_and_slots_are_refused_with_the_value():
 
 def test_disabled_switches_the_model_back_to_torch():
     x = torch.randn(3, 8)
-    assert cpu_kernels.active(x) and not cpu_kernels.active(x.double())
+    assert cpu_kernels.active(x, "attention") and not cpu_kernels.active(x.double(), "attention")
     with cpu_kernels.disabled():
-        assert not cpu_kernels.active(x)
+        assert not any(cpu_kernels.active(x, op) for op in cpu_kernels.OPS)
+    with cpu_kernels.disabled("rms_norm"):
+        assert cpu_kernels.active(x, "attention") and not cpu_kernels.active(x, "rms_norm")
+        assert cpu_kernels.status() == "on, except rms_norm"
     assert cpu_kernels.status() == "on"
+    with pytest.raises(ValueError, match="unknown kernel op.*'rope'.*allowed: attention"):
+        with cpu_kernels.disabled("rope"):
+            pass
 
 
 @pytest.mark.parametrize("policy, options", [("none", {}),

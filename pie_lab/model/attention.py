@@ -186,7 +186,7 @@ def _decode_rows(q: Tensor, kv_layer: Tensor, staged: Tensor | None, tables: Ten
                  max_context: int, scale: float, window: int | None, memo: tuple[dict, object] | None = None) -> Tensor:
     """Decode attention of one query per sequence: pie_lab's CPU kernel or the Triton kernel on CUDA where
     they apply, else gather + SDPA."""
-    if cpu_kernels.active(q) and q.dtype == kv_layer.dtype:
+    if cpu_kernels.active(q, "attention") and q.dtype == kv_layer.dtype:
         return cpu_kernels.paged_decode_attention(q, kv_layer, staged, tables, context_lens, scale, window)
     if q.is_cuda and triton_attention.available() and (window is None or max_context <= window):
         return triton_attention.decode_attention(q, kv_layer, staged, tables, context_lens, scale)

@@ -32,7 +32,9 @@ DTYPES = (torch.float32, torch.bfloat16)
 FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fopenmp"]
 ENV_SWITCH = "PIE_LAB_CPU_KERNELS"
 
-_state = {"loaded": False, "error": None, "on": True}
+OPS = ("attention", "rope_write_kv", "rms_norm", "silu_mul")
+
+_state = {"loaded": False, "error": None, "off": frozenset()}
 
 
 def _cpu_key() -> str:
@@ -46,13 +48,26 @@ def _cpu_key() -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
+def _find_ninja() -> None:
+    """pip's `ninja` wheel puts the tool beside the interpreter, which need not be on PATH (a venv's python
+    run by its full path): torch's build looks for it on PATH, so add its folder there."""
+    if shutil.which("ninja") is None:
+        try:
+            import ninja
+        except ImportError:
+            return
+        os.environ["PATH"] = os.pathsep.join([ninja.BIN_DIR, os.environ.get("PATH", "")])
+
+
 def why_unavailable() -> str | None:
     """None when the kernels can be built here, else the reason."""
     if os.environ.get(ENV_SWITCH, "1") == "0":
         return f"{ENV_SWITCH}=0"
-    missing = [tool for tool in ("c++", "ninja") if shutil.which(tool) is None]
+    _find_ninja()
+    hints = {"c++": "a C++ compiler such as g++", "ninja": "pip install ninja"}
+    missing = [f"{tool} ({hint})" for tool, hint in hints.items() if shutil.which(tool) is None]
     if missing:
-        return f"no {' or '.join(missing)} on PATH (pip install ninja; a C++ compiler such as g++)"
+        return f"not on PATH: {', '.join(missing)}"
     return None
 
 
@@ -85,24 +100,30 @@ def load(verbose: bool = False) -> bool:
     return True
 
 
-def active(x: Tensor) -> bool:
-    """Whether the kernels run for tensors like x (on the CPU, float32 or bfloat16)."""
-    return _state["loaded"] and _state["on"] and x.device.type == "cpu" and x.dtype in DTYPES
+def active(x: Tensor, op: str) -> bool:
+    """Whether kernel `op` (one of OPS) runs for tensors like x (on the CPU, float32 or bfloat16)."""
+    return _state["loaded"] and op not in _state["off"] and x.device.type == "cpu" and x.dtype in DTYPES
 
 
 @contextmanager
-def disabled():
-    """Run the plain torch code inside (A/B measurements and the kernels' own tests)."""
-    before, _state["on"] = _state["on"], False
+def disabled(*ops: str):
+    """Run the plain torch code for these ops (all when none is named) inside: A/B measurements and the
+    kernels' own tests."""
+    unknown = set(ops) - set(OPS)
+    if unknown:
+        raise ValueError(f"unknown kernel op(s) {sorted(unknown)}; allowed: {', '.join(OPS)}")
+    before = _state["off"]
+    _state["off"] = before | frozenset(ops or OPS)
     try:
         yield
     finally:
-        _state["on"] = before
+        _state["off"] = before
 
 
 def status() -> str:
     if _state["loaded"]:
-        return "on" if _state["on"] else "loaded, switched off"
+        off = [op for op in OPS if op in _state["off"]]
+        return f"on, except {', '.join(off)}" if off else "on"
     return f"off ({_state['error'] or 'not loaded'})"
 
 

@@ -67,7 +67,7 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: Tensor) -> Tensor:
-        if cpu_kernels.active(x):
+        if cpu_kernels.active(x, "rms_norm"):
             return cpu_kernels.rms_norm(x, self.weight.detach(), self.eps)
         h = x.float()
         h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
@@ -98,7 +98,7 @@ class LlamaMLP(nn.Module):
         self.down_proj = nn.Linear(spec.intermediate_size, spec.hidden_size, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.gate_up is not None and cpu_kernels.active(x):
+        if self.gate_up is not None and cpu_kernels.active(x, "silu_mul"):
             return self.down_proj(cpu_kernels.silu_mul(self.gate_up.joint(x)))
         gate, up = (self.gate_proj(x), self.up_proj(x)) if self.gate_up is None else self.gate_up(x)
         return self.down_proj(F.silu(gate) * up)
@@ -164,7 +164,7 @@ class LlamaForPagedLM(PagedDecoder):
         if batch.rope is None:                    # once per step: every layer rotates the same positions
             pos = batch.positions
             batch.rope = (self._cos[pos][:, None].to(x.dtype), self._sin[pos][:, None].to(x.dtype))
-        if attn.qkv is not None and cpu_kernels.active(x) and kv_layer.dtype == x.dtype:
+        if attn.qkv is not None and cpu_kernels.active(x, "rope_write_kv") and kv_layer.dtype == x.dtype:
             return cpu_kernels.rope_write_kv(attn.qkv.joint(x), nh, kvh, *batch.rope, kv_layer, batch.slot_mapping)
         q, k, v = (attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)) if attn.qkv is None else attn.qkv(x)
         q, k, v = q.view(T, nh, hd), k.view(T, kvh, hd), v.view(T, kvh, hd)
