@@ -109,8 +109,8 @@ def test_device_attends_only_the_rows_it_is_given(monkeypatch, mixed):
     keep = [i for i in batch.decode_seqs if works[i].seq_id in (0, 2)]
     rows = [int(batch.query_start_loc[i]) for i in keep]
     seen = []
-    real = attention._decode_attention
-    monkeypatch.setattr(attention, "_decode_attention", lambda q_, *a: seen.append(q_.shape[0]) or real(q_, *a))
+    real = attention._decode_rows
+    monkeypatch.setattr(attention, "_decode_rows", lambda q_, *a: seen.append(q_.shape[0]) or real(q_, *a))
     sub = attention.DecodeRows(torch.tensor(keep), torch.tensor(rows), keep)
     part = attention.paged_attention(q, pool, None, batch, 0.3, decode=sub)
     assert seen == [len(keep)]
