@@ -32,9 +32,11 @@ def workload(n: int, vocab: int, seed: int = 0):
 
 
 def one_run(args, with_dashboard: bool) -> dict:
+    from pie_lab import ControllerConfig
     engine = create_engine(args.model, args.executor, policy="pie", num_gpu_blocks=128, num_host_blocks=512,
                            swap_budget_blocks=args.budget, offload="eager",   # the timeline has copies to draw
-                           prefetch_depth=2, link_bandwidth_gbps=args.link)
+                           prefetch_depth=2, link_bandwidth_gbps=args.link,
+                           controller=ControllerConfig(enabled=args.controller))
     reqs = workload(args.requests, engine.spec.vocab_size)
     runner = LiveRunner(engine, ListSource(reqs))
     dash = None
@@ -73,6 +75,8 @@ def main(argv=None) -> int:
     ap.add_argument("--link", type=float, default=1.0, help="emulated link bandwidth, GB/s")
     ap.add_argument("--hz", type=float, default=2.0)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--controller", action=argparse.BooleanOptionalAction, default=True,
+                    help="the adaptive controller sizes the budget (on here; the cpu dashboard starts with it off, a checkbox away)")
     args = ap.parse_args(argv)
 
     one_run(args, False)                                    # warm-up (first-call costs)
@@ -88,7 +92,8 @@ def main(argv=None) -> int:
     bmin, dmin = min(r["wall_s"] for r in base), min(r["wall_s"] for r in dash)
     per = statistics.median(r["refresh_busy_s"] / max(r["refreshes"], 1) for r in dash)
     share = statistics.median(r["refresh_busy_s"] / r["wall_s"] for r in dash)
-    print(f"\n{args.model} on {args.executor}, {args.requests} requests, dashboard at {args.hz:g} Hz")
+    print(f"\n{args.model} on {args.executor}, {args.requests} requests, controller "
+          f"{'on' if args.controller else 'off'}, dashboard at {args.hz:g} Hz")
     print(f"median run time: {b:.3f} s without, {d:.3f} s with the dashboard: {(d / b - 1) * 100:+.1f}%")
     print(f"best run time:   {bmin:.3f} s without, {dmin:.3f} s with the dashboard: {(dmin / bmin - 1) * 100:+.1f}%")
     print(f"one refresh costs {per * 1e3:.1f} ms; the refresher thread was busy {share * 100:.1f}% of the run "

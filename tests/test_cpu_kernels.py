@@ -30,7 +30,8 @@ def pool_and_tables(dtype, G=40, bs=16, kvh=3, hd=64, seed=0):
 
 
 @pytest.mark.parametrize("dtype, tol", [(torch.float32, 2e-6), (torch.bfloat16, 1e-2)])
-@pytest.mark.parametrize("nh, kvh, hd", [(9, 3, 64), (4, 4, 32), (6, 2, 40)])     # GQA, MHA, an odd head size
+@pytest.mark.parametrize("nh, kvh, hd", [(9, 3, 64), (8, 2, 128), (8, 1, 64), (4, 4, 64),
+                                      (4, 4, 32), (6, 2, 40)])    # register-blocked paths, then the general loop
 @pytest.mark.parametrize("window", [None, 7])
 def test_decode_attention_equals_gather_and_sdpa(dtype, tol, nh, kvh, hd, window):
     pool, staged, tables, ctx = pool_and_tables(dtype, kvh=kvh, hd=hd)
