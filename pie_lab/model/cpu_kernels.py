@@ -1,8 +1,8 @@
 """pie_lab's own CPU kernels (issue 22): decode attention that reads paged K/V in place, RoPE fused with
 the K/V write, RMSNorm and silu(gate) * up, each one op where torch needs several
-(`csrc/cpu_kernels.cpp`).
+(`csrc/`: decode_attention.cpp, cpu_kernels.cpp, common.h).
 
-Built once per machine with torch's C++ extension JIT (gcc and ninja; about 30 s) and cached under
+Built once per machine with torch's C++ extension JIT (a C++ compiler and ninja; 10-20 s) and cached under
 torch's extensions folder, keyed by the source and the CPU's instruction set (the build uses
 -march=native). `load()` builds or loads them; the cpu executor calls it at load time. Until then, where
 they cannot be built, or with PIE_LAB_CPU_KERNELS=0, the model runs its plain torch code, which stays the
@@ -27,7 +27,8 @@ from torch import Tensor
 
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).with_name("csrc") / "cpu_kernels.cpp"
+CSRC = Path(__file__).with_name("csrc")
+SOURCES = (CSRC / "cpu_kernels.cpp", CSRC / "decode_attention.cpp")     # and CSRC / "common.h"
 DTYPES = (torch.float32, torch.bfloat16)
 FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fopenmp"]
 ENV_SWITCH = "PIE_LAB_CPU_KERNELS"
@@ -37,9 +38,10 @@ OPS = ("attention", "rope_write_kv", "rms_norm", "silu_mul")
 _state = {"loaded": False, "error": None, "off": frozenset()}
 
 
-def _cpu_key() -> str:
-    """A short hash of this CPU's model and flags: a build for another CPU is never loaded here."""
-    text = platform.machine()
+def _build_key() -> str:
+    """A short hash of the sources and of this CPU's model and flags: a build of other sources or for
+    another CPU is never loaded here."""
+    text = platform.machine() + "".join(p.read_text() for p in sorted(CSRC.iterdir()) if p.suffix in (".cpp", ".h"))
     try:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
         text += "".join(sorted({l for l in lines if l.startswith(("model name", "flags"))}))
@@ -82,15 +84,15 @@ def load(verbose: bool = False) -> bool:
         log.info("pie_lab CPU kernels off: %s", reason)
         return False
     from torch.utils import cpp_extension
-    name = f"pie_lab_cpu_{_cpu_key()}"
+    name = f"pie_lab_cpu_{_build_key()}"
     try:
         folder = Path(cpp_extension._get_build_directory(name, verbose))     # private in torch: may move
     except Exception:
         folder = None
     if folder is None or not (folder / f"{name}.so").exists():
-        log.warning("building pie_lab's CPU kernels once for this machine (10-30 s) in %s", folder or "torch's cache")
+        log.warning("building pie_lab's CPU kernels once for this machine (10-20 s) in %s", folder or "torch's cache")
     try:
-        cpp_extension.load(name, [str(SOURCE)], extra_cflags=FLAGS, extra_ldflags=["-fopenmp"],
+        cpp_extension.load(name, [str(p) for p in SOURCES], extra_cflags=FLAGS, extra_ldflags=["-fopenmp"],
                            is_python_module=False, verbose=verbose)
     except Exception as exc:                                  # a compiler error: keep running on torch
         _state["error"] = f"build failed: {exc}"
