@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pie_lab import create_engine                                  # noqa: E402
+from pie_lab import ControllerConfig, create_engine                # noqa: E402
 from pie_lab.live import LiveRunner                         # noqa: E402
 from pie_lab.sources import ListSource                      # noqa: E402
 
@@ -32,7 +32,6 @@ def workload(n: int, vocab: int, seed: int = 0):
 
 
 def one_run(args, with_dashboard: bool) -> dict:
-    from pie_lab import ControllerConfig
     engine = create_engine(args.model, args.executor, policy="pie", num_gpu_blocks=128, num_host_blocks=512,
                            swap_budget_blocks=args.budget, offload="eager",   # the timeline has copies to draw
                            prefetch_depth=2, link_bandwidth_gbps=args.link,

@@ -132,7 +132,6 @@ def status() -> str:
 def paged_decode_attention(q: Tensor, pool: Tensor, staged: Tensor | None, tables: Tensor, context_lens: Tensor,
                            scale: float, window: int | None) -> Tensor:
     """q [B, nh, hd] over pool [G, 2, bs, kvh, hd] (+ staged [S, ...]) through tables [B, nb] -> [B, nh, hd]."""
-    staged = pool.new_empty((0,)) if staged is None else staged
     return torch.ops.pie_lab.paged_decode_attention(q, pool, staged, tables, context_lens, scale, window or 0)
 
 

@@ -48,7 +48,6 @@ inline __m512 load16(const c10::BFloat16* p) {
   const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
 }
-inline __m512 load16(const double*) { return _mm512_setzero_ps(); }   // never called: double takes the loop
 #endif
 
 inline void check_pool(const at::Tensor& pool, const char* what) {

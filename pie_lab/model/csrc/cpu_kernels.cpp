@@ -112,7 +112,7 @@ at::Tensor silu_mul(const at::Tensor& gu_in) {
 }  // namespace pie_lab
 
 TORCH_LIBRARY(pie_lab, m) {
-  m.def("paged_decode_attention(Tensor q, Tensor pool, Tensor staged, Tensor tables, Tensor context_lens, float scale, "
+  m.def("paged_decode_attention(Tensor q, Tensor pool, Tensor? staged, Tensor tables, Tensor context_lens, float scale, "
         "int window) -> Tensor");
   m.def("rope_write_kv(Tensor qkv, int nh, int kvh, Tensor cos, Tensor sin, Tensor(a!) pool, Tensor slots) -> Tensor");
   m.def("rms_norm(Tensor x, Tensor weight, float eps) -> Tensor");

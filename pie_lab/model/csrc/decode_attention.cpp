@@ -7,21 +7,10 @@
 namespace pie_lab {
 namespace {
 
-// s[j] = scale * <q_j, k> for the g query rows q (hd apart) sharing one key row k.
+// The general loop (other head sizes, CPUs without AVX-512): s[j] = scale * <q_j, k> for the g query rows
+// q (hd apart) sharing one key row k.
 template <typename T>
 inline void dots(const float* q, const T* k, int64_t g, int64_t hd, float scale, float* s, int64_t stride) {
-#if defined(__AVX512F__)
-  if (!std::is_same<T, double>::value && hd % 16 == 0 && g <= 8) {
-    __m512 acc[8];
-    for (int64_t j = 0; j < g; ++j) acc[j] = _mm512_setzero_ps();
-    for (int64_t d = 0; d < hd; d += 16) {
-      const __m512 kv = load16(k + d);
-      for (int64_t j = 0; j < g; ++j) acc[j] = _mm512_fmadd_ps(_mm512_loadu_ps(q + j * hd + d), kv, acc[j]);
-    }
-    for (int64_t j = 0; j < g; ++j) s[j * stride] = _mm512_reduce_add_ps(acc[j]) * scale;
-    return;
-  }
-#endif
   for (int64_t j = 0; j < g; ++j) {
     float acc[LANES] = {0};
     int64_t d = 0;
@@ -38,19 +27,15 @@ inline void dots(const float* q, const T* k, int64_t g, int64_t hd, float scale,
 // a[d] += w * v[d], d < hd.
 template <typename T>
 inline void axpy(float w, const T* v, float* a, int64_t hd) {
-#if defined(__AVX512F__)
-  if (!std::is_same<T, double>::value && hd % 16 == 0) {
-    const __m512 wv = _mm512_set1_ps(w);
-    for (int64_t d = 0; d < hd; d += 16) _mm512_storeu_ps(a + d, _mm512_fmadd_ps(wv, load16(v + d), _mm512_loadu_ps(a + d)));
-    return;
-  }
-#endif
   for (int64_t d = 0; d < hd; ++d) a[d] += w * f32(v[d]);
 }
 
+template <typename T>
+using FastDecode = void (*)(const float*, const T*, const T*, const int64_t*, int64_t, int64_t, float*, int64_t,
+                            int64_t, float, float*, float*, float*, float*);
 
 // -- decode attention over paged K/V, read in place ------------------------------------------------
-// q [B, nh, hd]; pool [G, 2, bs, kvh, hd]; staged [S, 2, bs, kvh, hd] (S may be 0); tables [B, nb]:
+// q [B, nh, hd]; pool [G, 2, bs, kvh, hd]; staged [S, 2, bs, kvh, hd] or none; tables [B, nb]:
 // entry v >= 0 reads pool block v, v < 0 staged block ~v; context_lens [B]. Query b sits at position
 // context_lens[b] - 1 and attends keys [max(0, ctx - window), ctx) (window <= 0: all).
 #if defined(__AVX512F__)
@@ -119,9 +104,6 @@ void decode_seq_fast(const float* qb, const T* pool, const T* staged, const int6
     for (int64_t d = 0; d < hd; ++d) ob[i * hd + d] = acc[i * hd + d] / l[i];
 }
 
-template <typename T>
-using FastDecode = void (*)(const float*, const T*, const T*, const int64_t*, int64_t, int64_t, float*, int64_t,
-                            int64_t, float, float*, float*, float*, float*);
 
 template <typename T, int NC>
 FastDecode<T> fast_for_g(int64_t g) {
@@ -149,9 +131,6 @@ FastDecode<T> fast_decoder(int64_t hd, int64_t g) {
   }
 }
 #else
-template <typename T>
-using FastDecode = void (*)(const float*, const T*, const T*, const int64_t*, int64_t, int64_t, float*, int64_t,
-                            int64_t, float, float*, float*, float*, float*);
 template <typename T>
 FastDecode<T> fast_decoder(int64_t, int64_t) { return nullptr; }
 #endif
@@ -186,7 +165,7 @@ void decode_kernel(const float* q, const T* pool, const T* staged, const int64_t
         const T* k = row(p, 0);
         for (int64_t h = 0; h < kvh; ++h) dots(qb + h * g * hd, k + h * hd, g, hd, scale, s.data() + h * g * len + p - first, len);
       }
-      std::vector<float> inv(nh);
+      float* inv = ml.data();
       for (int64_t i = 0; i < nh; ++i) {
         float* si = s.data() + i * len;
         const float m = *std::max_element(si, si + len);
@@ -206,7 +185,7 @@ void decode_kernel(const float* q, const T* pool, const T* staged, const int64_t
   });
 }
 
-at::Tensor paged_decode_attention(const at::Tensor& q, const at::Tensor& pool, const at::Tensor& staged,
+at::Tensor paged_decode_attention(const at::Tensor& q, const at::Tensor& pool, const std::optional<at::Tensor>& staged,
                                   const at::Tensor& tables, const at::Tensor& context_lens, double scale,
                                   int64_t window) {
   check_pool(pool, "pool");
@@ -217,14 +196,14 @@ at::Tensor paged_decode_attention(const at::Tensor& q, const at::Tensor& pool, c
   TORCH_CHECK(tables.dim() == 2 && tables.size(0) == B && tables.scalar_type() == at::kLong,
               "tables must be int64 [B=", B, ", blocks], got ", tables.sizes());
   TORCH_CHECK(context_lens.numel() == B && context_lens.scalar_type() == at::kLong, "context_lens must be int64 [B=", B, "]");
-  const bool has_staged = staged.numel() > 0;
+  const bool has_staged = staged.has_value() && staged->numel() > 0;
   if (has_staged) {
-    check_pool(staged, "staged");
-    TORCH_CHECK(staged.scalar_type() == pool.scalar_type() && staged.sizes().slice(1) == pool.sizes().slice(1),
+    check_pool(*staged, "staged");
+    TORCH_CHECK(staged->scalar_type() == pool.scalar_type() && staged->sizes().slice(1) == pool.sizes().slice(1),
                 "staged must match the pool's block shape and dtype");
   }
   auto tab = tables.contiguous(), ctx = context_lens.contiguous();
-  const int64_t nb = tab.size(1), G = pool.size(0), S = has_staged ? staged.size(0) : 0;
+  const int64_t nb = tab.size(1), G = pool.size(0), S = has_staged ? staged->size(0) : 0;
   const int64_t* tp = tab.data_ptr<int64_t>();
   const int64_t* cp = ctx.data_ptr<int64_t>();
   for (int64_t b = 0; b < B; ++b) {          // every entry the kernel will read, checked before it runs
@@ -240,7 +219,7 @@ at::Tensor paged_decode_attention(const at::Tensor& q, const at::Tensor& pool, c
   auto out = at::empty({B, nh, q.size(2)}, q.options().dtype(at::kFloat));
   AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, pool.scalar_type(), "paged_decode_attention", [&] {
     decode_kernel<scalar_t>(qf.data_ptr<float>(), pool.data_ptr<scalar_t>(),
-                            has_staged ? staged.data_ptr<scalar_t>() : nullptr, tp, cp, out.data_ptr<float>(),
+                            has_staged ? staged->data_ptr<scalar_t>() : nullptr, tp, cp, out.data_ptr<float>(),
                             B, nh, kvh, q.size(2), bs, nb, window, static_cast<float>(scale));
   });
   return out.to(q.scalar_type());
